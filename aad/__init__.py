@@ -1,0 +1,1 @@
+"""aad: autoencoder-based visual anomaly detection in JAX/Flax."""

@@ -1,0 +1,28 @@
+"""Test set-up: fake CPU devices for multi-device code, quiet TensorFlow."""
+
+import os
+import pathlib
+
+# Must happen before JAX initialises its backend.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / 'shared'
+
+
+def pytest_configure(config):
+  del config
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope='session')
+def shared_data():
+  path = SHARED / 'data'
+  if not path.is_dir():
+    pytest.skip(f'{path} is absent (a fresh checkout without ../shared)')
+  return path

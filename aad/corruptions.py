@@ -1,0 +1,421 @@
+"""Synthetic corruptions: Stain, Gaussian, Scratch, Drops and their mixtures.
+
+JAX versions of the noise models of AESc + Stain noise (Collin & De
+Vleeschouwer, ICPR 2020), specified in METHOD.md section 2. Each corruption is
+a pure function `f(key, image, **params) -> image` on a float32 image in
+[0, 1] of shape (H, W, C), C = 1 or 3. The parameters are static Python
+numbers (colours in 0..255 grey levels, as in the reference), all randomness
+comes from `key`, and no shape depends on a draw, so every function jits and
+vmaps. `make` builds one from a config and `corrupt_batch` applies it to a
+batch with one key per image.
+
+The differences from the Keras reference are those listed in METHOD.md 2.1
+(a)-(f), plus the few explained where they occur (stain_mask, _uniform_int).
+"""
+
+import functools
+import inspect
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Corruption = Callable[[jax.Array, jax.Array], jax.Array]
+
+# Variance of the stain / drop texture noise in [0, 1] units: 0.05/255, i.e.
+# about 3.6 grey levels of standard deviation (METHOD.md 2.1, step 11).
+STAIN_NOISE_VAR = 0.05 / 255
+# Standard deviation of each scratch pixel, in grey levels (METHOD.md 2.3).
+_SCRATCH_STD = 20.0
+
+
+def _uniform_int(u, lo, hi):
+  """Maps u ~ U[0, 1) to a uniform integer in [lo, hi], ends included.
+
+  All scalar draws of a corruption come from one `jax.random.uniform` vector
+  rather than one `jax.random.randint` each: every PRNG call is a threefry
+  block that XLA compiles separately, and 20 scalar randint calls compile
+  about ten times slower than one vector draw. An empty range gives lo, as
+  randint does.
+  """
+  hi = jnp.maximum(hi, lo)
+  return jnp.minimum(lo + jnp.floor(u * (hi - lo + 1)).astype(jnp.int32), hi)
+
+
+def _texture(key, shape, color, noise_var):
+  """Grey level `color` (0..255) plus i.i.d. noise per pixel and channel."""
+  noise = math.sqrt(noise_var) * jax.random.normal(key, shape)
+  return jnp.clip(color.astype(jnp.float32) / 255 + noise, 0, 1)
+
+
+def _composite(image, texture, mask):
+  """`image (1 - m) + texture m`; pixels with m = 0 stay bit-identical."""
+  m = mask[..., None]
+  return jnp.clip(image * (1 - m) + texture * m, 0, 1).astype(image.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _spline_matrix(k):
+  """Maps knot values y to second derivatives M of their periodic spline.
+
+  With unit knot spacing, M[i-1] + 4 M[i] + M[i+1] = 6 (y[i-1] - 2 y[i] +
+  y[i+1]), indices mod k. The system depends only on the static k, so it is
+  solved once here, in numpy, rather than in every traced call.
+  """
+  eye = np.eye(k)
+  shift = np.roll(eye, 1, axis=1) + np.roll(eye, -1, axis=1)
+  return (np.linalg.inv(4 * eye + shift) @ (6 * (shift - 2 * eye))).astype(
+      np.float32)
+
+
+def _periodic_spline(y, t):
+  """Periodic cubic spline through (i, y[i]), i = 0..k-1, evaluated at t."""
+  k = y.shape[0]
+  # Elementwise product and sum rather than a matmul: exact on accelerators
+  # whose default float32 matmul precision is reduced.
+  m = (jnp.asarray(_spline_matrix(k)) * y[None, :]).sum(axis=1)
+  t = jnp.mod(t, k)
+  i = jnp.clip(jnp.floor(t).astype(jnp.int32), 0, k - 1)
+  j = (i + 1) % k
+  u = t - i
+  v = 1 - u
+  return v * y[i] + u * y[j] + ((v**3 - v) * m[i] + (u**3 - u) * m[j]) / 6
+
+
+def _blur_matrix(weights, n, radius):
+  """(n, n) matrix of a 1-D blur with scipy's 'reflect' border.
+
+  Row i holds the weights of taps i - radius .. i + radius, each folded back
+  into the image like scipy's (d c b a | a b c d | d c b a) padding.
+  """
+  src = np.arange(n)[:, None] + np.arange(-radius, radius + 1)[None, :]
+  src %= 2 * n
+  src = np.where(src < n, src, 2 * n - 1 - src)
+  rows = np.broadcast_to(np.arange(n)[:, None], src.shape)
+  return jnp.zeros((n, n), weights.dtype).at[rows, src].add(
+      jnp.broadcast_to(weights, src.shape))
+
+
+def _gaussian_blur(x, sigma, radius):
+  """Separable Gaussian blur of a 2-D array with a traced sigma.
+
+  The support is fixed at 2 * radius + 1 taps so that shapes stay static;
+  taps beyond scipy's own truncation, int(4 sigma + 0.5), get zero weight.
+  Two small matmuls do the blur: on CPU they beat a sum of shifted slices
+  several times over.
+  """
+  taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+  sigma = jnp.maximum(sigma, 1e-3)  # sigma = 0 would divide 0 by 0.
+  weights = jnp.exp(-0.5 * (taps / sigma)**2)
+  weights = jnp.where(jnp.abs(taps) <= jnp.floor(4 * sigma + 0.5), weights, 0)
+  weights = weights / weights.sum()
+  blur_rows = _blur_matrix(weights, x.shape[0], radius)
+  blur_cols = _blur_matrix(weights, x.shape[1], radius)
+  # Full float32 precision: accelerators may default to a reduced one.
+  highest = jax.lax.Precision.HIGHEST
+  return jnp.matmul(jnp.matmul(blur_rows, x, precision=highest), blur_cols.T,
+                    precision=highest)
+
+
+def _stain_keys(key):
+  """(shape key, texture key): `stain_mask` uses the first, `stain` both."""
+  return jax.random.split(key)
+
+
+def stain_mask(key, shape_hw, *, size=(0.01, 0.12), irregularity=0.1,
+               blur=0.0, n_points=20, color=(10, 220)):
+  """Draws the shape of one stain (METHOD.md 2.1, vectorisable form).
+
+  The stain is the star-shaped region r <= R(phi) around (cx, cy), where
+  R = R_ellipse(phi) + S(phi): the exact rotated ellipse plus a periodic
+  cubic spline S through n_points radial jitters drawn at equally spaced
+  angles. The knots (phi_k, R_ellipse(phi_k) + eps_k) are those of METHOD.md;
+  interpolating only the jitter keeps eccentric ellipses exact, which a
+  spline through 20 equal-angle knots of the ellipse itself would not.
+
+  Args:
+    key: PRNG key (typed or raw); `stain(key, ...)` draws the same mask.
+    shape_hw: (H, W) of the image.
+    size: semi-axis range as fractions: a (the row radius) is drawn in
+      [floor(lo W), floor(hi W)] and b (the column radius) in
+      [floor(lo H), floor(hi H)], the reference's convention.
+    irregularity: radial jitter U(-d, d) with d = floor(irregularity (a+b)/2).
+    blur: Gaussian blur sigma as a fraction of max(a, b); 0 keeps a hard edge.
+    n_points: number of control radii K.
+    color: inclusive grey-level range (0..255) of the stain colour.
+
+  Returns:
+    (mask, params): the float32 (H, W) mask in [0, 1] and a dict of the draws
+    'a', 'b', 'cx' (column), 'cy' (row), 'theta0', 'color' (grey level) and
+    'sigma' (blur, pixels).
+  """
+  h, w = shape_hw
+  u = jax.random.uniform(_stain_keys(key)[0], (6 + n_points,))
+  color = _uniform_int(u[0], *color)
+  a = _uniform_int(u[1], math.floor(size[0] * w), math.floor(size[1] * w))
+  b = _uniform_int(u[2], math.floor(size[0] * h), math.floor(size[1] * h))
+  theta0 = 2 * np.pi * u[3]
+  r_max = jnp.maximum(a, b)
+  cx = _uniform_int(u[4], r_max, w - r_max)
+  cy = _uniform_int(u[5], r_max, h - r_max)
+
+  dy = jnp.arange(h, dtype=jnp.float32)[:, None] - cy
+  dx = jnp.arange(w, dtype=jnp.float32)[None, :] - cx
+  r = jnp.hypot(dx, dy)
+  # Angle from the ellipse's column axis; the row radius a lies at pi/2.
+  phi = jnp.arctan2(dy, dx) - theta0
+  # A zero radius (images under 100 px) is drawn as a 1-px-wide line, like the
+  # reference's degenerate perimeter, instead of an empty mask.
+  ra, rb = jnp.maximum(a, 0.5), jnp.maximum(b, 0.5)
+  r_ellipse = ra * rb / jnp.hypot(ra * jnp.cos(phi), rb * jnp.sin(phi))
+  delta = jnp.floor(irregularity * (a + b) / 2)
+  eps = delta * (2 * u[6:] - 1)
+  radius = r_ellipse + _periodic_spline(eps, phi * n_points / (2 * np.pi))
+  mask = (r <= jnp.maximum(radius, 0)).astype(jnp.float32)
+
+  sigma = blur * r_max
+  if blur > 0:
+    max_axis = max(math.floor(size[1] * w), math.floor(size[1] * h))
+    mask = _gaussian_blur(mask, sigma, math.ceil(4 * blur * max_axis))
+  params = dict(a=a, b=b, cx=cx, cy=cy, theta0=theta0, color=color,
+                sigma=jnp.asarray(sigma, jnp.float32))
+  return mask, params
+
+
+def stain(key, image, *, size=(0.01, 0.12), color=(10, 220),
+          irregularity=0.1, blur=0.0, noise_var=STAIN_NOISE_VAR, n_points=20):
+  """Pastes one grey, slightly noisy elliptic stain (METHOD.md 2.1).
+
+  Args:
+    key: PRNG key.
+    image: float32 (H, W, C) in [0, 1].
+    size, color, irregularity, blur, n_points: see `stain_mask`.
+    noise_var: variance, in [0, 1] units, of the texture noise drawn
+      independently per pixel and channel.
+
+  Returns:
+    `image (1 - m) + s m` with s = clip(color/255 + N(0, noise_var)).
+  """
+  mask, params = stain_mask(
+      key, image.shape[:2], size=size, irregularity=irregularity, blur=blur,
+      n_points=n_points, color=color)
+  texture = _texture(_stain_keys(key)[1], image.shape, params['color'],
+                     noise_var)
+  return _composite(image, texture, mask)
+
+
+def gaussian(key, image, *, var=0.01):
+  """Adds i.i.d. N(0, var) noise and clips to [0, 1] (METHOD.md 2.2).
+
+  This is the intended, paper-era behaviour, not the wrap-around of the
+  reference's HEAD.
+  """
+  noise = math.sqrt(var) * jax.random.normal(key, image.shape, image.dtype)
+  return jnp.clip(image + noise, 0, 1)
+
+
+def _dilate3(mask):
+  """3x3 binary dilation with zero padding."""
+  h, w = mask.shape
+  p = jnp.pad(mask, 1)
+  return functools.reduce(jnp.logical_or, [
+      p[i:i + h, j:j + w] for i in range(3) for j in range(3)])
+
+
+def scratch(key, image, *, color=(150, 150)):
+  """Draws one line, sine or square-root scratch (METHOD.md 2.3).
+
+  The curve is sampled at every 0.1 of its parameter up to the largest
+  possible length, max(H, W)/4, with the samples past the drawn length or
+  outside the image masked out; each kept point paints its 3x3 neighbourhood
+  with N(color, 20^2) grey levels, equal across channels.
+
+  Args:
+    key: PRNG key.
+    image: float32 (H, W, C) in [0, 1].
+    color: inclusive grey-level range (0..255) of the scratch colour.
+
+  Returns:
+    The scratched image.
+  """
+  h, w, _ = image.shape
+  k_draw, k_noise = jax.random.split(key)
+  u = jax.random.uniform(k_draw, (7,))
+  color = _uniform_int(u[0], *color)
+  x0 = _uniform_int(u[1], w // 6, math.floor(w - w / 6 + 1))
+  y0 = _uniform_int(u[2], h // 6, math.floor(h - h / 6 + 1))
+  shape = _uniform_int(u[3], 0, 2)  # line, sine, root.
+  direction = _uniform_int(u[4], 0, 3)  # up, down, right, left.
+  # 'up' and 'down' advance along columns over Lx, the others along rows.
+  along_cols = direction < 2
+  length = jnp.where(along_cols, _uniform_int(u[5], x0, w),
+                     _uniform_int(u[6], y0, h)) / 4
+  j = jnp.arange(math.ceil(10 * max(h, w) / 4) + 1)
+  valid = j < 10 * length  # t = 0, 0.1, ... < length, as np.arange.
+  t = jnp.where(direction % 2 == 0, 1.0, -1.0) * j / 10
+  f = jnp.stack([2 * t, 16 * jnp.sin(jnp.deg2rad(4 * t)),
+                 10 * jnp.sqrt(jnp.abs(t))])[shape]
+  along = jnp.trunc(t).astype(jnp.int32)
+  across = jnp.trunc(f).astype(jnp.int32)
+  col = x0 + jnp.where(along_cols, along, across)
+  row = y0 + jnp.where(along_cols, across, along)
+  inside = valid & (row >= 0) & (row < h) & (col >= 0) & (col < w)
+  # Dropped points are sent out of range, where the scatter ignores them.
+  row = jnp.where(inside, row, h)
+  mask = jnp.zeros((h, w), bool).at[row, col].set(True, mode='drop')
+  value = color + _SCRATCH_STD * jax.random.normal(k_noise, (h, w, 1))
+  value = jnp.clip(value / 255, 0, 1)
+  return jnp.where(_dilate3(mask)[..., None], value, image).astype(image.dtype)
+
+
+def drops(key, image, *, size=(0.01, 0.02), color=(220, 220), nb=10,
+          spacing=0.1):
+  """Pastes a cluster of nb disks of one radius (METHOD.md 2.4).
+
+  Args:
+    key: PRNG key.
+    image: float32 (H, W, C) in [0, 1].
+    size: radius range as fractions of W; r = U_int[lo W, hi W] + 1.
+    color: inclusive grey-level range (0..255) of the drop colour.
+    nb: number of disks.
+    spacing: disk centres scatter around the cluster centre with standard
+      deviation spacing r / 10 (so the defaults give one disk).
+
+  Returns:
+    The image with the drops, textured like a stain, composited in.
+  """
+  h, w, _ = image.shape
+  k_draw, k_centres, k_noise = jax.random.split(key, 3)
+  u = jax.random.uniform(k_draw, (4,))
+  color = _uniform_int(u[0], *color)
+  r = _uniform_int(u[1], math.floor(size[0] * w), math.floor(size[1] * w)) + 1
+  margin = (math.log(nb) + 5) * r
+  lo = jnp.floor(margin).astype(jnp.int32)
+  cx = _uniform_int(u[2], lo, jnp.floor(w - margin).astype(jnp.int32))
+  cy = _uniform_int(u[3], lo, jnp.floor(h - margin).astype(jnp.int32))
+  centres = jnp.stack([cy, cx]).astype(jnp.float32) + (
+      spacing * r / 10 * jax.random.normal(k_centres, (nb, 2)))
+  rows = jnp.arange(h, dtype=jnp.float32)[None, :, None]
+  cols = jnp.arange(w, dtype=jnp.float32)[None, None, :]
+  d2 = ((rows - centres[:, 0, None, None])**2 +
+        (cols - centres[:, 1, None, None])**2)
+  mask = (d2 < r**2).any(axis=0).astype(jnp.float32)
+  texture = _texture(k_noise, image.shape, color, STAIN_NOISE_VAR)
+  return _composite(image, texture, mask)
+
+
+def branch_index(key, probs: Sequence[float]):
+  """Draws a mixture component: i with probability probs[i].
+
+  Args:
+    key: PRNG key.
+    probs: probabilities of all components but the last, which takes the
+      remainder.
+
+  Returns:
+    int32 index in [0, len(probs)].
+  """
+  if min(probs) < 0 or sum(probs) > 1 + 1e-9:
+    raise ValueError(f'mixture probabilities {tuple(probs)} are not valid')
+  u = jax.random.uniform(key, ())
+  return jnp.sum(u >= np.cumsum(probs)).astype(jnp.int32)
+
+
+def structural(key, image, *, p_stain=0.6, p_scratch=0.2, color=(10, 220),
+               stain_blur=0.15):
+  """Stain, scratch or drops with probabilities p_stain, p_scratch, rest.
+
+  The paper-era mix of METHOD.md 2.5 (0.6 / 0.2 / 0.2), not HEAD's swapped
+  one. The component is `branch_index(k0, (p_stain, p_scratch))` and it is
+  applied with k1, where k0, k1 = jax.random.split(key).
+  """
+  k_branch, k_apply = jax.random.split(key)
+  branches = (functools.partial(stain, color=color, blur=stain_blur),
+              functools.partial(scratch, color=color),
+              functools.partial(drops, color=color))
+  # Under vmap the switch becomes a select over all branches; under jit alone
+  # only the drawn branch runs.
+  index = branch_index(k_branch, (p_stain, p_scratch))
+  return jax.lax.switch(index, branches, k_apply, image)
+
+
+def stain_or_gaussian(key, image, *, p_stain=0.6, gaussian_var=0.1,
+                      stain_blur=0.15):
+  """Blurred stain with probability p_stain, else Gaussian (METHOD.md 2.5).
+
+  Keys are split as in `structural`; the components are 0 = stain and
+  1 = gaussian.
+  """
+  k_branch, k_apply = jax.random.split(key)
+  branches = (functools.partial(stain, blur=stain_blur),
+              functools.partial(gaussian, var=gaussian_var))
+  index = branch_index(k_branch, (p_stain,))
+  return jax.lax.switch(index, branches, k_apply, image)
+
+
+def none(key, image):
+  """The identity: no corruption."""
+  del key
+  return image
+
+
+CORRUPTIONS: dict[str, Callable[..., jax.Array]] = {
+    'stain': stain,
+    'gaussian': gaussian,
+    'scratch': scratch,
+    'drops': drops,
+    'structural': structural,
+    'stain_or_gaussian': stain_or_gaussian,
+    'none': none,
+}
+
+
+def make(name: str, params: Mapping[str, Any] | None = None) -> Corruption:
+  """Binds a registered corruption to its parameters.
+
+  Args:
+    name: a key of `CORRUPTIONS`.
+    params: keyword parameters of that corruption (static Python values).
+
+  Returns:
+    `fn(key, image) -> image`.
+
+  Raises:
+    ValueError: for an unknown name or parameter.
+  """
+  if name not in CORRUPTIONS:
+    raise ValueError(f'unknown corruption {name!r}; valid names: '
+                     f'{", ".join(sorted(CORRUPTIONS))}')
+  fn = CORRUPTIONS[name]
+  params = dict(params or {})
+  valid = [p.name for p in inspect.signature(fn).parameters.values()
+           if p.kind == inspect.Parameter.KEYWORD_ONLY]
+  unknown = sorted(set(params) - set(valid))
+  if unknown:
+    raise ValueError(f'unknown parameter(s) {", ".join(unknown)} for '
+                     f'corruption {name!r}; valid keys: '
+                     f'{", ".join(valid) or "(none)"}')
+  return functools.partial(fn, **params)
+
+
+def corrupt_batch(fn: Corruption, key: jax.Array, images: jax.Array,
+                  global_indices: jax.Array) -> jax.Array:
+  """Corrupts each image with its own key, fold_in(key, global index).
+
+  Keying on the global index makes each image's corruption independent of
+  how the batch is split across devices or hosts.
+
+  Args:
+    fn: `fn(key, image) -> image`, e.g. from `make`.
+    key: step key, typed (jax.random.key) or raw uint32.
+    images: (B, H, W, C) float32 in [0, 1].
+    global_indices: (B,) integer index of each image in the global batch.
+
+  Returns:
+    The corrupted (B, H, W, C) images.
+  """
+  keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+      key, jnp.asarray(global_indices))
+  return jax.vmap(fn)(keys, images)

@@ -1,0 +1,40 @@
+"""Command line entry point: one config file per experiment.
+
+  python -m aad.main --config=configs/aesc_stain.py [--workdir=DIR]
+      [--config.train.num_steps=500 ...]
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', 'configs/aesc_stain.py', 'Experiment config file.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Output directory (checkpoints, reports); rerunning '
+    'with the same one resumes. Default: runs/<config.name>.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from aad import logs  # pylint: disable=g-import-not-at-top
+  from aad import train  # pylint: disable=g-import-not-at-top
+  logs.setup()
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or os.path.join('runs', config.name)
+  try:
+    train.train_and_evaluate(config, workdir)
+  except train.TrainingError as e:
+    logging.error('%s', e)
+    raise SystemExit(1) from e
+
+
+if __name__ == '__main__':
+  app.run(main)

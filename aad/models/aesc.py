@@ -1,0 +1,103 @@
+"""AESc and plain AE (Collin & De Vleeschouwer, ICPR 2020) in Flax Linen.
+
+Both networks share one module: `skips=True` gives AESc (additive skip
+connections at every level), `skips=False` the plain convolutional AE.
+Monte-Carlo dropout is chosen per call (`mc_dropout=True` plus a 'dropout'
+rng), never by building a second model.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from aad.models import layers
+
+# Keras defaults used by the reference code (METHOD.md 1.1).
+_BN_MOMENTUM = 0.99
+_BN_EPSILON = 1e-3
+_LEAKY_SLOPE = 0.3
+
+# MC-dropout rates per level L (index 0 = finest), METHOD.md 1.1.
+AESC_DROPOUT = (0.0, 0.0, 0.1, 0.2, 0.4, 0.5)
+AE_DROPOUT = (0.0, 0.0, 0.0, 0.0, 0.1, 0.2)
+
+
+class AutoEncoder(nn.Module):
+  """Convolutional autoencoder with optional additive skip connections.
+
+  Attributes:
+    depth: number of stride-2 levels; inputs must be divisible by 2**depth.
+    features: feature maps at level 0, doubled at every level.
+    kernel: square kernel size of every convolution.
+    skips: add encoder level L to the decoder at level L (AESc) or not (AE).
+    dropout_rates: MC-dropout rate per level, used when mc_dropout is on.
+    train_dropout: also apply those rates while training (METHOD.md Q1).
+    bn_axis_name: device axis over which training BatchNorm statistics are
+      averaged (None on a single device).
+    conv_impl: 'fast' (exact reformulations, aad/models/layers.py) or
+      'plain' (textbook convolutions); same parameters, same outputs.
+    dtype: computation dtype (parameters stay float32).
+  """
+  depth: int = 6
+  features: int = 16
+  kernel: int = 5
+  skips: bool = True
+  dropout_rates: Sequence[float] = AESC_DROPOUT
+  train_dropout: bool = False
+  bn_axis_name: str | None = None
+  conv_impl: str = 'fast'
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, mc_dropout: bool = False):
+    """Reconstructs `x`.
+
+    Args:
+      x: float images in [0, 1], shape (N, H, W, C).
+      train: BatchNorm uses batch statistics and updates its running ones.
+      mc_dropout: apply the per-level dropout (needs a 'dropout' rng).
+
+    Returns:
+      Reconstructions in [0, 1] with the shape of `x`.
+    """
+    if len(self.dropout_rates) < self.depth:
+      raise ValueError(f'dropout_rates has {len(self.dropout_rates)} entries '
+                       f'but depth is {self.depth}')
+    _, h, w, c = x.shape
+    if h % 2**self.depth or w % 2**self.depth:
+      raise ValueError(f'image size {h}x{w} is not divisible by '
+                       f'2**depth = {2**self.depth}')
+    use_dropout = mc_dropout or (train and self.train_dropout)
+    conv = lambda f, name, **kw: layers.Conv(
+        f, self.kernel, impl=self.conv_impl, dtype=self.dtype, name=name,
+        **kw)
+    norm = lambda name: nn.BatchNorm(
+        use_running_average=not train, momentum=_BN_MOMENTUM,
+        epsilon=_BN_EPSILON, dtype=self.dtype,
+        axis_name=self.bn_axis_name if train else None, name=name)
+
+    def drop(y, level):
+      rate = self.dropout_rates[level]
+      if not use_dropout or rate == 0:
+        return y
+      return nn.Dropout(rate, deterministic=False)(y)
+
+    y = x.astype(self.dtype)
+    skips = []
+    for level in range(self.depth):
+      y = conv(self.features * 2**level, f'enc_conv{level}', stride=2)(y)
+      y = nn.leaky_relu(norm(f'enc_bn{level}')(y), _LEAKY_SLOPE)
+      y = drop(y, level)
+      skips.append(y)
+    # Every decoder conv reads a x2 nearest-upsampled input; the conv does
+    # the upsampling itself (exactly, and faster in the 'fast' form).
+    for level in reversed(range(self.depth - 1)):
+      y = conv(self.features * 2**level, f'dec_conv{level}',
+               upsample_input=True)(y)
+      y = nn.leaky_relu(norm(f'dec_bn{level}')(y), _LEAKY_SLOPE)
+      y = drop(y, level)
+      if self.skips:
+        y = y + skips[level]
+    y = conv(c, 'out_conv', upsample_input=True)(y)
+    return nn.sigmoid(y.astype(jnp.float32))

@@ -1,0 +1,93 @@
+"""Anomaly maps and image scores, computed on device.
+
+Maps are float in [0, 1] units (the reference works in grey levels and
+quantises predictions to uint8; we keep floats, so there are no ties and no
+uint8 wrap-around, METHOD.md 4.2).
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+NORMS = ('l1', 'l2', 'linf')
+
+
+def residual_map(x: jax.Array, recon: jax.Array) -> jax.Array:
+  """Sum over channels of |x - recon|: (..., H, W, C) -> (..., H, W)."""
+  return jnp.sum(jnp.abs(x - recon), axis=-1)
+
+
+def reduce_map(maps: jax.Array, norm: str) -> jax.Array:
+  """Image scores from maps (N, H, W) by the norms of METHOD.md 4.1.
+
+  l1 = sum / (H W), l2 = sqrt(sum of squares / (H W)), linf = max.
+  """
+  if norm == 'l1':
+    return jnp.mean(maps, axis=(-2, -1))
+  if norm == 'l2':
+    return jnp.sqrt(jnp.mean(maps ** 2, axis=(-2, -1)))
+  if norm == 'linf':
+    return jnp.max(maps, axis=(-2, -1))
+  raise ValueError(f'unknown norm {norm!r}; choose one of {NORMS}')
+
+
+def mc_chunk_size(samples: int, batch: int, image_shape, features: int,
+                  budget_bytes: float = 2**30) -> int:
+  """Largest divisor of `samples` whose activations fit in `budget_bytes`.
+
+  A pass over one image keeps roughly a few full-resolution feature maps
+  alive at once; 4 * H * W * (C + 3 * features) bytes is a safe estimate.
+  """
+  h, w, c = image_shape
+  per_pass = 4 * h * w * (c + 3 * features) * max(batch, 1)
+  limit = max(1, int(budget_bytes // per_pass))
+  return max(d for d in range(1, samples + 1)
+             if samples % d == 0 and d <= limit)
+
+
+def make_score_fn(apply_fn: Callable, *, samples: int, chunk: int,
+                  key: jax.Array) -> Callable:
+  """Builds fn(variables, (images_uint8, indices)) -> dict of maps.
+
+  Per image: the deterministic reconstruction and residual map, and
+  `samples` Monte-Carlo-dropout passes (BatchNorm on running averages),
+  drawn `chunk` at a time by `jax.vmap` over keys, reduced on device to
+  the mean reconstruction and the per-pixel variance (population, ddof 0,
+  averaged over channels). Each image's dropout keys come from `key` and the
+  image's global index, so results do not depend on batching or devices.
+  """
+  if samples % chunk:
+    raise ValueError(f'MC chunk {chunk} must divide the {samples} samples')
+
+  def one_image(variables, x, index):
+    recon = apply_fn(variables, x[None])[0]
+    keys = jax.random.split(jax.random.fold_in(key, index), samples)
+    keys = keys.reshape((samples // chunk, chunk))
+
+    def sample(k):
+      return apply_fn(variables, x[None], mc_dropout=True,
+                      rngs={'dropout': k})[0]
+
+    def accumulate(carry, chunk_keys):
+      # Shift by the deterministic output: the sums of squares then stay
+      # small and E[d^2] - E[d]^2 does not cancel catastrophically.
+      d = jax.vmap(sample)(chunk_keys) - recon
+      return (carry[0] + d.sum(0), carry[1] + (d ** 2).sum(0)), None
+
+    zeros = jnp.zeros_like(recon)
+    (s1, s2), _ = jax.lax.scan(accumulate, (zeros, zeros), keys)
+    mean_d, var = s1 / samples, s2 / samples - (s1 / samples) ** 2
+    return {
+        'reconstruction': recon,
+        'residual': residual_map(x, recon),
+        'mc_mean': recon + mean_d,
+        'mc_variance': jnp.mean(jnp.maximum(var, 0.0), axis=-1),
+    }
+
+  def fn(variables, batch):
+    images, indices = batch
+    x = images.astype(jnp.float32) / 255.0
+    return jax.vmap(one_image, in_axes=(None, 0, 0))(variables, x, indices)
+
+  return fn

@@ -1,0 +1,101 @@
+"""AESc / AE: parameter count, shapes, MC-dropout behaviour, skips."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aad import models
+from aad.models import aesc
+from configs import default
+
+
+def _count(tree):
+  return sum(x.size for x in jax.tree.leaves(tree))
+
+
+def test_paper_model_parameter_count():
+  # METHOD.md 1.1: 12 convs (5x5, 16..512 maps) + 11 BatchNorms, C=3.
+  f = [16, 32, 64, 128, 256, 512]
+  convs = [(3, 16)] + list(zip(f[:-1], f[1:]))           # encoder
+  convs += [(512, 256), (256, 128), (128, 64), (64, 32), (32, 16), (16, 3)]
+  expected = sum(25 * i * o + o for i, o in convs)
+  expected += 2 * (sum(f) + sum(f[:-1]))                  # BN scale + bias
+  model = models.create(default.get_config().model)
+  variables = jax.eval_shape(model.init, jax.random.key(0),
+                             jnp.zeros((1, 256, 256, 3)))
+  assert _count(variables['params']) == expected == 8736515
+  assert _count(variables['batch_stats']) == 2 * (sum(f) + sum(f[:-1]))
+
+
+@pytest.mark.parametrize('shape', [(2, 32, 32, 1), (1, 32, 64, 3)])
+def test_output_shape_and_range(shape):
+  model = aesc.AutoEncoder(depth=3, features=4, kernel=3)
+  x = jax.random.uniform(jax.random.key(1), shape)
+  variables = model.init(jax.random.key(0), x)
+  y = model.apply(variables, x)
+  assert y.shape == shape and y.dtype == jnp.float32
+  assert float(y.min()) > 0 and float(y.max()) < 1
+
+
+def test_size_not_divisible_is_a_clear_error():
+  model = aesc.AutoEncoder(depth=3, features=4, kernel=3)
+  with pytest.raises(ValueError, match='not divisible by 2\\*\\*depth = 8'):
+    model.init(jax.random.key(0), jnp.zeros((1, 36, 32, 1)))
+
+
+def test_mc_dropout_is_chosen_by_argument_and_key():
+  model = aesc.AutoEncoder(depth=3, features=4, kernel=3,
+                           dropout_rates=(0.0, 0.3, 0.5))
+  x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1))
+  v = model.init(jax.random.key(0), x)
+  det = model.apply(v, x)
+  np.testing.assert_array_equal(det, model.apply(v, x))
+  mc = lambda k: model.apply(v, x, mc_dropout=True,
+                             rngs={'dropout': jax.random.key(k)})
+  np.testing.assert_array_equal(mc(3), mc(3))
+  assert float(jnp.abs(mc(3) - mc(4)).max()) > 1e-4
+  assert float(jnp.abs(mc(3) - det).max()) > 1e-4
+  zero = aesc.AutoEncoder(depth=3, features=4, kernel=3,
+                          dropout_rates=(0.0, 0.0, 0.0))
+  np.testing.assert_array_equal(
+      zero.apply(v, x, mc_dropout=True, rngs={'dropout': jax.random.key(3)}),
+      det)
+
+
+@pytest.mark.parametrize('skips', [True, False])
+def test_skips_carry_input_past_a_dead_bottleneck(skips):
+  # Dropping the whole bottleneck leaves the plain AE input-independent;
+  # AESc still sees the input through its skip connections.
+  model = aesc.AutoEncoder(depth=3, features=4, kernel=3, skips=skips,
+                           dropout_rates=(0.0, 0.0, 1.0))
+  x1 = jax.random.uniform(jax.random.key(1), (1, 32, 32, 1))
+  x2 = jax.random.uniform(jax.random.key(2), (1, 32, 32, 1))
+  v = model.init(jax.random.key(0), x1)
+  run = lambda x: model.apply(v, x, mc_dropout=True,
+                              rngs={'dropout': jax.random.key(0)})
+  diff = float(jnp.abs(run(x1) - run(x2)).max())
+  assert (diff > 1e-4) if skips else (diff == 0.0)
+
+
+def test_train_mode_updates_batch_stats():
+  model = aesc.AutoEncoder(depth=2, features=4, kernel=3)
+  x = jax.random.uniform(jax.random.key(1), (4, 16, 16, 1))
+  v = model.init(jax.random.key(0), x)
+  _, updates = model.apply(v, x, train=True, mutable=['batch_stats'])
+  before = v['batch_stats']['enc_bn0']['mean']
+  after = updates['batch_stats']['enc_bn0']['mean']
+  conv = nn.Conv(4, (3, 3), strides=(2, 2), padding='SAME')
+  batch_mean = conv.apply({'params': v['params']['enc_conv0']}, x).mean(
+      axis=(0, 1, 2))
+  # Keras momentum 0.99: new = 0.99 * old + 0.01 * batch mean.
+  np.testing.assert_allclose(after, 0.99 * before + 0.01 * batch_mean,
+                             rtol=1e-5, atol=1e-7)
+
+
+def test_unknown_model_name():
+  config = default.get_config().model
+  config.name = 'vae'
+  with pytest.raises(ValueError, match="'vae' is unknown"):
+    models.create(config)

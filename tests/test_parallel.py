@@ -1,0 +1,54 @@
+"""Data parallelism: N devices reproduce one device's training step."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from aad import corruptions
+from aad import models
+from aad import parallel
+from aad import train
+from configs import test as test_config
+
+
+def _run(config, data, devices, steps):
+  model = models.create(config.model, axis_name=parallel.AXIS)
+  # Plain SGD: Adam divides by the gradient's magnitude, which turns the
+  # round-off-sized gradients of the conv biases that precede BatchNorm
+  # (their true gradient is 0) into full-size, order-dependent updates.
+  tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.5)
+  state = train.create_train_state(model, config, data.shape[1:], tx)
+  chunk = parallel.replicated_call(
+      train.make_train_chunk(
+          corruptions.make('stain'), batch_size=config.train.batch_size,
+          num_devices=len(devices), num_steps=steps), devices)
+  state, metrics = chunk(parallel.replicate(state, devices),
+                         parallel.replicate(data, devices),
+                         jax.random.key(7))
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+@pytest.mark.skipif(jax.local_device_count() < 4,
+                    reason='needs 4 (fake) devices: XLA_FLAGS is set in '
+                    'tests/conftest.py before JAX starts')
+def test_four_devices_match_one_device():
+  config = test_config.get_config()
+  config.train.batch_size = 8
+  data = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 1),
+                                           dtype=np.uint8)
+  devices = jax.local_devices()
+  state1, m1 = _run(config, data, devices[:1], steps=3)
+  state4, m4 = _run(config, data, devices[:4], steps=3)
+  np.testing.assert_allclose(m4['loss'], m1['loss'], rtol=1e-5)
+  assert m1['loss'].shape == (3,) and np.all(np.diff(m1['loss']) != 0)
+  for a, b in zip(jax.tree.leaves((state1.params, state1.batch_stats)),
+                  jax.tree.leaves((state4.params, state4.batch_stats))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert int(state1.step) == int(state4.step) == 3
+
+
+def test_batch_size_must_split_over_devices():
+  with pytest.raises(ValueError, match='batch_size=6 is not divisible'):
+    train.make_train_chunk(corruptions.make('none'), batch_size=6,
+                           num_devices=4, num_steps=1)

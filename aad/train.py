@@ -9,7 +9,6 @@ host call (`lax.scan`), so Python only dispatches and logs.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Callable
@@ -30,6 +29,7 @@ from aad import corruptions
 from aad import data as data_lib
 from aad import models
 from aad import parallel
+from aad import report
 
 
 class TrainState(train_state.TrainState):
@@ -166,6 +166,12 @@ def make_val_psnr(corrupt: Callable, apply_fn: Callable) -> Callable:
   return fn
 
 
+def make_corruption(config: ml_collections.ConfigDict) -> Callable:
+  """The configured corruption with the parameters of its config block."""
+  params = config.get(config.name)
+  return corruptions.make(config.name, params.to_dict() if params else {})
+
+
 class Plateau:
   """Host-side ReduceLROnPlateau on val PSNR (mode max), as the reference."""
 
@@ -216,8 +222,7 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
   eval_model = models.create(config.model)
   image_shape = dataset.train.images.shape[1:]
   state = create_train_state(model, config, image_shape)
-  corrupt = corruptions.make(config.corruption.name,
-                             config.corruption.params.to_dict())
+  corrupt = make_corruption(config.corruption)
   ckpts = checkpoint.Checkpoints(os.path.join(workdir, 'checkpoints'))
   meta = {'config': config.to_dict(), 'plateau': {}, 'seconds': 0.0}
   plateau = Plateau(config.train.plateau_patience, config.train.plateau_factor,
@@ -324,19 +329,12 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
   return state, summary
 
 
-def save_json(path: str, obj: Any):
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   """Trains and evaluates one model per category; writes the report."""
   from aad import evaluate  # pylint: disable=g-import-not-at-top
   devices = parallel.select_devices(config.num_devices)
   os.makedirs(workdir, exist_ok=True)
-  save_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   categories = (tuple(config.dataset.categories) or
                 data_lib.CATEGORIES[config.dataset.name])
   logging.info('Workdir %s; %d device(s) %s; categories %s', workdir,

@@ -37,10 +37,33 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.train_dropout = False
 
   c.corruption = ml_collections.ConfigDict()
-  c.corruption.name = 'stain'    # see aad/corruptions.py CORRUPTIONS
-  # Keyword arguments of that corruption; blur=0 is the "Stain" default of
-  # the reference (METHOD.md Q2), 0.15 its "StainBlur".
-  c.corruption.params = ml_collections.ConfigDict({'blur': 0.0})
+  # Training-input noise: stain, gaussian, scratch, drops, structural,
+  # stain_or_gaussian or none (aad/corruptions.py, METHOD.md 2). The block
+  # of the same name holds its parameters; grey levels are 0..255.
+  c.corruption.name = 'stain'
+  c.corruption.stain = ml_collections.ConfigDict(dict(
+      size=(0.01, 0.12),     # semi-axes, fraction of width / height
+      color=(10, 220),       # grey level range (inclusive)
+      irregularity=0.1,      # contour jitter, fraction of mean semi-axis
+      # Edge blur sigma, fraction of the larger semi-axis: 0 is the
+      # reference's "Stain" default (METHOD.md Q2), 0.15 its "StainBlur".
+      blur=0.0,
+      noise_var=0.05 / 255,  # texture noise variance, [0, 1] units
+      n_points=20))          # contour control points
+  c.corruption.gaussian = ml_collections.ConfigDict(dict(
+      var=0.01))             # noise variance, [0, 1] units
+  c.corruption.scratch = ml_collections.ConfigDict(dict(
+      color=(150, 150)))     # grey level range
+  c.corruption.drops = ml_collections.ConfigDict(dict(
+      size=(0.01, 0.02),     # radius range, fraction of width
+      color=(220, 220),      # grey level range
+      nb=10,                 # disks per cluster
+      spacing=0.1))          # disk centre spread, fraction of radius / 10
+  c.corruption.structural = ml_collections.ConfigDict(dict(
+      p_stain=0.6, p_scratch=0.2,  # the rest is drops
+      color=(10, 220), stain_blur=0.15))
+  c.corruption.stain_or_gaussian = ml_collections.ConfigDict(dict(
+      p_stain=0.6, gaussian_var=0.1, stain_blur=0.15))
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 16        # global batch, split over devices

@@ -26,3 +26,12 @@ def shared_data():
   if not path.is_dir():
     pytest.skip(f'{path} is absent (a fresh checkout without ../shared)')
   return path
+
+
+@pytest.fixture(scope='session')
+def textures_dir(tmp_path_factory):
+  """A tfds cache with the embedded 'brick' category prepared once."""
+  from aad import data  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp('tfds'))
+  data.load('textures', 'brick', image_size=32, channels=1, data_dir=path)
+  return path

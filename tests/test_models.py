@@ -99,3 +99,31 @@ def test_unknown_model_name():
   config.name = 'vae'
   with pytest.raises(ValueError, match="'vae' is unknown"):
     models.create(config)
+
+
+@pytest.mark.parametrize('kernel,shape', [(5, (2, 64, 64, 3)),
+                                          (3, (2, 32, 64, 1))])
+def test_fast_convs_match_plain_outputs_and_gradients(kernel, shape):
+  # Depth 4 on 64 px reaches 4x4 maps, so the im2col path runs too.
+  kw = dict(depth=4, features=8, kernel=kernel)
+  fast = aesc.AutoEncoder(conv_impl='fast', **kw)
+  plain = aesc.AutoEncoder(conv_impl='plain', **kw)
+  x = jax.random.uniform(jax.random.key(1), shape)
+  v = fast.init(jax.random.key(0), x)
+
+  def loss(model, params):
+    y, _ = model.apply({'params': params, 'batch_stats': v['batch_stats']},
+                       x, train=True, mutable=['batch_stats'])
+    return jnp.mean((y - x) ** 2), y
+
+  (lf, yf), gf = jax.value_and_grad(lambda p: loss(fast, p), has_aux=True)(
+      v['params'])
+  (lp, yp), gp = jax.value_and_grad(lambda p: loss(plain, p), has_aux=True)(
+      v['params'])
+  np.testing.assert_allclose(yf, yp, atol=1e-5)
+  np.testing.assert_allclose(lf, lp, rtol=1e-5)
+  # One tolerance for all: biases feeding BatchNorm have a true gradient of
+  # 0, so theirs are round-off that no relative tolerance can match.
+  scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(gp))
+  for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gp)):
+    np.testing.assert_allclose(a, b, atol=1e-5 * scale)

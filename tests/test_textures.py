@@ -56,7 +56,7 @@ def test_defect_families_present(brick):
   counts = {t: brick.test.defect_types.count(t)
             for t in set(brick.test.defect_types)}
   assert counts == {'good': 40, 'foreign': 10, 'crack': 10, 'hole': 10,
-                    'smear': 10}
+                    'glare': 10}
 
 
 def test_loaded_examples_equal_the_generator(brick):

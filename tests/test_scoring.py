@@ -1,0 +1,70 @@
+"""Scoring: norms by hand, MC-dropout mean/variance against numpy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aad import scoring
+
+
+def test_residual_and_norms_by_hand():
+  x = jnp.zeros((1, 2, 2, 3))
+  recon = jnp.array([[[[0.1, 0.2, 0.0], [0.0, 0.0, 0.0]],
+                      [[0.5, 0.0, 0.5], [0.0, 0.3, 0.0]]]])
+  m = scoring.residual_map(x, recon)
+  np.testing.assert_allclose(m, [[[0.3, 0.0], [1.0, 0.3]]], atol=1e-7)
+  np.testing.assert_allclose(scoring.reduce_map(m, 'l1'), [1.6 / 4], 1e-6)
+  np.testing.assert_allclose(scoring.reduce_map(m, 'l2'),
+                             [np.sqrt((0.09 + 1.0 + 0.09) / 4)], 1e-6)
+  np.testing.assert_allclose(scoring.reduce_map(m, 'linf'), [1.0])
+  with pytest.raises(ValueError, match="'l3'"):
+    scoring.reduce_map(m, 'l3')
+
+
+def _fake_apply(variables, x, mc_dropout=False, rngs=None):
+  """Deterministic: 0.5 x; MC: plus uniform noise from the dropout key."""
+  y = variables['scale'] * x
+  if mc_dropout:
+    y = y + jax.random.uniform(rngs['dropout'], x.shape)
+  return y
+
+
+@pytest.mark.parametrize('chunk', [1, 3, 6])
+def test_mc_variance_matches_numpy_and_ignores_batching(chunk):
+  images = np.random.default_rng(0).integers(0, 256, (3, 4, 5, 2), np.uint8)
+  key = jax.random.key(5)
+  fn = jax.jit(scoring.make_score_fn(_fake_apply, samples=6, chunk=chunk,
+                                     key=key))
+  variables = {'scale': 0.5}
+  out = fn(variables, (images, np.arange(10, 13)))
+  x = images / 255.0
+  for i in range(3):
+    keys = jax.random.split(jax.random.fold_in(key, 10 + i), 6)
+    samples = np.stack([np.asarray(_fake_apply(variables, x[i][None], True,
+                                               {'dropout': k})[0])
+                        for k in keys])
+    np.testing.assert_allclose(out['mc_mean'][i], samples.mean(0), atol=1e-6)
+    np.testing.assert_allclose(out['mc_variance'][i],
+                               samples.var(0).mean(-1), atol=1e-6)
+    np.testing.assert_allclose(out['residual'][i],
+                               np.abs(x[i] - 0.5 * x[i]).sum(-1), atol=1e-6)
+  # The same image at the same global index gives the same draws alone.
+  alone = fn(variables, (images[1:2], np.array([11])))
+  np.testing.assert_allclose(alone['mc_variance'][0], out['mc_variance'][1],
+                             atol=1e-7)
+
+
+def test_chunk_must_divide_samples():
+  with pytest.raises(ValueError, match='must divide'):
+    scoring.make_score_fn(_fake_apply, samples=30, chunk=7,
+                          key=jax.random.key(0))
+
+
+def test_mc_chunk_size_is_a_divisor_within_budget():
+  # 64x64x1, 16 features: 4 * 4096 * 49 bytes = 0.8 MB per image-pass.
+  assert scoring.mc_chunk_size(30, 16, (64, 64, 1), 16) == 30
+  small = scoring.mc_chunk_size(30, 16, (256, 256, 3), 16,
+                                budget_bytes=2**28)
+  assert 30 % small == 0 and small * 16 * 4 * 65536 * 51 <= 2**28
+  assert scoring.mc_chunk_size(30, 16, (1024, 1024, 3), 16) == 1

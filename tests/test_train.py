@@ -1,0 +1,106 @@
+"""End to end: train, checkpoint, resume, evaluate, report; CLI errors."""
+
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from aad import train
+from configs import test as test_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config(data_dir, **train_overrides):
+  config = test_config.get_config()
+  config.num_devices = 1
+  config.dataset.data_dir = data_dir
+  for key, value in train_overrides.items():
+    setattr(config.train, key, value)
+  return config
+
+
+def test_train_and_evaluate_writes_the_report(tmp_path, textures_dir):
+  means = train.train_and_evaluate(_config(textures_dir), str(tmp_path))
+  metrics = json.loads((tmp_path / 'metrics.json').read_text())
+  for scorer in ('residual', 'mc_variance', 'baseline_mean'):
+    for norm in ('l1', 'l2', 'linf'):
+      value = metrics[f'brick/{scorer}/{norm}/image_auroc']
+      assert 0.0 <= value <= 1.0
+      assert metrics[f'mean/{scorer}/{norm}/image_auroc'] == value
+    assert 0.0 <= metrics[f'mean/{scorer}/pixel_auroc'] <= 1.0
+  assert means['residual/pixel_auroc'] == metrics['mean/residual/pixel_auroc']
+  report = (tmp_path / 'report.md').read_text()
+  assert '| brick |' in report and 'baseline_mean' in report
+  for name in ('report.md', 'metrics.json', 'roc_image.png', 'roc_pixel.png',
+               'heatmaps.png'):
+    assert (tmp_path / 'brick' / name).stat().st_size > 100
+  # Best-PSNR checkpoint kept for scoring, latest one for resuming.
+  steps = sorted(int(p.name) for p in
+                 (tmp_path / 'brick' / 'checkpoints').iterdir()
+                 if p.name.isdigit())
+  assert steps and steps[-1] == 8
+  assert metrics['brick/train/best_step'] in steps
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, textures_dir):
+  config = _config(textures_dir, learning_rate=float('inf'))
+  with pytest.raises(train.TrainingError, match='lower config.train.learning'):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def _main(workdir, data_dir, *flags):
+  return [sys.executable, '-m', 'aad.main', '--config=configs/test.py',
+          f'--workdir={workdir}', f'--config.dataset.data_dir={data_dir}',
+          '--config.num_devices=1', *flags]
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, textures_dir):
+  flags = ['--config.train.num_steps=200', '--config.train.eval_every=10',
+           '--config.train.log_every=10']
+  cmd = _main(tmp_path, textures_dir, *flags)
+  ckpt_dir = tmp_path / 'brick' / 'checkpoints'
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  try:
+    while time.time() < deadline and proc.poll() is None:
+      if ckpt_dir.is_dir() and any(p.name.isdigit() and int(p.name) >= 20
+                                   for p in ckpt_dir.iterdir()):
+        break
+      time.sleep(0.2)
+    assert proc.poll() is None, 'the run ended before it could be killed'
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  saved = max(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+  assert 20 <= saved < 200
+  rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                         timeout=600, check=False)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f'Resuming brick from step {saved}' in rerun.stderr
+  assert 'step 10/200' not in rerun.stderr  # it did not start over
+  assert (tmp_path / 'metrics.json').exists()
+
+
+def test_mistyped_config_key_is_named(tmp_path):
+  result = subprocess.run(
+      _main(tmp_path, tmp_path, '--config.train.num_step=3'), cwd=REPO,
+      capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode != 0
+  assert 'num_step' in result.stderr
+  assert not (tmp_path / 'brick').exists()
+
+
+def test_plateau_halves_after_patience():
+  plateau = train.Plateau(patience=2, factor=0.5, min_delta=1.0)
+  lrs = [plateau.update(v, 1e-3) for v in (20.0, 20.5, 20.9)]
+  np.testing.assert_allclose(lrs, [1e-3, 1e-3, 5e-4])
+  assert plateau.update(22.5, 5e-4) == 5e-4 and plateau.best == 22.5
+
+

@@ -19,7 +19,7 @@ every family has an irregular shape and keeps (part of) the texture's own
 structure. They are local changes of material or lighting, which the
 photographs' own wide grey-level range hides from a per-pixel test ("darker
 than the average image") but which stand out against their surroundings. A
-defect covers 1.3-3% (crack) or 2.5-6.5% (the others) of the crop:
+defect covers 1.8-4.3% (crack) or 2.3-6.5% (the others) of the crop:
 
   foreign  a patch of another texture photograph (zoomed out 1-2x, brick
            2.5-4x, rotated by a multiple of 90 degrees) with the crop's

@@ -1,11 +1,13 @@
 """Scoring a test split with a trained model, and the per-run summary.
 
-Scorers are named maps over the test images; each is reduced to image
-scores by every configured norm and evaluated by image and pixel AUROC:
+Scorers are named maps over the test images; `aad.evaluation` turns them
+into metrics, whatever they are (METHOD.md 6.1):
 - residual: |x - AE(x)| summed over channels (METHOD.md 4.1);
 - mc_variance: Monte-Carlo-dropout variance (METHOD.md 4.2);
 - baseline_mean: |x - mean training image|, a no-learning baseline that
   shows how hard the benchmark is.
+The good validation images are scored the same way, to set each scorer's
+deployment threshold without defect labels.
 """
 
 import time
@@ -17,13 +19,15 @@ import ml_collections
 import numpy as np
 
 from aad import data as data_lib
-from aad import metrics as metrics_lib
+from aad import evaluation
 from aad import models
 from aad import parallel
 from aad import report
 from aad import scoring
 
 SCORERS = ('residual', 'mc_variance', 'baseline_mean')
+# Scorers in the per-defect-type tables: the method's own two.
+TYPE_TABLE_SCORERS = ('residual', 'mc_variance')
 
 
 def score_split(config: ml_collections.ConfigDict, variables: Any,
@@ -53,41 +57,52 @@ def score_split(config: ml_collections.ConfigDict, variables: Any,
   return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
-def evaluate_maps(maps: dict[str, np.ndarray], split: data_lib.Split,
-                  norms) -> tuple[dict, dict]:
-  """Image and pixel AUROC of every scorer; returns (metrics, roc curves)."""
-  results, curves = {}, {'image': {}, 'pixel': {}}
-  labels, masks = split.labels, split.masks
-  for name, m in maps.items():
-    entry = {}
-    for norm in norms:
-      scores = np.asarray(scoring.reduce_map(m, norm))
-      entry[norm] = {'image_auroc': metrics_lib.auroc(labels, scores)}
-      curves['image'][f'{name} ({norm})'] = metrics_lib.roc_curve(
-          labels, scores)[:2]
-    entry['pixel_auroc'] = metrics_lib.pixel_auroc(masks, m)
-    curves['pixel'][name] = metrics_lib.roc_curve(masks.ravel(),
-                                                  m.ravel())[:2]
-    results[name] = entry
-  return results, curves
+def scorer_maps(outputs: dict[str, np.ndarray], images: np.ndarray,
+                mean_train: np.ndarray) -> dict[str, np.ndarray]:
+  """The scorers' maps (N, H, W) of `images`, from `score_split` outputs."""
+  return {
+      'residual': outputs['residual'],
+      'mc_variance': outputs['mc_variance'],
+      'baseline_mean': np.abs(images / 255.0 - mean_train).sum(-1),
+  }
 
 
-def _heatmap_rows(split, outputs, maps, count):
-  """Picks up to `count` test images: defects of every type, then goods."""
-  order = sorted(range(len(split.labels)),
-                 key=lambda i: (split.labels[i] == 0, split.defect_types[i],
-                                i))
-  types, picked = {}, []
-  for i in order:  # round-robin over defect types so each is shown
-    types.setdefault(split.defect_types[i], []).append(i)
-  while len(picked) < min(count, len(order)):
-    for idxs in types.values():
-      if idxs and len(picked) < count:
-        picked.append(idxs.pop(0))
+def type_table_columns(norm: str, scorers) -> list[str]:
+  """Keys of the per-defect-type table.
+
+  Args:
+    norm: the headline reduction.
+    scorers: names of the scorers evaluated.
+
+  Returns:
+    The headline metrics of the method's own scorers (TYPE_TABLE_SCORERS)
+    among `scorers`: image AUROC, pixel AUROC and AU-PRO.
+  """
+  return [f'{s}/{m}' for s in TYPE_TABLE_SCORERS if s in scorers
+          for m in (f'{norm}/image_auroc', 'pixel_auroc', 'pixel_au_pro')]
+
+
+def _example_rows(split, outputs, maps, scores, count):
+  """Heat-map rows, picked by `scores` (the residual headline score).
+
+  The highest- and lowest-scored defective test images (2/5 of `count`
+  each) show what the model finds and misses; the highest-scored good
+  images (the rest) show its false alarms.
+  """
+  labels = np.asarray(split.labels)
+  by_score = np.argsort(-scores, kind='stable')
+  defective = [i for i in by_score if labels[i]]
+  good = [i for i in by_score if not labels[i]]
+  per_end = (2 * count) // 5
+  high = defective[:per_end]
+  low = [i for i in defective[::-1][:per_end] if i not in high][::-1]
+  picked = ([('high', i) for i in high] + [('low', i) for i in low] +
+            [('good', i) for i in good[:count - len(high) - len(low)]])
   rows = []
-  for i in picked:
+  for kind, i in picked:
     rows.append({
-        'label': f'{split.names[i]} ({split.defect_types[i]})',
+        report.ROW_LABEL: f'{kind}: {split.names[i]}\n'
+                          f'{split.defect_types[i]}, score {scores[i]:.3g}',
         'input': split.images[i],
         'reconstruction': outputs['reconstruction'][i],
         'residual': maps['residual'][i],
@@ -101,47 +116,104 @@ def evaluate_category(config: ml_collections.ConfigDict, state: Any,
                       dataset: data_lib.Dataset, out_dir: str,
                       devices: list[jax.Device],
                       extra: dict | None = None) -> dict[str, float]:
-  """Scores `dataset.test`, writes out_dir/{metrics.json,report.md,*.png}.
+  """Scores `dataset.test` (and `.val` for thresholds); writes the report.
+
+  Writes out_dir/{metrics.json, report.md, roc_*.png, pr_*.png, pro.png,
+  score_histograms.png, heatmaps.png}.
 
   Returns:
     The category's flattened metrics ('residual/l2/image_auroc', ...).
   """
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  split = dataset.test
-  outputs = score_split(config, variables, split.images, devices)
+  split, val = dataset.test, dataset.val
+  protocol = evaluation.Protocol.from_config(config.eval)
+  norm = protocol.headline
   mean_train = dataset.train.images.astype(np.float32).mean(0) / 255.0
-  maps = {
-      'residual': outputs['residual'],
-      'mc_variance': outputs['mc_variance'],
-      'baseline_mean': np.abs(split.images / 255.0 - mean_train).sum(-1),
-  }
-  results, curves = evaluate_maps(maps, split, config.eval.norms)
+  # Validation images are all good: scoring them like the test images gives
+  # a threshold without looking at a single defect. One call for both
+  # splits compiles the score function once; test images keep indices
+  # 0..N-1, hence the same MC-dropout keys as when scored alone.
+  both = score_split(config, variables,
+                     np.concatenate([split.images, val.images]), devices)
+  n = len(split.images)
+  outputs = {k: v[:n] for k, v in both.items()}
+  maps = scorer_maps(outputs, split.images, mean_train)
+  val_maps = scorer_maps({k: v[n:] for k, v in both.items()}, val.images,
+                         mean_train)
+  eval_maps, masks = evaluation.at_resolution(
+      config.eval.resolution, maps, split.masks, split.native_masks)
+  val_maps = {k: evaluation.resize_maps(v, masks.shape[1:])
+              for k, v in val_maps.items()}
+  results = evaluation.evaluate(eval_maps, split.labels, masks,
+                                split.defect_types, protocol,
+                                val_maps=val_maps)
+  curves = evaluation.curves(eval_maps, split.labels, masks, protocol)
+  thresholds = {s: r[norm]['threshold'] for s, r in results.items()}
   metrics = report.flatten(results)
   for key, value in (extra or {}).items():
     metrics[f'train/{key}'] = value
+  size = 'x'.join(map(str, masks.shape[1:]))
+  model_size = 'x'.join(map(str, split.masks.shape[1:]))
+  if config.eval.resolution == 'original':
+    resolution = (
+        f'at the native mask resolution ({size}): maps computed at '
+        f'{model_size} are upsampled bilinearly (half-pixel centres, as '
+        'torch interpolate(align_corners=False)) to the masks that '
+        'aad.data.load keeps before resizing (Split.native_masks), '
+        "MVTec's convention")
+  else:
+    resolution = (f'at the model resolution ({size}), masks resized with '
+                  'nearest neighbour')
+  quantile = (f'the {protocol.threshold_quantile:g} quantile'
+              if protocol.threshold_mode == 'quantile' else 'the maximum')
   notes = [
-      f'Headline image score: the {config.eval.norm} norm of the map, fixed '
-      'in the config before evaluation.',
-      'Pixel AUROC pools every pixel of every test image (good ones '
-      'included) at the model resolution '
-      f'({config.dataset.image_size}x{config.dataset.image_size}).',
+      f'Headline image score: the {norm} reduction of the map, fixed in '
+      'the config before evaluation; l1 = mean, l2 = root mean square, '
+      f'linf = max, smooth_max = max after a Gaussian filter of sigma '
+      f'{protocol.sigma:g} px (at the evaluation resolution).',
+      f'Maps and masks are evaluated {resolution}.',
+      'Pixel metrics pool every pixel of every test image (good ones '
+      'included). AU-PRO: per-region overlap of the 8-connected GT '
+      'regions against the FPR over all normal pixels, integrated up to '
+      f'FPR {protocol.fpr_limit:g} and divided by {protocol.fpr_limit:g}.',
+      'F1-max is the best F1 over all thresholds (score >= threshold); its '
+      'threshold is chosen on the test labels, so it is optimistic.',
+      f'Deployment threshold: {quantile} of the {norm} scores of the '
+      f'{len(val.images)} good validation images (no defect labels); '
+      'precision, recall and F1 are those of the test images at it.',
+      'Per defect type: the images of that type against all good test '
+      'images; the table shows headline metrics, metrics.json has them all.',
       f'MC dropout: {config.eval.mc_samples} passes, BatchNorm on running '
       'averages.',
   ]
+  scores = evaluation.reduce(eval_maps['residual'], norm, protocol.sigma)
+  labels = np.asarray(split.labels)
   report.write_category_report(
       out_dir, category=dataset.category, metrics=metrics,
-      roc_curves=curves,
-      heatmap_rows=_heatmap_rows(split, outputs, maps,
+      roc_curves={'image': curves['roc_image'], 'pixel': curves['roc_pixel']},
+      pr_curves={'image': curves['pr_image'], 'pixel': curves['pr_pixel']},
+      pr_chance={'image': float(labels.mean()),
+                 'pixel': float(np.mean(masks))},
+      pro_curves=curves['pro'], pro_fpr_limit=protocol.fpr_limit,
+      score_histograms=curves['scores'], thresholds=thresholds,
+      image_score=norm,
+      heatmap_rows=_example_rows(split, outputs, maps, scores,
                                  config.eval.heatmap_rows),
+      heatmap_title=('highest- and lowest-scored defective and '
+                     'highest-scored good test images\n'
+                     f'(by the residual {norm} score)'),
       columns=['input', 'reconstruction', 'residual', 'MC variance',
                'ground truth'],
-      notes=notes)
-  norm = config.eval.norm
-  logging.info('%s: residual/%s image AUROC %.3f, pixel AUROC %.3f; '
-               'MC variance %.3f / %.3f; baseline %.3f / %.3f',
+      notes=notes, grouped=True,
+      type_columns=type_table_columns(norm, results))
+  logging.info('%s: residual/%s image AUROC %.3f, pixel AUROC %.3f, '
+               'AU-PRO %.3f, F1 at the val threshold %.3f; MC variance '
+               '%.3f / %.3f; baseline %.3f / %.3f',
                dataset.category, norm,
                metrics[f'residual/{norm}/image_auroc'],
                metrics['residual/pixel_auroc'],
+               metrics['residual/pixel_au_pro'],
+               metrics[f'residual/{norm}/threshold_f1'],
                metrics[f'mc_variance/{norm}/image_auroc'],
                metrics['mc_variance/pixel_auroc'],
                metrics[f'baseline_mean/{norm}/image_auroc'],
@@ -153,16 +225,23 @@ def write_summary(config: ml_collections.ConfigDict, workdir: str,
                   per_category: dict[str, dict[str, float]]) -> dict:
   """Writes workdir/metrics.json and report.md averaged over categories."""
   norm = config.eval.norm
-  headline = [f'{s}/{norm}/image_auroc' for s in SCORERS] + [
-      f'{s}/pixel_auroc' for s in SCORERS]
+  headline = ([f'{s}/{norm}/image_auroc' for s in SCORERS] +
+              [f'{s}/pixel_auroc' for s in SCORERS] +
+              [f'{s}/pixel_au_pro' for s in SCORERS])
   means = report.write_summary_report(
       workdir, per_category=per_category,
       title=f'{config.name}: {config.model.name} + {config.corruption.name} '
       f'noise on {config.dataset.name}',
-      notes=[f'One model per category; image score = {norm} norm of the '
-             'map (fixed beforehand). baseline_mean is the no-learning '
-             'residual to the mean training image.'],
-      headline_keys=headline)
+      notes=[f'One model per category; image score = {norm} reduction of '
+             'the map (fixed beforehand). baseline_mean is the no-learning '
+             'residual to the mean training image.',
+             f'Evaluation resolution: {config.eval.resolution}; deployment '
+             f'thresholds: {config.eval.threshold_mode} of the good '
+             'validation scores (see the category reports).',
+             'Per-defect-type means exist only for types every category '
+             'has; each category\'s metrics.json has all of them.'],
+      headline_keys=headline, grouped=True,
+      type_columns=type_table_columns(norm, SCORERS))
   logging.info('Mean over %d categories: residual/%s image AUROC %.3f, '
                'pixel AUROC %.3f (baseline %.3f / %.3f). Report: %s/report.md',
                len(per_category), norm, means[f'residual/{norm}/image_auroc'],

@@ -21,6 +21,8 @@ from typing import Any
 from matplotlib.figure import Figure
 import numpy as np
 
+from aad import evaluation
+
 # Heat-map grid columns drawn as images (gray or RGB); others are maps.
 IMAGE_COLUMNS = ('input', 'reconstruction', 'mean prediction',
                  'ground truth', 'mask')
@@ -118,6 +120,89 @@ def _metrics_table(flat: Mapping[str, float]) -> list[str]:
       for scorer, row in cells.items()))
 
 
+def _fmt_column(name: str, value) -> str:
+  # Thresholds are in score units, which can be tiny (MC variance ~1e-4):
+  # significant digits keep them readable where 4 decimals would not.
+  if value is not None and name.endswith('threshold'):
+    return f'{value:.4g}'
+  return _fmt(value)
+
+
+def _grouped_table(first: Sequence[str], rows: Mapping[tuple, Mapping],
+                   columns: Sequence[str]) -> list[str]:
+  """Table with leading label columns (`first`) and metric columns."""
+  return _table([*first, *columns], (
+      [*label, *(_fmt_column(c, row.get(c)) for c in columns)]
+      for label, row in rows.items()))
+
+
+def metric_sections(flat: Mapping[str, float],
+                    type_columns: Sequence[str] = ()) -> list[str]:
+  """Markdown tables of evaluation metrics grouped by level and scorer.
+
+  Keys follow `aad.evaluation`: '<scorer>/<reduction>/image_*' (image
+  table, one row per scorer and reduction), '<scorer>/<reduction>/
+  threshold*' (deployment thresholds), '<scorer>/pixel_*' (pixel table,
+  one row per scorer) and '<scorer>/by_type/<type>/...' (per defect type).
+  Other keys (training summary, ...) go to a last generic table.
+
+  Args:
+    flat: flattened metrics of one category, or means over categories.
+    type_columns: overall keys (e.g. 'residual/l2/image_auroc') to show per
+      defect type: the type's value is '<scorer>/by_type/<type>/<rest>'.
+      Empty: no per-type table (every per-type value stays in
+      metrics.json).
+
+  Returns:
+    Markdown lines.
+  """
+  image, pixel, thresholds, other, types = {}, {}, {}, {}, []
+  for key, value in flat.items():
+    parts = key.split('/')
+    if len(parts) > 3 and parts[1] == evaluation.BY_TYPE:
+      if parts[2] not in types:
+        types.append(parts[2])
+    elif len(parts) == 3 and parts[2].startswith('image_'):
+      image.setdefault(tuple(parts[:2]), {})[parts[2]] = value
+    elif len(parts) == 3 and parts[2].startswith('threshold'):
+      thresholds.setdefault(tuple(parts[:2]), {})[parts[2]] = value
+    elif len(parts) == 2 and parts[1].startswith('pixel_'):
+      pixel.setdefault((parts[0],), {})[parts[1]] = value
+    else:
+      other[key] = value
+
+  def columns(rows):
+    return list(dict.fromkeys(m for row in rows.values() for m in row))
+
+  lines = []
+  if image:
+    lines += ['### Image level', '',
+              *_grouped_table(['scorer', 'reduction'], image, columns(image)),
+              '']
+  if pixel:
+    lines += ['### Pixel level (all pixels of all test images pooled)', '',
+              *_grouped_table(['scorer'], pixel, columns(pixel)), '']
+  if thresholds:
+    lines += ['### Deployment threshold (set on good validation images, '
+              'no defect labels; test precision/recall/F1 at it)', '',
+              *_grouped_table(['scorer', 'reduction'], thresholds,
+                              columns(thresholds)), '']
+  if types and type_columns:
+    rows = {('all types',): {c: flat.get(c) for c in type_columns}}
+    for name in sorted(types):
+      rows[(name,)] = {}
+      for c in type_columns:
+        scorer, _, rest = c.partition('/')
+        rows[(name,)][c] = flat.get(
+            f'{scorer}/{evaluation.BY_TYPE}/{name}/{rest}')
+    lines += ['### Per defect type (each type against all good test '
+              'images)', '',
+              *_grouped_table(['defect type'], rows, type_columns), '']
+  if other:
+    lines += ['### Other', '', *_metrics_table(other), '']
+  return lines
+
+
 def _notes(notes: Sequence[str]) -> list[str]:
   return ['## Notes', '', *(f'- {n}' for n in notes), ''] if notes else []
 
@@ -160,6 +245,112 @@ def plot_roc(path: str, curves: Mapping[str, tuple[Any, Any]], title: str):
          xlabel='false positive rate', ylabel='true positive rate')
   ax.grid(alpha=0.3)
   ax.legend(loc='lower right', fontsize='small')
+  _save_figure(fig, path)
+
+
+def plot_pr(path: str, curves: Mapping[str, tuple[Any, Any]], title: str,
+            chance: float | None = None):
+  """Draws precision-recall curves with their average precision.
+
+  Args:
+    path: output PNG.
+    curves: scorer name -> (recall, precision) in sklearn's layout (recall
+      decreasing, as `metrics.pr_curve` returns it).
+    title: figure title.
+    chance: precision of a random detector (the positive fraction), drawn
+      as a dashed line; None for none.
+  """
+  fig = Figure(figsize=(5, 5), layout='constrained')
+  ax = fig.add_subplot()
+  for name, (recall, precision) in curves.items():
+    recall = np.asarray(recall, np.float64)
+    precision = np.asarray(precision, np.float64)
+    ap = float(-np.sum(np.diff(recall) * precision[:-1]))
+    ax.plot(*_thin(recall, precision), lw=1.2, label=f'{name} (AP {ap:.3f})')
+  if chance is not None:
+    ax.axhline(chance, ls='--', lw=0.8, color='grey',
+               label=f'chance ({chance:.3f})')
+  ax.set(xlim=(0, 1), ylim=(0, 1.005), aspect='equal', title=title,
+         xlabel='recall', ylabel='precision')
+  ax.grid(alpha=0.3)
+  ax.legend(loc='lower left', fontsize='small')
+  _save_figure(fig, path)
+
+
+def _area_up_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
+  """Trapezoid area under y(x) on [0, limit], y interpolated at limit."""
+  stop = int(np.searchsorted(x, limit, 'right'))
+  xs, ys = x[:stop], y[:stop]
+  if stop < x.size and xs[-1] < limit:
+    frac = (limit - xs[-1]) / (x[stop] - xs[-1])
+    xs, ys = np.append(xs, limit), np.append(ys, ys[-1] + frac * (
+        y[stop] - ys[-1]))
+  return float(np.trapezoid(ys, xs))
+
+
+def plot_pro(path: str, curves: Mapping[str, tuple[Any, Any]], title: str,
+             fpr_limit: float = 0.3):
+  """Draws PRO curves up to `fpr_limit`, with AU-PRO (area / limit).
+
+  Args:
+    path: output PNG.
+    curves: scorer name -> (fpr, pro), e.g. from `metrics.pro_curve`.
+    title: figure title.
+    fpr_limit: the integration bound; the x axis stops there.
+  """
+  fig = Figure(figsize=(5, 5), layout='constrained')
+  ax = fig.add_subplot()
+  for name, (fpr, pro) in curves.items():
+    fpr, pro = np.asarray(fpr, np.float64), np.asarray(pro, np.float64)
+    area = _area_up_to(fpr, pro, fpr_limit) / fpr_limit
+    stop = min(int(np.searchsorted(fpr, fpr_limit, 'right')) + 1, fpr.size)
+    ax.plot(*_thin(fpr[:stop], pro[:stop]), lw=1.2,
+            label=f'{name} (AU-PRO {area:.3f})')
+  ax.plot([0, fpr_limit], [0, fpr_limit], ls='--', lw=0.8, color='grey',
+          label='chance')
+  ax.set(xlim=(0, fpr_limit), ylim=(0, 1.005), title=title,
+         xlabel='false positive rate (normal pixels)',
+         ylabel='per-region overlap (PRO)')
+  ax.grid(alpha=0.3)
+  ax.legend(loc='lower right', fontsize='small')
+  _save_figure(fig, path)
+
+
+def plot_score_histograms(path: str,
+                          scores: Mapping[str, tuple[Any, Any]], title: str,
+                          thresholds: Mapping[str, float] | None = None,
+                          xlabel: str = 'image score'):
+  """Draws, per scorer, histograms of good and defective image scores.
+
+  Args:
+    path: output PNG.
+    scores: scorer name -> (good image scores, defective image scores).
+    title: figure title.
+    thresholds: optional scorer name -> a decision threshold, drawn as a
+      vertical line.
+    xlabel: x-axis label (the score's name).
+  """
+  if not scores:
+    raise ValueError('plot_score_histograms needs at least one scorer.')
+  thresholds = thresholds or {}
+  fig = Figure(figsize=(4 * len(scores), 3.6), layout='constrained')
+  axes = fig.subplots(1, len(scores), squeeze=False)[0]
+  fig.suptitle(title)
+  for ax, (name, (good, defective)) in zip(axes, scores.items()):
+    good, defective = np.asarray(good), np.asarray(defective)
+    both = np.concatenate([good, defective])
+    # Shared bins, so the two histograms are comparable bar by bar.
+    bins = np.histogram_bin_edges(both, bins=min(30, max(5, both.size // 3)))
+    ax.hist(good, bins=bins, alpha=0.6, color='tab:blue',
+            label=f'good ({good.size})')
+    ax.hist(defective, bins=bins, alpha=0.6, color='tab:red',
+            label=f'defective ({defective.size})')
+    if name in thresholds:
+      ax.axvline(thresholds[name], color='black', ls='--', lw=1,
+                 label='val threshold')
+    ax.set(title=name, xlabel=xlabel, ylabel='test images')
+    ax.ticklabel_format(axis='x', style='sci', scilimits=(-3, 3))
+    ax.legend(fontsize='small')
   _save_figure(fig, path)
 
 
@@ -228,7 +419,9 @@ def plot_heatmap_grid(path: str, rows: Sequence[Mapping[str, Any]],
       else:
         im = ax.imshow(cell, cmap='inferno', vmin=vmin, vmax=vmax)
     if im is not None:
-      fig.colorbar(im, ax=axes[:, j], location='bottom', shrink=0.8)
+      # Under the last cell only: attached to the whole column, the
+      # constrained layout misplaces it in tall grids and cuts its labels.
+      fig.colorbar(im, ax=axes[-1, j], location='bottom', shrink=0.8)
   for i, row in enumerate(rows):
     if row.get(ROW_LABEL):
       axes[i, 0].set_ylabel(str(row[ROW_LABEL]), fontsize='small')
@@ -239,7 +432,17 @@ def write_category_report(
     out_dir: str, *, category: str, metrics: Mapping[str, Any],
     roc_curves: Mapping[str, Mapping[str, tuple[Any, Any]]],
     heatmap_rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-    notes: Sequence[str]) -> dict[str, float]:
+    notes: Sequence[str],
+    pr_curves: Mapping[str, Mapping[str, tuple[Any, Any]]] | None = None,
+    pr_chance: Mapping[str, float] | None = None,
+    pro_curves: Mapping[str, tuple[Any, Any]] | None = None,
+    pro_fpr_limit: float = 0.3,
+    score_histograms: Mapping[str, tuple[Any, Any]] | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    image_score: str = '',
+    heatmap_title: str = 'examples',
+    grouped: bool = False,
+    type_columns: Sequence[str] = ()) -> dict[str, float]:
   """Writes one category's metrics.json, report.md and figures.
 
   Args:
@@ -251,23 +454,58 @@ def write_category_report(
     heatmap_rows: rows for `plot_heatmap_grid` (none: no figure).
     columns: its columns.
     notes: free-text lines for the report (settings, caveats).
+    pr_curves: like roc_curves, {scorer: (recall, precision)} per level
+      (`plot_pr`); None or empty levels: no figure.
+    pr_chance: per level, the positive fraction (chance precision).
+    pro_curves: {scorer: (fpr, pro)} for `plot_pro`; None: no figure.
+    pro_fpr_limit: its FPR bound.
+    score_histograms: {scorer: (good scores, defective scores)} for
+      `plot_score_histograms`; None: no figure.
+    thresholds: {scorer: threshold} drawn on the histograms.
+    image_score: name of the image score in titles (e.g. 'l2').
+    heatmap_title: title of the example grid.
+    grouped: lay the metrics out by level with `metric_sections` (image,
+      pixel, thresholds, per type); False: one scorer x metric table.
+    type_columns: with `grouped`, the keys of the per-defect-type table.
 
   Returns:
     The flattened metrics.
   """
   flat = flatten(metrics)
   figures = []
+  score = f' ({image_score} score)' if image_score else ''
   for level in ('image', 'pixel'):
+    suffix = score if level == 'image' else ''
     if roc_curves.get(level):
       name = f'roc_{level}.png'
       plot_roc(os.path.join(out_dir, name), roc_curves[level],
-               f'{category}: {level}-level ROC')
+               f'{category}: {level}-level ROC{suffix}')
       figures.append((f'{level}-level ROC', name))
+    if pr_curves and pr_curves.get(level):
+      name = f'pr_{level}.png'
+      plot_pr(os.path.join(out_dir, name), pr_curves[level],
+              f'{category}: {level}-level precision-recall{suffix}',
+              chance=(pr_chance or {}).get(level))
+      figures.append((f'{level}-level precision-recall', name))
+  if pro_curves:
+    plot_pro(os.path.join(out_dir, 'pro.png'), pro_curves,
+             f'{category}: PRO curve up to FPR {pro_fpr_limit:g}',
+             pro_fpr_limit)
+    figures.append(('PRO curve', 'pro.png'))
+  if score_histograms:
+    plot_score_histograms(
+        os.path.join(out_dir, 'score_histograms.png'), score_histograms,
+        f'{category}: test image scores{score}, good vs defective',
+        thresholds, xlabel=f'{image_score or "image"} score')
+    figures.append(('image scores, good vs defective',
+                    'score_histograms.png'))
   if heatmap_rows:
     plot_heatmap_grid(os.path.join(out_dir, 'heatmaps.png'), heatmap_rows,
-                      columns, f'{category}: examples')
+                      columns, f'{category}: {heatmap_title}')
     figures.append(('examples', 'heatmaps.png'))
-  lines = [f'# {category}', '', *_metrics_table(flat), '']
+  tables = (['## Metrics', '', *metric_sections(flat, type_columns)]
+            if grouped else [*_metrics_table(flat), ''])
+  lines = [f'# {category}', '', *tables]
   lines += ['## Figures', ''] + [f'![{c}]({n})\n' for c, n in figures]
   lines += _notes(notes)
   _write_text(os.path.join(out_dir, 'report.md'), lines)
@@ -278,7 +516,8 @@ def write_category_report(
 def write_summary_report(
     workdir: str, *, per_category: Mapping[str, Mapping[str, Any]],
     title: str, notes: Sequence[str],
-    headline_keys: Sequence[str]) -> dict[str, float]:
+    headline_keys: Sequence[str], grouped: bool = False,
+    type_columns: Sequence[str] = ()) -> dict[str, float]:
   """Writes the cross-category metrics.json and report.md.
 
   Args:
@@ -287,6 +526,9 @@ def write_summary_report(
     title: report title.
     notes: free-text lines for the report.
     headline_keys: metric keys of the headline table (category x key).
+    grouped: lay the table of means out by level and scorer with
+      `metric_sections`; False: one scorer x metric table.
+    type_columns: with `grouped`, the keys of the per-defect-type table.
 
   Returns:
     key -> unweighted mean over categories, for the keys every category has.
@@ -307,7 +549,9 @@ def write_summary_report(
       for cat, f in flats.items()] + [
           ['**mean**', *(_fmt(mean.get(k)) for k in headline_keys)]])
   lines += ['', '## All metrics (mean over categories)', '']
-  lines += _metrics_table(mean) + [''] + _notes(notes)
+  lines += (metric_sections(mean, type_columns) if grouped
+            else [*_metrics_table(mean), ''])
+  lines += _notes(notes)
   lines += ['## Per-category reports', '']
   lines += [f'- [{cat}]({cat}/report.md)' for cat in flats]
   _write_text(os.path.join(workdir, 'report.md'), lines)

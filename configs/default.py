@@ -83,10 +83,23 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.plateau_min_delta = 1.0
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.norm = 'l2'             # headline image score: l1, l2 or linf
-  c.eval.norms = ('l1', 'l2', 'linf')  # all reported side by side
+  # Map -> image score reductions (aad/evaluation.py): l1 (mean), l2 (root
+  # mean square), linf (max), smooth_max (max after a Gaussian filter).
+  c.eval.norm = 'l2'             # headline image score, one of `norms`
+  c.eval.norms = ('l1', 'l2', 'linf', 'smooth_max')  # reported side by side
+  c.eval.smooth_sigma = 4.0      # smooth_max Gaussian sigma, px of the maps
+  # 'model': maps and masks at dataset.image_size; 'original': maps
+  # upsampled bilinearly to the dataset's native mask size (MVTec's way).
+  c.eval.resolution = 'model'
+  c.eval.pro_fpr_limit = 0.3     # AU-PRO integrates PRO up to this FPR
+  # Deployment threshold on the headline score from the good val images
+  # only: their 'quantile' (threshold_quantile) or their 'max'.
+  c.eval.threshold_mode = 'quantile'
+  c.eval.threshold_quantile = 0.99
   c.eval.mc_samples = 30         # T, Monte-Carlo dropout passes
   c.eval.mc_chunk = 0            # passes per device call; 0 = from memory
   c.eval.batch_size = 16         # test images per device call
-  c.eval.heatmap_rows = 8        # test images in the heatmap grid
+  # Example grid rows: the highest- and lowest-scored defective test
+  # images (2/5 of the rows each) and the highest-scored good ones.
+  c.eval.heatmap_rows = 10
   return c

@@ -27,12 +27,17 @@ class Split:
     masks: uint8 (N, H, W), 1 on defective pixels, 0 elsewhere.
     defect_types: per image, 'good' or the defect family.
     names: per image, a name unique within the split.
+    native_masks: optional uint8 (N, H0, W0): the masks at the loader's
+      native resolution, before `load` resized them; what pixel metrics use
+      with `config.eval.resolution='original'` (MVTec's convention). None
+      when the source has no native size to offer.
   """
   images: np.ndarray
   labels: np.ndarray
   masks: np.ndarray
   defect_types: tuple[str, ...]
   names: tuple[str, ...]
+  native_masks: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.images)
@@ -84,7 +89,8 @@ def load(name: str, category: str, *, image_size: int, channels: int,
 
   Returns:
     The Dataset, every split with images (N, image_size, image_size,
-    channels) and masks (N, image_size, image_size).
+    channels), masks (N, image_size, image_size) and native_masks, the
+    masks at the loader's native size (kept from the loader if it set them).
 
   Raises:
     ValueError: for an unknown dataset name or category, or bad sizes.
@@ -105,7 +111,10 @@ def load(name: str, category: str, *, image_size: int, channels: int,
     images = preprocess.convert_channels(
         preprocess.resize_images(split.images, image_size), channels)
     masks = preprocess.resize_masks(split.masks, image_size)
-    return dataclasses.replace(split, images=images, masks=masks)
+    native = (split.native_masks if split.native_masks is not None
+              else (np.asarray(split.masks) > 0).astype(np.uint8))
+    return dataclasses.replace(split, images=images, masks=masks,
+                               native_masks=native)
 
   return Dataset(category=category, train=convert(raw.train),
                  val=convert(raw.val), test=convert(raw.test))

@@ -1,0 +1,113 @@
+"""Throughput of training, inference, MC dropout and scoring on this machine.
+
+Used by `python -m aad.benchmark --config=...`. Every figure is a median over
+timed repeats after a warm-up call, with `block_until_ready` so that
+asynchronous dispatch does not flatter it; data are random images of the
+configured size already on the device(s).
+"""
+
+import resource
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from aad import models
+from aad import parallel
+from aad import scoring
+from aad import train
+
+
+def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+  """(seconds of the first call, median seconds of `repeats` later calls)."""
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return first, statistics.median(times)
+
+
+def _flops(fn: Callable, *args) -> float | None:
+  """FLOPs of one call of the jitted `fn` from XLA's cost analysis."""
+  try:
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None  # Not every backend reports costs; the figure is optional.
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return float(cost['flops']) if cost and 'flops' in cost else None
+
+
+def run(config: ml_collections.ConfigDict, repeats: int = 5) -> dict:
+  """Measures the configured model; returns a flat dict of figures."""
+  devices = parallel.select_devices(config.num_devices)
+  size, channels = config.dataset.image_size, config.dataset.channels
+  batch = config.train.batch_size
+  shape = (size, size, channels)
+  rng = np.random.default_rng(0)
+  data = rng.integers(0, 256, (4 * batch,) + shape, dtype=np.uint8)
+  result = {'device': devices[0].device_kind, 'platform': devices[0].platform,
+            'num_devices': len(devices), 'image_size': size,
+            'channels': channels, 'batch_size': batch,
+            'mc_samples': config.eval.mc_samples}
+
+  # Training: the real chunk function (sampling, corruption, step).
+  model = models.create(config.model, axis_name=parallel.AXIS)
+  state = parallel.replicate(
+      train.create_train_state(model, config, shape), devices)
+  steps = config.train.steps_per_call
+  chunk = parallel.replicated_call(
+      train.make_train_chunk(
+          train.make_corruption(config.corruption), batch_size=batch,
+          num_devices=len(devices), num_steps=steps,
+          unroll=devices[0].platform == 'cpu'), devices)
+  on_device = parallel.replicate(data, devices)
+  key = jax.random.key(0)
+  holder = {'state': state}
+
+  def train_call():
+    holder['state'], metrics = chunk(holder['state'], on_device, key)
+    return metrics
+
+  first, median = _timed(train_call, repeats)
+  result['train_compile_s'] = first - median
+  result['train_images_per_s'] = steps * batch / median
+
+  # Inference and MC dropout on one batch per device call.
+  eval_model = models.create(config.model)
+  variables = jax.device_get({'params': state.params,
+                              'batch_stats': state.batch_stats})
+  x = data[:batch].astype(np.float32) / 255.0
+  infer = jax.jit(lambda v, x: eval_model.apply(v, x))
+  first, median = _timed(lambda: infer(variables, x), repeats)
+  result['infer_compile_s'] = first - median
+  result['infer_images_per_s'] = batch / median
+  flops = _flops(lambda v, x: eval_model.apply(v, x), variables, x)
+  if flops:
+    result['infer_gflops_per_s'] = flops / median / 1e9
+
+  samples = config.eval.mc_samples
+  chunk_size = config.eval.mc_chunk or scoring.mc_chunk_size(
+      samples, config.eval.batch_size, shape, config.model.features)
+  score = parallel.batched_call(
+      scoring.make_score_fn(eval_model.apply, samples=samples,
+                            chunk=chunk_size, key=jax.random.key(1)),
+      devices)
+  replicated = parallel.replicate(variables, devices)
+  indices = np.arange(batch)
+  first, median = _timed(lambda: score(replicated, (data[:batch], indices)),
+                         max(1, repeats // 2))
+  result['score_compile_s'] = first - median
+  # Full scoring = deterministic pass + residual + T MC passes + variance.
+  result['score_images_per_s'] = batch / median
+  result['mc_chunk'] = chunk_size
+  result['peak_rss_gib'] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                            / 2**20)
+  return result

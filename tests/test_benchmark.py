@@ -1,0 +1,65 @@
+"""Tests of aad.benchmark: the --metrics JSON line and its flag errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from aad import benchmark
+from aad import evaluation
+
+KEYS = {'benchmark', 'num_maps', 'size', 'num_types', 'num_val', 'image_s',
+        'pixel_s', 'by_type_s', 'threshold_s', 'total_s'}
+
+
+def test_metrics_prints_one_json_line(capsys):
+  assert benchmark.main(['--metrics', '--num_maps=10', '--size=64']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 1
+  result = json.loads(lines[0])
+  assert set(result) == KEYS
+  assert (result['benchmark'], result['num_maps'], result['size']) == (
+      'metrics', 10, 64)
+  parts = [result[k] for k in ('image_s', 'pixel_s', 'by_type_s',
+                               'threshold_s')]
+  assert all(p >= 0 for p in parts)
+  assert result['total_s'] == pytest.approx(sum(parts), abs=1e-3)
+
+
+def test_synthetic_maps_are_deterministic_and_typed():
+  a = benchmark.synthetic_maps(10, 32, num_types=3, num_val=4)
+  b = benchmark.synthetic_maps(10, 32, num_types=3, num_val=4)
+  np.testing.assert_array_equal(a['maps'], b['maps'])
+  assert a['maps'].shape == a['masks'].shape == (10, 32, 32)
+  assert a['val_maps'].shape == (4, 32, 32)
+  assert set(a['defect_types']) == {'good', 'type0', 'type1', 'type2'}
+  defective = a['labels'] == 1
+  assert np.all(a['masks'][defective].any(axis=(1, 2)))
+  assert not a['masks'][~defective].any()
+  # What is timed is what the evaluation computes.
+  results = evaluation.evaluate_scorer(
+      a['maps'], a['labels'], a['masks'], a['defect_types'],
+      evaluation.Protocol(reductions=('l2',)), val_map=a['val_maps'])
+  assert set(results['by_type']) == {'type0', 'type1', 'type2'}
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--metrics', '--config=configs/test.py'], 'choose one benchmark'),
+    ([], '--metrics'),
+])
+def test_unimplemented_or_missing_benchmark_is_an_error(argv, message,
+                                                         capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    benchmark.main(argv)
+  assert exit_info.value.code == 2
+  assert message in capsys.readouterr().err
+
+
+def test_config_benchmark_prints_speed_figures(capsys):
+  assert benchmark.main(['--config=configs/test.py', '--repeats=1']) == 0
+  result = json.loads(capsys.readouterr().out.strip())
+  assert result['benchmark'] == 'speed' and result['image_size'] == 32
+  for key in ('train_images_per_s', 'infer_images_per_s',
+              'score_images_per_s'):
+    assert result[key] > 0
+  assert result['mc_samples'] == 4 and 4 % result['mc_chunk'] == 0

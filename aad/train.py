@@ -264,7 +264,7 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
   writer = metric_writers.SummaryWriter(os.path.join(workdir, 'tensorboard'))
   state = parallel.replicate(state, devices)
   step, t_start, seconds0 = start, time.time(), meta['seconds']
-  t_log, step_log, summary = t_start, start, {}
+  t_log, step_log = t_start, start
   try:
     while step < total:
       n = min(per_call, total - step,

@@ -43,16 +43,12 @@ def device_index() -> jax.Array:
   return lax.axis_index(AXIS)
 
 
-def pmean(tree: Any) -> Any:
-  return lax.pmean(tree, AXIS)
-
-
 def replicated_call(fn: Callable, devices) -> Callable:
   """pmaps `fn(*replicated_args)` whose outputs are equal on all devices.
 
   Each device runs `fn` on the same replicated inputs and uses
   `device_index()` to pick its share of the work; outputs must be made
-  device-invariant inside `fn` (e.g. with `pmean`).
+  device-invariant inside `fn` (e.g. with `lax.pmean` over AXIS).
   """
   mapped = jax.pmap(lambda _, args: fn(*args), axis_name=AXIS,
                     in_axes=(0, None), out_axes=None, devices=devices)

@@ -13,6 +13,11 @@ import jax.numpy as jnp
 NORMS = ('l1', 'l2', 'linf')
 
 
+def to_float(images: jax.Array) -> jax.Array:
+  """uint8 [0, 255] -> float32 [0, 1] (the reference's 1/255 rescaling)."""
+  return images.astype(jnp.float32) / 255.0
+
+
 def residual_map(x: jax.Array, recon: jax.Array) -> jax.Array:
   """Sum over channels of |x - recon|: (..., H, W, C) -> (..., H, W)."""
   return jnp.sum(jnp.abs(x - recon), axis=-1)
@@ -87,7 +92,7 @@ def make_score_fn(apply_fn: Callable, *, samples: int, chunk: int,
 
   def fn(variables, batch):
     images, indices = batch
-    x = images.astype(jnp.float32) / 255.0
+    x = to_float(images)
     return jax.vmap(one_image, in_axes=(None, 0, 0))(variables, x, indices)
 
   return fn

@@ -30,6 +30,7 @@ from aad import data as data_lib
 from aad import models
 from aad import parallel
 from aad import report
+from aad import scoring
 
 
 class TrainState(train_state.TrainState):
@@ -56,11 +57,6 @@ def create_train_state(model: nn.Module, config: ml_collections.ConfigDict,
       eps=config.train.adam_eps)
   return TrainState.create(apply_fn=model.apply, params=variables['params'],
                            batch_stats=variables['batch_stats'], tx=tx)
-
-
-def to_float(images: jax.Array) -> jax.Array:
-  """uint8 [0, 255] -> float32 [0, 1] (the reference's 1/255 rescaling)."""
-  return images.astype(jnp.float32) / 255.0
 
 
 def psnr(x: jax.Array, y: jax.Array) -> jax.Array:
@@ -141,7 +137,7 @@ def make_train_chunk(corrupt: Callable, *, batch_size: int, num_devices: int,
     dev = parallel.device_index()
     positions = dev * local + jnp.arange(local)
     indices = jax.random.randint(idx_key, (batch_size,), 0, data.shape[0])
-    clean = to_float(data[indices[positions]])
+    clean = scoring.to_float(data[indices[positions]])
     noisy = corruptions.corrupt_batch(corrupt, noise_key, clean, positions)
     state, metrics = train_step(state, clean, noisy,
                                 jax.random.fold_in(drop_key, dev),
@@ -159,7 +155,7 @@ def make_val_psnr(corrupt: Callable, apply_fn: Callable) -> Callable:
   """
   def fn(variables, batch):
     images, positions = batch
-    clean = to_float(images)
+    clean = scoring.to_float(images)
     noisy = corruptions.corrupt_batch(corrupt, jax.random.key(0), clean,
                                       positions)
     return psnr(apply_fn(variables, noisy), clean)

@@ -10,6 +10,7 @@ The good validation images are scored the same way, to set each scorer's
 deployment threshold without defect labels.
 """
 
+import os
 import time
 from typing import Any
 
@@ -24,6 +25,8 @@ from aad import models
 from aad import parallel
 from aad import report
 from aad import scoring
+from aad import tiling
+from aad import workdir as workdir_lib
 
 SCORERS = ('residual', 'mc_variance', 'baseline_mean')
 # Scorers in the per-defect-type tables: the method's own two.
@@ -32,7 +35,25 @@ TYPE_TABLE_SCORERS = ('residual', 'mc_variance')
 
 def score_split(config: ml_collections.ConfigDict, variables: Any,
                 images: np.ndarray, devices: list[jax.Device]) -> dict:
-  """Runs the model over `images` (uint8 NHWC); returns host maps."""
+  """Runs the model over `images` (uint8 NHWC); returns host maps.
+
+  In patch mode (config.dataset.patch_size > 0) the images are scored as
+  overlapping tiles and the maps stitched back (aad/tiling.py).
+  """
+  patch = config.dataset.patch_size
+  if patch:
+    stride = config.dataset.patch_stride or max(1, patch // 2)
+    tiles = tiling.extract(images, patch, stride)
+    logging.info('patch mode: %d images -> %d tiles of %dx%d', len(images),
+                 len(tiles), patch, patch)
+    out = _score_images(config, variables, tiles, devices)
+    return {k: tiling.stitch(v, images.shape[1:3], stride)
+            for k, v in out.items()}
+  return _score_images(config, variables, images, devices)
+
+
+def _score_images(config: ml_collections.ConfigDict, variables: Any,
+                  images: np.ndarray, devices: list[jax.Device]) -> dict:
   model = models.create(config.model)
   per_device = config.eval.batch_size
   chunk = config.eval.mc_chunk or scoring.mc_chunk_size(
@@ -138,17 +159,20 @@ def evaluate_category(config: ml_collections.ConfigDict, state: Any,
   n = len(split.images)
   outputs = {k: v[:n] for k, v in both.items()}
   maps = scorer_maps(outputs, split.images, mean_train)
-  val_maps = scorer_maps({k: v[n:] for k, v in both.items()}, val.images,
-                         mean_train)
+  val_maps = model_val_maps = scorer_maps(
+      {k: v[n:] for k, v in both.items()}, val.images, mean_train)
   eval_maps, masks = evaluation.at_resolution(
       config.eval.resolution, maps, split.masks, split.native_masks)
   val_maps = {k: evaluation.resize_maps(v, masks.shape[1:])
               for k, v in val_maps.items()}
   results = evaluation.evaluate(eval_maps, split.labels, masks,
                                 split.defect_types, protocol,
-                                val_maps=val_maps)
-  curves = evaluation.curves(eval_maps, split.labels, masks, protocol)
+                                val_maps=val_maps,
+                                pixel_images=split.has_masks)
+  curves = evaluation.curves(eval_maps, split.labels, masks, protocol,
+                             pixel_images=split.has_masks)
   thresholds = {s: r[norm]['threshold'] for s, r in results.items()}
+  write_thresholds(out_dir, config, thresholds, model_val_maps)
   metrics = report.flatten(results)
   for key, value in (extra or {}).items():
     metrics[f'train/{key}'] = value
@@ -221,6 +245,32 @@ def evaluate_category(config: ml_collections.ConfigDict, state: Any,
   return metrics
 
 
+def write_thresholds(out_dir: str, config: ml_collections.ConfigDict,
+                     image_thresholds: dict[str, float],
+                     val_maps: dict[str, np.ndarray]) -> dict:
+  """Saves the deployment thresholds `aad.predict` uses by default.
+
+  Image thresholds are those of the report (on the headline reduction of
+  the good validation maps); pixel thresholds, for predicted masks, are the
+  eval.pixel_threshold_quantile of the good validation map values.
+  """
+  q = config.eval.pixel_threshold_quantile
+  out = {
+      'norm': config.eval.norm,
+      'image_rule': (f'{config.eval.threshold_mode} '
+                     f'{config.eval.threshold_quantile:g}'
+                     if config.eval.threshold_mode == 'quantile'
+                     else config.eval.threshold_mode) +
+                    f' of {len(next(iter(val_maps.values())))} good '
+                    'validation images',
+      'pixel_quantile': q,
+      'image': {k: float(v) for k, v in image_thresholds.items()},
+      'pixel': {k: float(np.quantile(v, q)) for k, v in val_maps.items()},
+  }
+  report.write_json(os.path.join(out_dir, workdir_lib.THRESHOLDS_FILE), out)
+  return out
+
+
 def write_summary(config: ml_collections.ConfigDict, workdir: str,
                   per_category: dict[str, dict[str, float]]) -> dict:
   """Writes workdir/metrics.json and report.md averaged over categories."""
@@ -249,3 +299,109 @@ def write_summary(config: ml_collections.ConfigDict, workdir: str,
                means[f'baseline_mean/{norm}/image_auroc'],
                means['baseline_mean/pixel_auroc'], workdir)
   return means
+
+
+def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
+                     path: str = '', categories=(), model_category: str = '',
+                     num_devices: int = 0) -> dict:
+  """Scores a trained run again, without training; writes its report.
+
+  Args:
+    workdir: the run (config.json and <category>/checkpoints).
+    output: where to write; '' = the workdir itself (what training wrote,
+      rewritten with the same figures) or, for another dataset,
+      workdir/eval/<dataset or folder name>.
+    dataset, path: score this dataset (config.dataset.name / .path) instead
+      of the one trained on.
+    categories: categories to score; () = all of the dataset's (trained
+      ones only, for the run's own dataset).
+    model_category: the trained category whose model scores every
+      category (for another dataset); '' = the one of the same name, or
+      the run's only one.
+    num_devices: local devices to use; 0 = all.
+
+  Returns:
+    The means over categories (as `write_summary`).
+  """
+  config = workdir_lib.load_config(workdir)
+  trained = workdir_lib.trained_categories(workdir)
+  if not trained:
+    raise data_lib.DataError(f'{workdir}: no <category>/checkpoints folder; '
+                             'train first with python -m aad.main.')
+  other = bool(dataset or path)
+  if dataset or path:
+    config.dataset.name = dataset or 'folder'
+  if path:
+    config.dataset.path = path
+  if categories:
+    config.dataset.categories = tuple(categories)
+  elif not other:
+    config.dataset.categories = trained
+  else:
+    config.dataset.categories = ()
+  if not output:
+    output = workdir if not other else os.path.join(
+        workdir, 'eval', os.path.basename(os.path.normpath(path)) if path
+        else dataset)
+  devices = parallel.select_devices(num_devices)
+  results = {}
+  for category in data_lib.config_categories(config.dataset):
+    source = model_category or (category if category in trained else
+                                trained[0] if len(trained) == 1 else '')
+    if source not in trained:
+      raise data_lib.DataError(
+          f'No model for category {category!r} in {workdir} (trained: '
+          f'{", ".join(trained)}); choose one with --model_category.')
+    state, summary = workdir_lib.restore_best(config, workdir, source)
+    logging.info('%s: scoring with the model of %s (best step %d)',
+                 category, source, summary['best_step'])
+    ds = data_lib.from_config(config.dataset, category)
+    out_dir = os.path.join(output, category)
+    os.makedirs(out_dir, exist_ok=True)
+    results[category] = evaluate_category(config, state, ds, out_dir,
+                                          devices, extra=summary)
+  return write_summary(config, output, results)
+
+
+def main(argv):
+  """python -m aad.evaluate --workdir=W [--output=DIR] [--dataset=...]."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from aad import logs  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logs.setup()
+  f = flags.FLAGS
+  try:
+    evaluate_workdir(f.workdir, output=f.output, dataset=f.dataset,
+                     path=f.path, categories=f.categories or (),
+                     model_category=f.model_category,
+                     num_devices=f.num_devices)
+  except data_lib.DataError as e:
+    logging.error('%s', e)
+    raise SystemExit(1) from e
+
+
+def _define_flags():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string('workdir', None, 'A training run (python -m aad.main '
+                      '--workdir=...).', required=True)
+  flags.DEFINE_string('output', '', 'Report folder; default: the workdir '
+                      '(or workdir/eval/<name> for another dataset).')
+  flags.DEFINE_string('dataset', '', 'Score this dataset instead '
+                      '(textures, mvtec_ad, folder).')
+  flags.DEFINE_string('path', '', 'Score this MVTec-layout folder instead '
+                      '(implies --dataset=folder unless given).')
+  flags.DEFINE_list('categories', [], 'Categories to score; default all.')
+  flags.DEFINE_string('model_category', '', 'Trained category whose model '
+                      'scores the others (for another dataset).')
+  flags.DEFINE_integer('num_devices', 0, 'Local devices; 0 = all.')
+
+
+if __name__ == '__main__':
+  # Flags are defined here, not at import: aad.main imports this module and
+  # has its own --workdir.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  from absl import app as absl_app  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  absl_app.run(main)

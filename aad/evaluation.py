@@ -182,9 +182,20 @@ def _image_entry(labels, scores: Mapping[str, np.ndarray]) -> dict:
   return {r: image_metrics(labels, s) for r, s in scores.items()}
 
 
+def _pixel_images(pixel_images, n: int) -> np.ndarray:
+  if pixel_images is None:
+    return np.ones(n, bool)
+  pixel_images = np.asarray(pixel_images, bool)
+  if pixel_images.shape != (n,):
+    raise ValueError(f'pixel_images has shape {pixel_images.shape}, not '
+                     f'({n},).')
+  return pixel_images
+
+
 def by_type_metrics(anomaly_map, labels, masks, defect_types,
                     scores: Mapping[str, np.ndarray],
-                    fpr_limit: float = 0.3) -> dict[str, dict]:
+                    fpr_limit: float = 0.3,
+                    pixel_images=None) -> dict[str, dict]:
   """Image and pixel metrics per defect type, against all good images.
 
   Args:
@@ -194,14 +205,18 @@ def by_type_metrics(anomaly_map, labels, masks, defect_types,
     defect_types: per image, 'good' or its defect type.
     scores: reduction -> (N,) image scores of `anomaly_map`.
     fpr_limit: AU-PRO's FPR bound.
+    pixel_images: optional bool (N,): the images whose masks are drawn,
+      the only ones pixel metrics use; None = all.
 
   Returns:
     {type: {reduction: {image_*}, pixel_*: ...}}, types sorted by name.
   """
   labels, masks = np.asarray(labels), np.asarray(masks)
+  drawn = _pixel_images(pixel_images, len(labels))
   out = {}
   for name, idx in type_subsets(labels, defect_types).items():
     entry = _image_entry(labels[idx], {r: s[idx] for r, s in scores.items()})
+    idx = idx[drawn[idx]]
     sub_masks = masks[idx]
     # A type whose defects have no pixels drawn (possible in MVTec-style
     # folders) gets image metrics only: pixel metrics need positives.
@@ -232,7 +247,8 @@ def deployment_threshold(labels, scores, val_map,
 
 
 def evaluate_scorer(anomaly_map, labels, masks, defect_types, protocol:
-                    Protocol, val_map=None, by_type: bool = True) -> dict:
+                    Protocol, val_map=None, by_type: bool = True,
+                    pixel_images=None) -> dict:
   """Every metric of one scorer; nested, see the module docstring.
 
   Args:
@@ -244,6 +260,9 @@ def evaluate_scorer(anomaly_map, labels, masks, defect_types, protocol:
     val_map: optional (M, H', W') map of good validation images; gives the
       deployment threshold and the test P/R/F1 at it.
     by_type: also evaluate each defect type against the good images.
+    pixel_images: optional bool (N,): the images whose masks are drawn,
+      the only ones pixel metrics use (MVTec-layout folders may lack some
+      masks); None = all.
 
   Returns:
     {reduction: {image_*[, threshold*]}, pixel_*: ..., 'by_type': {type:
@@ -257,33 +276,38 @@ def evaluate_scorer(anomaly_map, labels, masks, defect_types, protocol:
   scores = {r: reduce(anomaly_map, r, protocol.sigma)
             for r in protocol.reductions}
   entry = _image_entry(labels, scores)
-  entry.update(pixel_metrics(masks, anomaly_map, protocol.fpr_limit))
+  drawn = _pixel_images(pixel_images, len(labels))
+  entry.update(pixel_metrics(masks[drawn], anomaly_map[drawn],
+                             protocol.fpr_limit))
   if val_map is not None:
     entry[protocol.headline].update(deployment_threshold(
         labels, scores[protocol.headline], val_map, protocol))
   if by_type:
     entry[BY_TYPE] = by_type_metrics(anomaly_map, labels, masks,
-                                     defect_types, scores, protocol.fpr_limit)
+                                     defect_types, scores, protocol.fpr_limit,
+                                     drawn)
   return entry
 
 
 def evaluate(maps: Mapping[str, np.ndarray], labels, masks, defect_types,
              protocol: Protocol,
              val_maps: Mapping[str, np.ndarray] | None = None,
-             by_type: bool = True) -> dict[str, dict]:
+             by_type: bool = True, pixel_images=None) -> dict[str, dict]:
   """`evaluate_scorer` for every named map; {scorer: nested metrics}.
 
   Scorers without a validation map get no deployment threshold.
   """
   val_maps = val_maps or {}
   return {name: evaluate_scorer(m, labels, masks, defect_types, protocol,
-                                val_maps.get(name), by_type)
+                                val_maps.get(name), by_type, pixel_images)
           for name, m in maps.items()}
 
 
 def curves(maps: Mapping[str, np.ndarray], labels, masks,
-           protocol: Protocol) -> dict[str, Any]:
+           protocol: Protocol, pixel_images=None) -> dict[str, Any]:
   """Figure data of every scorer, image curves from the headline score.
+
+  Pixel curves use the images of `pixel_images` (bool (N,), None = all).
 
   Returns:
     {'roc_image'|'roc_pixel': {scorer: (fpr, tpr)},
@@ -293,10 +317,13 @@ def curves(maps: Mapping[str, np.ndarray], labels, masks,
      'scores': {scorer: (good image scores, defective image scores)}}.
   """
   labels = np.asarray(labels)
+  drawn = _pixel_images(pixel_images, len(labels))
+  masks = np.asarray(masks)[drawn]
   out = {k: {} for k in ('roc_image', 'roc_pixel', 'pr_image', 'pr_pixel',
                          'pro', 'scores')}
   for name, m in maps.items():
     scores = reduce(m, protocol.headline, protocol.sigma)
+    m = np.asarray(m)[drawn]
     out['roc_image'][name] = metrics_lib.roc_curve(labels, scores)[:2]
     out['roc_pixel'][name] = metrics_lib.roc_curve(masks, m)[:2]
     for level, (y, s) in (('image', (labels, scores)), ('pixel', (masks, m))):
@@ -362,6 +389,14 @@ def at_resolution(resolution: str, maps: Mapping[str, np.ndarray], masks,
       raise ValueError('eval.resolution="original" needs the masks at '
                        'their native size, and this dataset has none '
                        '(Split.native_masks is None); use "model".')
+    if isinstance(native_masks, (list, tuple)):
+      sizes = sorted({m.shape for m in native_masks})
+      if len(sizes) > 1:
+        raise ValueError(
+            'eval.resolution="original" needs test masks of one size, and '
+            f'these have {len(sizes)} ({sizes[0]} ... {sizes[-1]}: mixed '
+            'image sizes, or an ROI crop); use "model".')
+      native_masks = np.stack(native_masks)
     native_masks = np.asarray(native_masks)
     size = native_masks.shape[1:]
     return {k: resize_maps(v, size) for k, v in maps.items()}, native_masks

@@ -11,6 +11,9 @@ class _LibraryInfoFilter(py_logging.Filter):
   """Drops INFO records of chatty libraries; keeps their warnings."""
 
   def filter(self, record):
+    if '/tensorflow_datasets/' in record.pathname and str(
+        record.msg).startswith('Using custom data configuration'):
+      return False  # every user folder is a custom tfds config, by design
     if record.levelno >= py_logging.WARNING:
       return True
     return not any(part in record.pathname for part in _QUIET)

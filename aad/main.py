@@ -24,6 +24,7 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from aad import data  # pylint: disable=g-import-not-at-top
   from aad import logs  # pylint: disable=g-import-not-at-top
   from aad import train  # pylint: disable=g-import-not-at-top
   logs.setup()
@@ -31,7 +32,7 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join('runs', config.name)
   try:
     train.train_and_evaluate(config, workdir)
-  except train.TrainingError as e:
+  except (train.TrainingError, data.DataError) as e:
     logging.error('%s', e)
     raise SystemExit(1) from e
 

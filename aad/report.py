@@ -559,3 +559,40 @@ def write_summary_report(
   out.update({f'mean/{k}': v for k, v in mean.items()})
   write_json(os.path.join(workdir, 'metrics.json'), out)
   return mean
+
+
+def colorize(amap: np.ndarray, vmax: float, cmap: str = 'jet') -> np.ndarray:
+  """uint8 (H, W, 3) colour rendering of a map on the scale [0, vmax]."""
+  from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
+  scaled = np.clip(np.asarray(amap, np.float64) / max(vmax, 1e-12), 0, 1)
+  return (colormaps[cmap](scaled)[..., :3] * 255).round().astype(np.uint8)
+
+
+def overlay(image: np.ndarray, amap: np.ndarray, vmax: float) -> np.ndarray:
+  """The image (uint8 (H, W, 1 or 3)) under its coloured map, the map
+  more opaque where it is higher (half at vmax and above)."""
+  rgb = np.broadcast_to(image, image.shape[:2] + (3,)).astype(np.float64)
+  alpha = 0.5 * np.clip(np.asarray(amap) / max(vmax, 1e-12), 0, 1)[..., None]
+  out = (1 - alpha) * rgb + alpha * colorize(amap, vmax)
+  return out.round().astype(np.uint8)
+
+
+def write_png(path: str, image: np.ndarray):
+  """Writes uint8 (H, W), (H, W, 1) or (H, W, 3) as PNG, atomically."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  image = np.asarray(image, np.uint8)
+  pil = Image.fromarray(image[..., 0] if image.ndim == 3 and
+                        image.shape[-1] == 1 else image)
+  _atomic_write(path, lambda f: pil.save(f, format='PNG'), mode='wb')
+
+
+def write_csv(path: str, header: Sequence[str],
+              rows: Iterable[Sequence[Any]]):
+  """Writes a CSV table atomically."""
+  import csv  # pylint: disable=g-import-not-at-top
+  rows = list(rows)
+  def write(f):
+    writer = csv.writer(f, lineterminator='\n')
+    writer.writerow(header)
+    writer.writerows(rows)
+  _atomic_write(path, write)

@@ -99,8 +99,23 @@ def train_step(state: TrainState, clean: jax.Array, noisy: jax.Array,
   return new_state, metrics
 
 
+def random_patches(key: jax.Array, images: jax.Array, patch: int,
+                   positions: jax.Array) -> jax.Array:
+  """One random patch x patch crop per image (patch mode), at offsets drawn
+  from `key` and each image's global batch position."""
+  def crop(image, position):
+    k = jax.random.fold_in(key, position)
+    top = jax.random.randint(k, (), 0, image.shape[0] - patch + 1)
+    left = jax.random.randint(jax.random.fold_in(k, 1), (), 0,
+                              image.shape[1] - patch + 1)
+    return lax.dynamic_slice(image, (top, left, 0),
+                             (patch, patch, image.shape[2]))
+  return jax.vmap(crop)(images, positions)
+
+
 def make_train_chunk(corrupt: Callable, *, batch_size: int, num_devices: int,
-                     num_steps: int, unroll: bool = True) -> Callable:
+                     num_steps: int, unroll: bool = True,
+                     patch: int = 0) -> Callable:
   """Builds the per-device function that runs `num_steps` train steps.
 
   The batch drawn at a step and each image's corruption depend only on the
@@ -115,6 +130,7 @@ def make_train_chunk(corrupt: Callable, *, batch_size: int, num_devices: int,
     unroll: chain the steps as straight-line code. XLA:CPU runs a train
       step inside a `lax.scan` loop about 13x slower than outside one, so
       CPUs unroll; accelerators use `lax.scan` (one compiled step).
+    patch: > 0 trains on random patch x patch crops (patch mode).
   """
   if batch_size % num_devices:
     raise ValueError(f'config.train.batch_size={batch_size} is not divisible '
@@ -137,7 +153,13 @@ def make_train_chunk(corrupt: Callable, *, batch_size: int, num_devices: int,
     dev = parallel.device_index()
     positions = dev * local + jnp.arange(local)
     indices = jax.random.randint(idx_key, (batch_size,), 0, data.shape[0])
-    clean = scoring.to_float(data[indices[positions]])
+    images = data[indices[positions]]
+    if patch:
+      # Its own key: the same batch indices and noise keys as whole-image
+      # training.
+      images = random_patches(jax.random.fold_in(step_key, 3), images, patch,
+                              positions)
+    clean = scoring.to_float(images)
     noisy = corruptions.corrupt_batch(corrupt, noise_key, clean, positions)
     state, metrics = train_step(state, clean, noisy,
                                 jax.random.fold_in(drop_key, dev),
@@ -217,6 +239,9 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
   model = models.create(config.model, axis_name=parallel.AXIS)
   eval_model = models.create(config.model)
   image_shape = dataset.train.images.shape[1:]
+  patch = config.dataset.patch_size
+  if patch:
+    image_shape = (patch, patch, image_shape[-1])
   state = create_train_state(model, config, image_shape)
   corrupt = make_corruption(config.corruption)
   ckpts = checkpoint.Checkpoints(os.path.join(workdir, 'checkpoints'))
@@ -245,7 +270,8 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
       chunks[steps] = parallel.replicated_call(
           make_train_chunk(corrupt, batch_size=config.train.batch_size,
                            num_devices=n_dev, num_steps=steps,
-                           unroll=devices[0].platform == 'cpu'), devices)
+                           unroll=devices[0].platform == 'cpu', patch=patch),
+          devices)
     return chunks[steps](state, train_data, base_key)
 
   val_fn = parallel.batched_call(make_val_psnr(corrupt, eval_model.apply),
@@ -331,16 +357,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   devices = parallel.select_devices(config.num_devices)
   os.makedirs(workdir, exist_ok=True)
   report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  categories = (tuple(config.dataset.categories) or
-                data_lib.CATEGORIES[config.dataset.name])
+  categories = data_lib.config_categories(config.dataset)
   logging.info('Workdir %s; %d device(s) %s; categories %s', workdir,
                len(devices), devices[0].platform, ', '.join(categories))
   results = {}
   for category in categories:
-    dataset = data_lib.load(
-        config.dataset.name, category, image_size=config.dataset.image_size,
-        channels=config.dataset.channels,
-        data_dir=config.dataset.data_dir or None)
+    dataset = data_lib.from_config(config.dataset, category)
     cat_dir = os.path.join(workdir, category)
     state, summary = train_category(config, cat_dir, dataset, devices)
     results[category] = evaluate.evaluate_category(

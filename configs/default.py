@@ -15,12 +15,37 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_devices = 0        # local devices to pmap over; 0 = all
 
   c.dataset = ml_collections.ConfigDict()
-  c.dataset.name = 'textures'    # 'textures' (embedded demo benchmark)
+  # 'textures' (embedded demo benchmark), 'mvtec_ad' (manual download,
+  # see manual_dir) or 'folder' (any folder in MVTec layout, see path).
+  c.dataset.name = 'textures'
   # Categories to run, one model each; empty = all of the dataset's.
   c.dataset.categories = ()
   c.dataset.data_dir = ''        # tfds cache; '' = $AAD_DATA_DIR or ~/.cache
-  c.dataset.image_size = 128     # px, square; divisible by 2**model.depth
+  # 'folder': a category folder (train/good, test/<type>, ground_truth/) or
+  # a folder of such category folders.
+  c.dataset.path = ''
+  # 'mvtec_ad': folder holding mvtec_anomaly_detection.tar.xz or its
+  # extracted categories; '' = <data_dir>/downloads/manual.
+  c.dataset.manual_dir = ''
+  # A defective test image without a mask: 'error' (stop and name it) or
+  # 'image_level' (image metrics only; pixel metrics skip it).
+  c.dataset.missing_masks = 'error'
+  # Share of train/good held out (first by name, as the reference's Keras
+  # validation_split) when the dataset has no validation split.
+  c.dataset.val_fraction = 0.2
+  c.dataset.image_size = 128     # px, height (and width unless image_width)
+  c.dataset.image_width = 0      # px; 0 = image_size (square)
   c.dataset.channels = 1         # 1 = grayscale, 3 = colour
+  # 'none', or 'peel': crop each image to its object (Otsu threshold,
+  # largest component, eroded by roi_margin px of the native image; seed
+  # 003, METHOD.md 5.3) and set the rest of the crop to 0.
+  c.dataset.roi = 'none'
+  c.dataset.roi_margin = 8
+  # Patch mode for large or elongated images: > 0 trains on random
+  # patch_size x patch_size crops of the (resized) images and scores by
+  # tiles patch_stride apart, averaging overlaps; 0 = whole images.
+  c.dataset.patch_size = 0
+  c.dataset.patch_stride = 0     # px; 0 = patch_size // 2
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'aesc'          # 'aesc' (skips) or 'ae' (plain)
@@ -96,6 +121,8 @@ def get_config() -> ml_collections.ConfigDict:
   # only: their 'quantile' (threshold_quantile) or their 'max'.
   c.eval.threshold_mode = 'quantile'
   c.eval.threshold_quantile = 0.99
+  # aad.predict's masks: pixels above this quantile of the good val maps.
+  c.eval.pixel_threshold_quantile = 0.999
   c.eval.mc_samples = 30         # T, Monte-Carlo dropout passes
   c.eval.mc_chunk = 0            # passes per device call; 0 = from memory
   c.eval.batch_size = 16         # test images per device call

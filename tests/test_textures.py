@@ -178,8 +178,9 @@ def test_convert_channels_hand_checked():
 def test_unknown_names_are_reported():
   with pytest.raises(ValueError, match=r"'marble'.*brick, grass, gravel"):
     data.load('textures', 'marble', image_size=S, channels=1)
-  with pytest.raises(ValueError, match=r"'mvtec_ad'.*textures"):
-    data.load('mvtec_ad', 'bottle', image_size=S, channels=1)
+  with pytest.raises(ValueError, match=r"'mvtec'.*folder, mvtec_ad, "
+                     'textures'):
+    data.load('mvtec', 'bottle', image_size=S, channels=1)
   with pytest.raises(ValueError, match="'marble'"):
     textures.crop_boxes('marble', 'train')
   with pytest.raises(ValueError, match='channels must be 1 or 3'):

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from aad.data import preprocess
+from aad.data.imageio import DataError  # pylint: disable=unused-import
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Split:
       native resolution, before `load` resized them; what pixel metrics use
       with `config.eval.resolution='original'` (MVTec's convention). None
       when the source has no native size to offer.
+    has_masks: optional bool (N,): False for defective images scored
+      image-level only (their mask is missing, all 0); None = all drawn.
   """
   images: np.ndarray
   labels: np.ndarray
@@ -38,6 +41,7 @@ class Split:
   defect_types: tuple[str, ...]
   names: tuple[str, ...]
   native_masks: np.ndarray | None = None
+  has_masks: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.images)
@@ -48,23 +52,35 @@ class Dataset:
   """A category's train (good only), val (good only) and test splits."""
   category: str
   train: Split
-  val: Split
+  val: Split | None
   test: Split
 
 
-# A loader maps (category, data_dir) to the dataset at its native size and
-# channel count; `load` resizes and converts afterwards.
-Loader = Callable[[str, str], Dataset]
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """Where a loader finds its data (the dataset block of the config)."""
+  data_dir: str                # tfds cache of prepared datasets
+  path: str = ''               # 'folder': the MVTec-layout folder
+  manual_dir: str = ''         # 'mvtec_ad': the download; '' = tfds default
+  missing_masks: str = 'error'  # 'folder': see aad.data.folder.scan
+
+
+# A loader maps (category, source) to the dataset at its native size; its
+# splits may hold lists of images of mixed sizes, and `val` may be None (it
+# is then cut from train). `load` crops, resizes and converts afterwards.
+Loader = Callable[[str, Source], Dataset]
 
 _LOADERS: dict[str, Loader] = {}
-# Dataset name -> its categories, for configs, error messages and tests.
-CATEGORIES: dict[str, tuple[str, ...]] = {}
+# Dataset name -> its categories (or a function of the source folder), for
+# configs, error messages and tests.
+CATEGORIES: dict[str, tuple[str, ...] | Callable[[Source], tuple[str, ...]]
+                 ] = {}
 
 
-def register(name: str, categories: tuple[str, ...], loader: Loader) -> None:
+def register(name: str, categories, loader: Loader) -> None:
   """Makes `load(name, ...)` use `loader` for the given categories."""
   _LOADERS[name] = loader
-  CATEGORIES[name] = tuple(categories)
+  CATEGORIES[name] = categories if callable(categories) else tuple(categories)
 
 
 def default_data_dir() -> str:
@@ -73,51 +89,165 @@ def default_data_dir() -> str:
       os.path.expanduser('~'), '.cache', 'aad', 'tfds')
 
 
-def load(name: str, category: str, *, image_size: int, channels: int,
-         data_dir: str | None = None) -> Dataset:
+def _check_name(name: str) -> None:
+  if name not in _LOADERS:
+    raise DataError(f'Unknown dataset {name!r} (config.dataset.name); '
+                    f'choose one of {", ".join(sorted(_LOADERS))}.')
+
+
+def categories(name: str, source: Source | None = None) -> tuple[str, ...]:
+  """The categories of dataset `name` (a folder's depend on its content)."""
+  _check_name(name)
+  found = CATEGORIES[name]
+  return found(source or Source(default_data_dir())) if callable(found) \
+      else found
+
+
+def prepare_image(image: np.ndarray, name: str, *, size, channels: int,
+                  roi: str = 'none', roi_margin: int = 0):
+  """One new image as the model sees it, the way `load` prepares datasets.
+
+  Args:
+    image: uint8 (H, W, C) at its native size (aad.data.imageio).
+    name: the image's name for error messages.
+    size, channels, roi, roi_margin: as `load`.
+
+  Returns:
+    (uint8 image of `size` with `channels`, its preprocess.Roi or None).
+  """
+  found = None
+  if roi == 'peel':
+    found = preprocess.find_roi(image, roi_margin)
+    if found is None:
+      raise DataError(f'{name}: no object left to peel after an erosion of '
+                      f'{roi_margin} px; lower config.dataset.roi_margin or '
+                      "set config.dataset.roi='none'.")
+    image = preprocess.crop_image(image, found)
+  elif roi != 'none':
+    raise DataError(f"config.dataset.roi={roi!r}; choose 'none' or 'peel'.")
+  image = preprocess.resize_image(image, size)
+  return preprocess.convert_channels(image[None], channels)[0], found
+
+
+def _prepare(split: Split, size: tuple[int, int], channels: int, roi: str,
+             roi_margin: int) -> Split:
+  images, masks = list(split.images), list(split.masks)
+  for i, name in enumerate(split.names):
+    images[i], found = prepare_image(images[i], name, size=size,
+                                     channels=channels, roi=roi,
+                                     roi_margin=roi_margin)
+    if found is not None:
+      masks[i] = preprocess.crop_mask(masks[i], found)
+  if split.native_masks is not None and roi == 'none':
+    native = split.native_masks
+  else:
+    native = [(np.asarray(m) > 0).astype(np.uint8) for m in masks]
+    if len({m.shape for m in native}) == 1:
+      native = np.stack(native)
+  return dataclasses.replace(
+      split, images=np.stack(images),
+      masks=preprocess.resize_masks(masks, size), native_masks=native)
+
+
+def _subset(split: Split, idx) -> Split:
+  take = lambda x: None if x is None else (  # pylint: disable=g-long-lambda
+      x[idx] if isinstance(x, np.ndarray) else [x[i] for i in idx])
+  return Split(images=take(split.images), labels=split.labels[idx],
+               masks=take(split.masks),
+               defect_types=tuple(split.defect_types[i] for i in idx),
+               names=tuple(split.names[i] for i in idx),
+               native_masks=take(split.native_masks),
+               has_masks=take(split.has_masks))
+
+
+def split_validation(train: Split, fraction: float) -> tuple[Split, Split]:
+  """(train, val): the first `fraction` of the training images by name are
+  held out, as Keras' validation_split does in the reference (METHOD.md)."""
+  n = len(train.names)
+  count = int(round(fraction * n))
+  if not 0 < fraction < 1 or count < 1 or count >= n:
+    raise DataError(
+        f'config.dataset.val_fraction={fraction} of {n} training images '
+        'leaves no validation or no training image; at least 2 training '
+        'images are needed and 0 < val_fraction < 1.')
+  order = np.argsort(np.asarray(train.names, dtype=object), kind='stable')
+  return _subset(train, order[count:]), _subset(train, order[:count])
+
+
+def load(name: str, category: str, *, image_size, channels: int,
+         data_dir: str | None = None, roi: str = 'none', roi_margin: int = 0,
+         val_fraction: float = 0.2, path: str = '', manual_dir: str = '',
+         missing_masks: str = 'error') -> Dataset:
   """Loads a dataset category as uint8 numpy arrays.
 
   Prepares the dataset on first use (once per data_dir), then reads it.
 
   Args:
     name: dataset name, a key of CATEGORIES (e.g. 'textures').
-    category: one of CATEGORIES[name] (e.g. 'brick').
-    image_size: output height and width; images are resized bilinearly with
-      anti-aliasing, masks with nearest neighbour.
+    category: one of `categories(name, ...)` (e.g. 'brick').
+    image_size: output size, int (square) or (height, width); images are
+      resized bilinearly with anti-aliasing, masks with nearest neighbour.
     channels: 1 (grayscale) or 3 (RGB).
     data_dir: cache directory; defaults to default_data_dir().
+    roi: 'none', or 'peel' to crop every image to its object
+      (preprocess.find_roi) before resizing.
+    roi_margin: the peel's erosion, px of the native image.
+    val_fraction: share of the training images held out for validation
+      when the dataset has no validation split.
+    path, manual_dir, missing_masks: see `Source`.
 
   Returns:
-    The Dataset, every split with images (N, image_size, image_size,
-    channels), masks (N, image_size, image_size) and native_masks, the
-    masks at the loader's native size (kept from the loader if it set them).
+    The Dataset, every split with images (N, height, width, channels),
+    masks (N, height, width) and native_masks, the masks at the loader's
+    native size (after the ROI crop; a list if their sizes differ).
 
   Raises:
-    ValueError: for an unknown dataset name or category, or bad sizes.
+    DataError: for an unknown dataset name or category, bad options, or
+      unusable files (the message names them).
   """
-  if name not in _LOADERS:
-    raise ValueError(f'Unknown dataset {name!r}; choose one of '
-                     f'{", ".join(sorted(_LOADERS))}.')
-  if category not in CATEGORIES[name]:
-    raise ValueError(f'Unknown category {category!r} for dataset {name!r}; '
-                     f'choose one of {", ".join(CATEGORIES[name])}.')
+  _check_name(name)
+  source = Source(data_dir=data_dir or default_data_dir(), path=path,
+                  manual_dir=manual_dir, missing_masks=missing_masks)
+  known = categories(name, source)
+  if category not in known:
+    raise DataError(f'Unknown category {category!r} for dataset {name!r}; '
+                    f'choose one of {", ".join(known)}.')
   if channels not in (1, 3):
-    raise ValueError(f'channels must be 1 or 3, not {channels!r}.')
-  if image_size < 1:
-    raise ValueError(f'image_size must be positive, not {image_size!r}.')
-  raw = _LOADERS[name](category, data_dir or default_data_dir())
+    raise DataError(f'channels must be 1 or 3, not {channels!r}.')
+  size = preprocess.hw(image_size)
+  if min(size) < 1:
+    raise DataError(f'image_size must be positive, not {image_size!r}.')
+  raw = _LOADERS[name](category, source)
+  train, val = raw.train, raw.val
+  if val is None:
+    train, val = split_validation(train, val_fraction)
+  prepare = lambda s: _prepare(s, size, channels, roi, roi_margin)
+  return Dataset(category=category, train=prepare(train), val=prepare(val),
+                 test=prepare(raw.test))
 
-  def convert(split: Split) -> Split:
-    images = preprocess.convert_channels(
-        preprocess.resize_images(split.images, image_size), channels)
-    masks = preprocess.resize_masks(split.masks, image_size)
-    native = (split.native_masks if split.native_masks is not None
-              else (np.asarray(split.masks) > 0).astype(np.uint8))
-    return dataclasses.replace(split, images=images, masks=masks,
-                               native_masks=native)
 
-  return Dataset(category=category, train=convert(raw.train),
-                 val=convert(raw.val), test=convert(raw.test))
+def image_size(dataset_config) -> tuple[int, int]:
+  """(height, width) the model sees: image_size, and image_width if set."""
+  return (dataset_config.image_size,
+          dataset_config.image_width or dataset_config.image_size)
+
+
+def from_config(dataset_config, category: str) -> Dataset:
+  """`load` with every option from a config's `dataset` block."""
+  c = dataset_config
+  return load(c.name, category, image_size=image_size(c), channels=c.channels,
+              data_dir=c.data_dir or None, roi=c.roi,
+              roi_margin=c.roi_margin, val_fraction=c.val_fraction,
+              path=c.path, manual_dir=c.manual_dir,
+              missing_masks=c.missing_masks)
+
+
+def config_categories(dataset_config) -> tuple[str, ...]:
+  """The categories a config runs: its list, or all of the dataset's."""
+  c = dataset_config
+  return tuple(c.categories) or categories(
+      c.name, Source(data_dir=c.data_dir or default_data_dir(), path=c.path,
+                     manual_dir=c.manual_dir))
 
 
 def _hide_gpus_from_tensorflow() -> None:
@@ -142,27 +272,102 @@ def _read_tfds_split(builder, split: str) -> Split:
   )
 
 
-def _load_textures(category: str, data_dir: str) -> Dataset:
+def _prepare_builder(builder, what: str, download_config=None) -> None:
+  """Prepares a tfds builder once (tfds writes to a temporary folder and
+  renames it when complete, so an interrupted preparation redoes it all)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  # Not builder.is_prepared(): it logs a warning for every missing dataset.
+  if (builder.data_path / 'dataset_info.json').exists():
+    return
+  print(f'aad.data: preparing {what} in {builder.data_path} (one-off).',
+        flush=True)
+  # tfds' per-split progress bars would only clutter a training log (this
+  # re-enables them afterwards, tfds' default).
+  tfds.disable_progress_bar()
+  try:
+    builder.download_and_prepare(download_config=download_config)
+  finally:
+    tfds.enable_progress_bar()
+
+
+def _load_textures(category: str, source: Source) -> Dataset:
   """Prepares (once) and reads the embedded scikit-image textures dataset."""
   _hide_gpus_from_tensorflow()
   # Imported here: `import aad.data` should not pull in tfds and skimage data.
   from aad.data import textures  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = textures.AadTextures(data_dir=data_dir, config=category)
-  # Not builder.is_prepared(): it logs a warning for every missing dataset.
-  if not (builder.data_path / 'dataset_info.json').exists():
-    print(f'aad.data: preparing {builder.name}/{category} in {data_dir} '
-          '(one-off, a few seconds).', flush=True)
-    # tfds' per-split progress bars would only clutter a training log (this
-    # re-enables them afterwards, tfds' default).
-    tfds.disable_progress_bar()
-    try:
-      builder.download_and_prepare()
-    finally:
-      tfds.enable_progress_bar()
+  builder = textures.AadTextures(data_dir=source.data_dir, config=category)
+  _prepare_builder(builder, f'{builder.name}/{category}')
   return Dataset(category=category,
                  **{s: _read_tfds_split(builder, s)
                     for s in ('train', 'val', 'test')})
 
 
+def _read_ragged_split(builder, split: str) -> Split:
+  """Reads an MVTec-layout tfds split one image at a time (sizes may
+  differ), in name order."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  rows = sorted(tfds.as_numpy(builder.as_dataset(split=split)),
+                key=lambda r: r['name'])
+  return Split(
+      images=[r['image'] for r in rows],
+      labels=np.array([r['label'] for r in rows], np.int32),
+      masks=[(r['mask'][..., 0] > 0).astype(np.uint8) for r in rows],
+      defect_types=tuple(r['defect_type'].decode() for r in rows),
+      names=tuple(r['name'].decode() for r in rows),
+      has_masks=np.array([bool(r['has_mask']) or not r['label']
+                          for r in rows]))
+
+
+def _mvtec_layout(builder, category: str, what: str,
+                  download_config=None) -> Dataset:
+  _prepare_builder(builder, what, download_config)
+  return Dataset(category=category, train=_read_ragged_split(builder, 'train'),
+                 val=None, test=_read_ragged_split(builder, 'test'))
+
+
+def _load_mvtec_ad(category: str, source: Source) -> Dataset:
+  """MVTec AD from the manual download (aad.data.mvtec.MvtecAd)."""
+  _hide_gpus_from_tensorflow()
+  from aad.data import mvtec  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = mvtec.MvtecAd(data_dir=source.data_dir, config=category)
+  manual = source.manual_dir or os.path.join(source.data_dir, 'downloads',
+                                             'manual')
+  if not (builder.data_path / 'dataset_info.json').exists() and not (
+      os.path.isdir(os.path.join(manual, category)) or
+      os.path.isfile(os.path.join(manual, mvtec.ARCHIVE))):
+    raise DataError(f'MVTec AD {category!r} is not prepared and {manual} '
+                    f'has neither {category}/ nor {mvtec.ARCHIVE}.'
+                    f'{mvtec.MvtecAd.MANUAL_DOWNLOAD_INSTRUCTIONS}')
+  download_config = tfds.download.DownloadConfig(
+      manual_dir=source.manual_dir or None)
+  return _mvtec_layout(builder, category, f'mvtec_ad/{category}',
+                       download_config)
+
+
+def _folder_categories(source: Source) -> tuple[str, ...]:
+  from aad.data import folder  # pylint: disable=g-import-not-at-top
+  if not source.path:
+    raise DataError("config.dataset.name='folder' needs config.dataset.path, "
+                    'a folder in MVTec layout.')
+  return folder.categories(source.path)
+
+
+def _load_folder(category: str, source: Source) -> Dataset:
+  """A user's folder in MVTec layout (aad.data.mvtec.AadFolder)."""
+  _hide_gpus_from_tensorflow()
+  from aad.data import folder  # pylint: disable=g-import-not-at-top
+  from aad.data import mvtec  # pylint: disable=g-import-not-at-top
+  root = folder.category_dir(source.path, category)
+  builder = mvtec.AadFolder(root=root, missing_masks=source.missing_masks,
+                            data_dir=source.data_dir)
+  return _mvtec_layout(builder, category, root)
+
+
 register('textures', ('brick', 'grass', 'gravel'), _load_textures)
+# The MVTec AD category names, without importing tfds for them.
+register('mvtec_ad', ('bottle', 'cable', 'capsule', 'carpet', 'grid',
+                      'hazelnut', 'leather', 'metal_nut', 'pill', 'screw',
+                      'tile', 'toothbrush', 'transistor', 'wood', 'zipper'),
+         _load_mvtec_ad)
+register('folder', _folder_categories, _load_folder)

@@ -1,0 +1,133 @@
+"""tfds builders for MVTec AD (manual download) and any MVTec-layout folder.
+
+Both store the images at their native size as RGB PNG (grayscale replicated,
+so the luma conversion in `aad.data.load` gives the grey levels back
+exactly), with the mask (zeros for good images), whether the image has a
+mask, its label, defect type and name. Files are decoded by
+`aad.data.imageio`, so every format it reads works, and every problem names
+its file. tfds writes to a temporary folder and renames it when complete, so
+a failed preparation leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import os
+
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from aad.data import folder as folder_lib
+from aad.data import imageio
+from aad.data.imageio import DataError
+
+# The 15 MVTec AD categories (Bergmann et al., CVPR 2019).
+CATEGORIES = ('bottle', 'cable', 'capsule', 'carpet', 'grid', 'hazelnut',
+              'leather', 'metal_nut', 'pill', 'screw', 'tile', 'toothbrush',
+              'transistor', 'wood', 'zipper')
+ARCHIVE = 'mvtec_anomaly_detection.tar.xz'
+
+_FEATURES = dict(
+    image=tfds.features.Image(shape=(None, None, 3), encoding_format='png'),
+    # 255 on defective pixels, as in MVTec's masks.
+    mask=tfds.features.Image(shape=(None, None, 1), encoding_format='png'),
+    has_mask=np.bool_,
+    label=tfds.features.ClassLabel(names=['good', 'defect']),
+    defect_type=tfds.features.Text(),
+    name=tfds.features.Text(),
+)
+
+
+def _example(record: folder_lib.Record) -> dict:
+  image = imageio.read_image(record.path)
+  if image.shape[-1] == 1:
+    image = np.repeat(image, 3, axis=-1)
+  if record.mask_path is None:
+    mask = np.zeros(image.shape[:2], np.uint8)
+  else:
+    mask = imageio.read_mask(record.mask_path)
+    if mask.shape != image.shape[:2]:
+      raise DataError(
+          f'{record.mask_path}: mask of size {mask.shape[1]}x{mask.shape[0]} '
+          f'for image {record.path} of size {image.shape[1]}x'
+          f'{image.shape[0]}; masks must have their image\'s size.')
+  return {'image': image, 'mask': mask[..., None] * 255,
+          'has_mask': record.mask_path is not None, 'label': record.label,
+          'defect_type': record.defect_type, 'name': record.name}
+
+
+class _MvtecLayout(tfds.core.GeneratorBasedBuilder):
+  """Shared by both builders: train and test splits of one category."""
+
+  code_path = epath.Path(__file__)  # see aad/data/textures.py
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self, description=__doc__,
+        features=tfds.features.FeaturesDict(_FEATURES),
+        homepage='https://www.mvtec.com/company/research/datasets/mvtec-ad')
+
+  def _category_dir(self, dl_manager) -> str:
+    raise NotImplementedError
+
+  def _split_generators(self, dl_manager):
+    train, test = folder_lib.scan(self._category_dir(dl_manager),
+                                  self.missing_masks)
+    return {'train': self._generate_examples(train),
+            'test': self._generate_examples(test)}
+
+  def _generate_examples(self, records: list[folder_lib.Record]):
+    for i, record in enumerate(records):
+      yield i, _example(record)
+
+
+class MvtecAd(_MvtecLayout):
+  """MVTec AD, one builder config per category, from a manual download."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
+  MVTec AD cannot be downloaded automatically (its licence asks for a form).
+  Download {ARCHIVE} from
+  https://www.mvtec.com/company/research/datasets/mvtec-ad and put either the
+  archive itself or its extracted category folders (bottle/, cable/, ...) in
+  the manual directory: config.dataset.manual_dir, by default
+  <data_dir>/downloads/manual/.
+  """
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=c) for c in CATEGORIES]
+  missing_masks = 'error'  # the official archive has every mask
+
+  def _category_dir(self, dl_manager) -> str:
+    manual = str(dl_manager.manual_dir)
+    category = self.builder_config.name
+    extracted = os.path.join(manual, category)
+    if folder_lib.is_category(extracted):
+      return extracted
+    archive = os.path.join(manual, ARCHIVE)
+    if os.path.isfile(archive):
+      # Extracted once into the tfds download folder, then reused.
+      return os.path.join(str(dl_manager.extract(archive)), category)
+    raise DataError(f'{manual}: neither {category}/ nor {ARCHIVE} is there.'
+                    f'{self.MANUAL_DOWNLOAD_INSTRUCTIONS}')
+
+
+class AadFolder(_MvtecLayout):
+  """A user's folder in MVTec layout; one builder config per folder state.
+
+  The config name is a fingerprint of the folder's files (path, size,
+  modification time), so the prepared copy is rebuilt when they change.
+  """
+
+  VERSION = tfds.core.Version('1.0.0')
+
+  def __init__(self, *, root: str, missing_masks: str = 'error', **kwargs):
+    self.root = root
+    self.missing_masks = missing_masks
+    train, test = folder_lib.scan(root, missing_masks)
+    name = folder_lib.fingerprint(root, train + test) + (
+        '-image-level' if missing_masks == 'image_level' else '')
+    super().__init__(config=tfds.core.BuilderConfig(
+        name=name, description=os.path.abspath(root)), **kwargs)
+
+  def _category_dir(self, dl_manager) -> str:
+    del dl_manager
+    return self.root

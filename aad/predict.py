@@ -1,0 +1,220 @@
+"""Scoring new images with a trained run: maps, overlays, masks, scores.csv.
+
+  python -m aad.predict --workdir=runs/aesc_stain --input=DIR_OR_FILES \
+      --output=DIR [--category=C] [--threshold=T] [--scorer=residual]
+
+Per input image `<stem>`, at the image's own size: `<stem>_map.png` (the
+scorer's anomaly map in colour, the pixel threshold at mid-scale),
+`<stem>_overlay.png` (the map over the image) and `<stem>_mask.png` (pixels
+at or above the pixel threshold); and one `scores.csv` with every image's
+score per scorer and the decision at the image threshold.
+
+Thresholds default to those calibrated on good validation images when the
+run was evaluated (<workdir>/<category>/thresholds.json); --threshold and
+--pixel_threshold override them. Every input is read and checked before
+anything is written; outputs are staged in a temporary folder next to
+--output and moved in when all are complete, scores.csv last.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from aad import data as data_lib
+from aad import evaluate
+from aad import evaluation
+from aad import parallel
+from aad import report
+from aad import workdir as workdir_lib
+from aad.data import imageio
+from aad.data import preprocess
+
+SCORERS = ('residual', 'mc_variance')
+
+
+def collect_inputs(inputs) -> list[str]:
+  """Image files from a list of files and folders (not recursive).
+
+  Raises:
+    DataError: for a missing path, a non-image file, an empty folder, or
+      two inputs with the same file stem (their outputs would collide).
+  """
+  paths = []
+  for item in inputs:
+    item = os.path.expanduser(item)
+    if os.path.isdir(item):
+      names = sorted(n for n in os.listdir(item) if not n.startswith('.'))
+      found = [os.path.join(item, n) for n in names
+               if os.path.isfile(os.path.join(item, n))]
+      if not found:
+        raise imageio.DataError(f'{item}: the folder has no images.')
+    elif os.path.isfile(item):
+      found = [item]
+    else:
+      raise imageio.DataError(f'{item}: no such file or folder.')
+    for path in found:
+      if not imageio.is_image_file(path):
+        raise imageio.DataError(
+            f'{path}: not an image file (expected .png, .jpg, .jpeg, .bmp, '
+            '.tif or .tiff); move it out or list the images explicitly.')
+    paths.extend(found)
+  if not paths:
+    raise imageio.DataError('--input names no images.')
+  stems = {}
+  for path in paths:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if stem in stems:
+      raise imageio.DataError(f'{stems[stem]} and {path} have the same name, '
+                              'so their outputs would collide; rename one.')
+    stems[stem] = path
+  return paths
+
+
+def _choose_category(workdir: str, category: str) -> str:
+  trained = workdir_lib.trained_categories(workdir)
+  if category:
+    return category
+  if len(trained) == 1:
+    return trained[0]
+  raise imageio.DataError(
+      f'{workdir} has models for {", ".join(trained) or "no category"}; '
+      'choose one with --category.')
+
+
+def predict(workdir: str, inputs, output: str, *, category: str = '',
+            scorer: str = 'residual', threshold: float | None = None,
+            pixel_threshold: float | None = None,
+            mc_samples: int | None = None, num_devices: int = 0) -> list[dict]:
+  """Scores `inputs` with the run's best model; writes to `output`.
+
+  Returns:
+    One dict per image: file, the score of each scorer, decision.
+  """
+  if scorer not in SCORERS:
+    raise imageio.DataError(f'--scorer={scorer}; choose one of '
+                            f'{", ".join(SCORERS)}.')
+  config = workdir_lib.load_config(workdir)
+  category = _choose_category(workdir, category)
+  paths = collect_inputs(inputs)
+  size = data_lib.image_size(config.dataset)
+  originals, prepared, rois = [], [], []
+  for path in paths:  # all read and checked before anything is written
+    image = imageio.read_image(path)
+    ready, roi = data_lib.prepare_image(
+        image, path, size=size, channels=config.dataset.channels,
+        roi=config.dataset.roi, roi_margin=config.dataset.roi_margin)
+    originals.append(image)
+    prepared.append(ready)
+    rois.append(roi)
+  if threshold is None or pixel_threshold is None:
+    saved = workdir_lib.load_thresholds(workdir, category)
+    threshold = saved['image'][scorer] if threshold is None else threshold
+    if pixel_threshold is None:
+      pixel_threshold = saved['pixel'][scorer]
+  state, summary = workdir_lib.restore_best(config, workdir, category)
+  if mc_samples is not None:
+    if mc_samples < 1:
+      raise imageio.DataError('--mc_samples must be at least 1.')
+    config.eval.mc_samples = mc_samples
+  logging.info('%s: scoring %d images with the model of step %d; %s '
+               'threshold %.4g (image), %.4g (pixel)', category, len(paths),
+               summary['best_step'], scorer, threshold, pixel_threshold)
+  outputs = evaluate.score_split(
+      config, {'params': state.params, 'batch_stats': state.batch_stats},
+      np.stack(prepared), parallel.select_devices(num_devices))
+  norm, sigma = config.eval.norm, config.eval.smooth_sigma
+  full = config.eval.resolution == 'original'
+  rows, files = [], {}
+  for i, path in enumerate(paths):
+    shape = originals[i].shape[:2]
+    maps = {s: preprocess.paste_map(outputs[s][i], shape, rois[i])
+            for s in SCORERS}
+    # Scores at the resolution the thresholds were calibrated at.
+    scores = {s: float(evaluation.reduce(
+        (maps[s] if full else outputs[s][i])[None], norm, sigma)[0])
+              for s in SCORERS}
+    stem = os.path.splitext(os.path.basename(path))[0]
+    amap, vmax = maps[scorer], 2 * pixel_threshold
+    files[f'{stem}_map.png'] = report.colorize(amap, vmax)
+    files[f'{stem}_overlay.png'] = report.overlay(originals[i], amap, vmax)
+    files[f'{stem}_mask.png'] = (amap >= pixel_threshold).astype(
+        np.uint8) * 255
+    rows.append({'file': path, **{f'{s}_{norm}': scores[s] for s in SCORERS},
+                 'decision': ('anomalous' if scores[scorer] >= threshold
+                              else 'good')})
+  _write_outputs(output, files, rows, scorer, norm, threshold)
+  anomalous = sum(r['decision'] == 'anomalous' for r in rows)
+  logging.info('%d of %d images anomalous; outputs in %s', anomalous,
+               len(rows), output)
+  return rows
+
+
+def _write_outputs(output: str, files: dict, rows: list[dict], scorer: str,
+                   norm: str, threshold: float):
+  """Stages every file next to `output`, then moves them in."""
+  output = os.path.abspath(output)
+  parent = os.path.dirname(output)
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(output)}.')
+  try:
+    for name, image in files.items():
+      report.write_png(os.path.join(staging, name), image)
+    header = list(rows[0]) + ['scorer', 'threshold']
+    report.write_csv(os.path.join(staging, 'scores.csv'), header,
+                     [[r[k] for k in rows[0]] + [f'{scorer}_{norm}',
+                                                 threshold] for r in rows])
+    os.makedirs(output, exist_ok=True)
+    for name in list(files) + ['scores.csv']:
+      os.replace(os.path.join(staging, name), os.path.join(output, name))
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _define_flags():
+  """Defined when run as a program only, so importing this module (tests,
+  notebooks) does not clash with other entry points' flags."""
+  flags.DEFINE_string('workdir', None, 'A trained run.', required=True)
+  flags.DEFINE_list('input', None, 'Image files and/or folders, '
+                    'comma-separated.', required=True)
+  flags.DEFINE_string('output', None, 'Folder for the outputs.',
+                      required=True)
+  flags.DEFINE_string('category', '', "The run's category whose model to "
+                      'use; needed if it has several.')
+  flags.DEFINE_enum('scorer', 'residual', SCORERS,
+                    'Scorer of the maps, masks and decisions.')
+  flags.DEFINE_float('threshold', None, "Image threshold on the scorer's "
+                     'score; default: the calibrated one.')
+  flags.DEFINE_float('pixel_threshold', None, 'Map threshold for the masks; '
+                     'default: the calibrated one.')
+  flags.DEFINE_integer('mc_samples', None, "MC-dropout passes; default: the "
+                       "run's config.")
+  flags.DEFINE_integer('num_devices', 0, 'Local devices; 0 = all.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from aad import logs  # pylint: disable=g-import-not-at-top
+  logs.setup()
+  f = flags.FLAGS
+  try:
+    predict(f.workdir, f.input, f.output, category=f.category,
+            scorer=f.scorer, threshold=f.threshold,
+            pixel_threshold=f.pixel_threshold, mc_samples=f.mc_samples,
+            num_devices=f.num_devices)
+  except imageio.DataError as e:
+    logging.error('%s', e)
+    raise SystemExit(1) from e
+
+
+if __name__ == '__main__':
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  _define_flags()
+  app.run(main)

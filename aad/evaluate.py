@@ -318,7 +318,8 @@ def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
     model_category: the trained category whose model scores every
       category (for another dataset); '' = the one of the same name, or
       the run's only one.
-    num_devices: local devices to use; 0 = all.
+    num_devices: local devices to use; 0 = the run's config.num_devices
+      if this machine has that many, else all.
 
   Returns:
     The means over categories (as `write_summary`).
@@ -343,6 +344,10 @@ def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
     output = workdir if not other else os.path.join(
         workdir, 'eval', os.path.basename(os.path.normpath(path)) if path
         else dataset)
+  # The run's own device count where possible: batch splits change float
+  # round-off, so the same count reproduces the figures to the last digit.
+  if not num_devices and config.num_devices <= len(jax.local_devices()):
+    num_devices = config.num_devices
   devices = parallel.select_devices(num_devices)
   results = {}
   for category in data_lib.config_categories(config.dataset):
@@ -395,7 +400,8 @@ def _define_flags():
   flags.DEFINE_list('categories', [], 'Categories to score; default all.')
   flags.DEFINE_string('model_category', '', 'Trained category whose model '
                       'scores the others (for another dataset).')
-  flags.DEFINE_integer('num_devices', 0, 'Local devices; 0 = all.')
+  flags.DEFINE_integer('num_devices', 0, "Local devices; 0 = the run's "
+                       'count if available, else all.')
 
 
 if __name__ == '__main__':

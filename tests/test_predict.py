@@ -1,0 +1,141 @@
+"""aad.evaluate and aad.predict on a trained run: outputs, thresholds, errors."""
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from aad import evaluate
+from aad import predict
+from aad import train
+from aad.data import imageio
+from configs import test as test_config
+from tests.test_folder_data import make_category
+from tests.test_folder_data import noise
+from tests.test_folder_data import save
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """A run trained for 4 steps on a small MVTec-layout folder of mixed
+  image sizes (returns (workdir, category folder))."""
+  root = tmp_path_factory.mktemp('data')
+  category = make_category(root / 'widget', train=6)
+  config = test_config.get_config()
+  config.num_devices = 1
+  config.dataset.name = 'folder'
+  config.dataset.path = category
+  config.dataset.categories = ()
+  config.dataset.channels = 3
+  config.dataset.data_dir = str(root / 'tfds')
+  config.train.num_steps = 4
+  workdir = str(tmp_path_factory.mktemp('run'))
+  train.train_and_evaluate(config, workdir)
+  return workdir, category
+
+
+def test_evaluate_reproduces_the_training_metrics(run, tmp_path):
+  workdir, _ = run
+  before = json.loads(pathlib.Path(workdir, 'metrics.json').read_text())
+  evaluate.evaluate_workdir(workdir, output=str(tmp_path))
+  after = json.loads((tmp_path / 'metrics.json').read_text())
+  assert after == before
+  assert (tmp_path / 'widget' / 'report.md').is_file()
+
+
+def test_predict_writes_maps_overlays_masks_and_scores(run, tmp_path):
+  workdir, category = run
+  new = tmp_path / 'new'
+  sizes = {'a': (40, 48), 'b': (30, 70)}
+  for stem, (h, w) in sizes.items():
+    save(str(new / f'{stem}.png'), noise(h, w))
+  save(str(new / 'c.jpg'), noise(36, 36))
+  out = tmp_path / 'out'
+  rows = predict.predict(workdir, [str(new), f'{category}/test/scratch/'
+                                   '000.png'], str(out), mc_samples=2)
+  assert len(rows) == 4
+  names = sorted(os.listdir(out))
+  assert names == sorted(
+      [f'{s}_{k}.png' for s in ('a', 'b', 'c', '000')
+       for k in ('map', 'overlay', 'mask')] + ['scores.csv'])
+  # Maps come back at each image's own size.
+  for stem, (h, w) in sizes.items():
+    for kind in ('map', 'overlay'):
+      assert np.array(Image.open(out / f'{stem}_{kind}.png')).shape == (
+          h, w, 3)
+    mask = np.array(Image.open(out / f'{stem}_mask.png'))
+    assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+  with open(out / 'scores.csv') as f:
+    table = list(csv.DictReader(f))
+  thresholds = json.loads(pathlib.Path(
+      workdir, 'widget', 'thresholds.json').read_text())
+  t = thresholds['image']['residual']
+  assert [r['file'] for r in table] == [r['file'] for r in rows]
+  for r in table:
+    assert float(r['threshold']) == pytest.approx(t)
+    assert r['decision'] == ('anomalous' if float(r['residual_l2']) >= t
+                             else 'good')
+    assert float(r['mc_variance_l2']) >= 0
+  # A given threshold overrides the calibrated one.
+  everything = predict.predict(workdir, [str(new)], str(tmp_path / 'o2'),
+                               threshold=0.0, mc_samples=2)
+  assert {r['decision'] for r in everything} == {'anomalous'}
+
+
+def _cli(module, *args, env=None):
+  return subprocess.run(
+      [sys.executable, '-m', module, *args], cwd=REPO, capture_output=True,
+      text=True, timeout=300, env={**os.environ, **(env or {})}, check=False)
+
+
+def test_cli_errors_name_the_problem_and_keep_old_outputs(run, tmp_path):
+  workdir, _ = run
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'scores.csv').write_text('old results\n')
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  stray = tmp_path / 'stray'
+  save(str(stray / 'a.png'), noise(40, 48))
+  (stray / 'readme.txt').write_text('x')
+  bad = tmp_path / 'bad'
+  save(str(bad / 'a.png'), noise(64, 64))
+  with open(bad / 'a.png', 'r+b') as f:
+    f.truncate(300)
+  cases = [
+      (['--workdir', workdir, '--input', str(empty)], 'the folder has no '
+       'images'),
+      (['--workdir', workdir, '--input', str(stray)], 'readme.txt: not an '
+       'image file'),
+      (['--workdir', workdir, '--input', str(bad)], 'a.png: cannot decode'),
+      (['--workdir', str(tmp_path), '--input', str(stray / 'a.png')],
+       'config.json: not found'),
+  ]
+  for args, message in cases:
+    with pytest.raises(imageio.DataError, match=message):
+      predict.predict(args[1], [args[3]], str(out), mc_samples=2)
+    assert (out / 'scores.csv').read_text() == 'old results\n'
+    assert os.listdir(out) == ['scores.csv']
+  # The command line turns them into a message and exit status 1.
+  result = _cli('aad.predict', *cases[2][0], '--output', str(out))
+  assert result.returncode == 1, result.stderr
+  assert cases[2][1] in result.stderr, result.stderr
+  assert (out / 'scores.csv').read_text() == 'old results\n'
+  # A run whose config exists but has no checkpoint yet.
+  partial = tmp_path / 'partial'
+  partial.mkdir()
+  (partial / 'config.json').write_text(
+      pathlib.Path(workdir, 'config.json').read_text())
+  result = _cli('aad.evaluate', '--workdir', str(partial))
+  assert result.returncode == 1
+  assert 'no <category>/checkpoints folder' in result.stderr
+  with pytest.raises(imageio.DataError, match='same name'):
+    predict.collect_inputs([str(stray / 'a.png'), str(bad / 'a.png')])

@@ -241,6 +241,12 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
   image_shape = dataset.train.images.shape[1:]
   patch = config.dataset.patch_size
   if patch:
+    side = 2 ** config.model.depth
+    if patch > min(image_shape[:2]) or patch % side:
+      raise TrainingError(
+          f'config.dataset.patch_size={patch} must be at most the image '
+          f'size {image_shape[0]}x{image_shape[1]} and a multiple of '
+          f'2**model.depth = {side}.')
     image_shape = (patch, patch, image_shape[-1])
   state = create_train_state(model, config, image_shape)
   corrupt = make_corruption(config.corruption)

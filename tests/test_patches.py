@@ -1,0 +1,48 @@
+"""Patch mode: random training crops and tiled, stitched scoring."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from aad import train
+from configs import test as test_config
+
+
+def test_random_patches_are_slices_of_their_images():
+  # Pixel value = 1000 * image + 12 * row + column: a patch's corner value
+  # says where it was cut.
+  n, h, w = 8, 10, 12
+  images = (1000 * np.arange(n)[:, None, None] + 12 * np.arange(h)[:, None]
+            + np.arange(w)).astype(np.float32)[..., None]
+  patches = np.asarray(train.random_patches(
+      jax.random.key(0), images, 4, np.arange(n)))
+  assert patches.shape == (n, 4, 4, 1)
+  offsets = set()
+  for i, patch in enumerate(patches):
+    top, left = divmod(int(patch[0, 0, 0]) - 1000 * i, 12)
+    assert 0 <= top <= h - 4 and 0 <= left <= w - 4
+    np.testing.assert_array_equal(patch, images[i, top:top + 4,
+                                                left:left + 4])
+    offsets.add((top, left))
+  assert len(offsets) > 1  # drawn per image, not one crop for the batch
+  again = train.random_patches(jax.random.key(0), images, 4, np.arange(n))
+  np.testing.assert_array_equal(patches, again)
+
+
+def test_patch_mode_trains_on_patches_and_scores_whole_images(
+    tmp_path, textures_dir):
+  config = test_config.get_config()
+  config.num_devices = 1
+  config.dataset.data_dir = textures_dir
+  config.dataset.patch_size = 16
+  config.dataset.patch_stride = 8
+  config.train.num_steps = 4
+  train.train_and_evaluate(config, str(tmp_path))
+  metrics = json.loads((tmp_path / 'metrics.json').read_text())
+  assert 0 <= metrics['brick/residual/pixel_auroc'] <= 1
+  assert (tmp_path / 'brick' / 'heatmaps.png').stat().st_size > 100
+  config.dataset.patch_size = 12
+  with pytest.raises(train.TrainingError, match='multiple of 2\\*\\*model'):
+    train.train_and_evaluate(config, str(tmp_path / 'bad'))

@@ -10,7 +10,7 @@ from aad import train
 from configs import default
 
 
-@pytest.mark.parametrize('name', ['default', 'aesc_stain', 'test'])
+@pytest.mark.parametrize('name', ['default', 'aesc_stain', 'mvtec_ad', 'test'])
 def test_config_files_load_and_are_consistent(name):
   config = importlib.import_module(f'configs.{name}').get_config()
   assert config.dataset.image_size % 2**config.model.depth == 0

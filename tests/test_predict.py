@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -43,12 +44,20 @@ def run(tmp_path_factory):
 
 
 def test_evaluate_reproduces_the_training_metrics(run, tmp_path):
-  workdir, _ = run
+  workdir, category = run
   before = json.loads(pathlib.Path(workdir, 'metrics.json').read_text())
   evaluate.evaluate_workdir(workdir, output=str(tmp_path))
   after = json.loads((tmp_path / 'metrics.json').read_text())
   assert after == before
   assert (tmp_path / 'widget' / 'report.md').is_file()
+  # Another folder (here a copy under another name) is scored by the run's
+  # only model: the same images give the same figures under the new name.
+  shutil.copytree(category, tmp_path / 'data' / 'gadget')
+  evaluate.evaluate_workdir(workdir, path=str(tmp_path / 'data' / 'gadget'))
+  other = json.loads(pathlib.Path(workdir, 'eval', 'gadget',
+                                  'metrics.json').read_text())
+  assert other == {k.replace('widget/', 'gadget/'): v
+                   for k, v in before.items()}
 
 
 def test_predict_writes_maps_overlays_masks_and_scores(run, tmp_path):

@@ -285,3 +285,16 @@ def test_tiles_cover_and_stitch_back():
   assert out[0, 0, 0] == 0 and out[1, 3, 3] == np.mean([0, 1, 4, 5])
   with pytest.raises(ValueError, match='patch size 12 exceeds'):
     tiling.positions(10, 12, 3)
+
+
+def test_mvtec_ad_reads_the_official_archive(tmp_path):
+  import tarfile  # pylint: disable=g-import-not-at-top
+  make_category(tmp_path / 'src' / 'screw')
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  with tarfile.open(manual / 'mvtec_anomaly_detection.tar.xz', 'w:xz') as t:
+    t.add(tmp_path / 'src' / 'screw', arcname='screw')
+  ds = data.load('mvtec_ad', 'screw', image_size=32, channels=1,
+                 data_dir=str(tmp_path / 'tfds'), manual_dir=str(manual))
+  assert ds.train.images.shape == (3, 32, 32, 1)
+  assert ds.test.defect_types == ('good', 'scratch')

@@ -104,8 +104,11 @@ class MvtecAd(_MvtecLayout):
       return extracted
     archive = os.path.join(manual, ARCHIVE)
     if os.path.isfile(archive):
-      # Extracted once into the tfds download folder, then reused.
-      return os.path.join(str(dl_manager.extract(archive)), category)
+      # Extracted once into the tfds download folder, then reused. tfds does
+      # not guess .tar.xz from the name; its tar reader detects xz itself.
+      resource = tfds.download.Resource(
+          path=archive, extract_method=tfds.download.ExtractMethod.TAR_STREAM)
+      return os.path.join(str(dl_manager.extract(resource)), category)
     raise DataError(f'{manual}: neither {category}/ nor {ARCHIVE} is there.'
                     f'{self.MANUAL_DOWNLOAD_INSTRUCTIONS}')
 

@@ -1,9 +1,10 @@
 """Datasets as numpy arrays: the only part of `aad` that touches data files.
 
-`load(name, category, ...)` returns a `Dataset` of uint8 arrays, resized and
-with the channel count the model wants. Datasets are looked up by name in a
-registry, so a new source (an MVTec AD or folder loader in `mvtec.py`) is one
-`register(...)` call away and callers do not change. No JAX in this package.
+`load(name, category, ...)` (or `from_config`) returns a `Dataset` of uint8
+arrays, cropped, resized and with the channel count the model wants.
+Datasets are looked up by name in a registry: 'textures' (the embedded
+benchmark), 'mvtec_ad' (manual download) and 'folder' (any MVTec-layout
+folder); a new source is one `register(...)` call. No JAX in this package.
 """
 
 from __future__ import annotations

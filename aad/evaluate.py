@@ -14,6 +14,9 @@ import os
 import time
 from typing import Any
 
+# Before TensorFlow (clu, tfds) is imported: its C++ start-up chatter.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
 from absl import logging
 import jax
 import ml_collections
@@ -407,7 +410,6 @@ def _define_flags():
 if __name__ == '__main__':
   # Flags are defined here, not at import: aad.main imports this module and
   # has its own --workdir.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   from absl import app as absl_app  # pylint: disable=g-import-not-at-top
   _define_flags()
   absl_app.run(main)

@@ -22,6 +22,9 @@ import os
 import shutil
 import tempfile
 
+# Before TensorFlow (clu, tfds) is imported: its C++ start-up chatter.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -43,8 +46,7 @@ def collect_inputs(inputs) -> list[str]:
   """Image files from a list of files and folders (not recursive).
 
   Raises:
-    DataError: for a missing path, a non-image file, an empty folder, or
-      two inputs with the same file stem (their outputs would collide).
+    DataError: for a missing path, a non-image file or an empty folder.
   """
   paths = []
   for item in inputs:
@@ -67,14 +69,31 @@ def collect_inputs(inputs) -> list[str]:
     paths.extend(found)
   if not paths:
     raise imageio.DataError('--input names no images.')
-  stems = {}
-  for path in paths:
-    stem = os.path.splitext(os.path.basename(path))[0]
-    if stem in stems:
-      raise imageio.DataError(f'{stems[stem]} and {path} have the same name, '
-                              'so their outputs would collide; rename one.')
-    stems[stem] = path
   return paths
+
+
+def output_names(paths: list[str]) -> list[str]:
+  """Output file stems: each image's own, or '<folder>_<stem>' where stems
+  repeat (as in MVTec's test/<defect>/000.png).
+
+  Raises:
+    DataError: if names still collide (the same file given twice, say).
+  """
+  def stem(path):
+    return os.path.splitext(os.path.basename(path))[0]
+  counts = {}
+  for path in paths:
+    counts[stem(path)] = counts.get(stem(path), 0) + 1
+  names = [stem(p) if counts[stem(p)] == 1 else
+           f'{os.path.basename(os.path.dirname(os.path.abspath(p)))}_'
+           f'{stem(p)}' for p in paths]
+  seen = {}
+  for path, name in zip(paths, names):
+    if name in seen:
+      raise imageio.DataError(f'{seen[name]} and {path} would both write '
+                              f'{name}_*.png; rename one or list it once.')
+    seen[name] = path
+  return names
 
 
 def _choose_category(workdir: str, category: str) -> str:
@@ -103,6 +122,7 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
   config = workdir_lib.load_config(workdir)
   category = _choose_category(workdir, category)
   paths = collect_inputs(inputs)
+  stems = output_names(paths)
   size = data_lib.image_size(config.dataset)
   originals, prepared, rois = [], [], []
   for path in paths:  # all read and checked before anything is written
@@ -140,7 +160,7 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
     scores = {s: float(evaluation.reduce(
         (maps[s] if full else outputs[s][i])[None], norm, sigma)[0])
               for s in SCORERS}
-    stem = os.path.splitext(os.path.basename(path))[0]
+    stem = stems[i]
     amap, vmax = maps[scorer], 2 * pixel_threshold
     files[f'{stem}_map.png'] = report.colorize(amap, vmax)
     files[f'{stem}_overlay.png'] = report.overlay(originals[i], amap, vmax)
@@ -215,6 +235,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   _define_flags()
   app.run(main)

@@ -146,5 +146,8 @@ def test_cli_errors_name_the_problem_and_keep_old_outputs(run, tmp_path):
   result = _cli('aad.evaluate', '--workdir', str(partial))
   assert result.returncode == 1
   assert 'no <category>/checkpoints folder' in result.stderr
-  with pytest.raises(imageio.DataError, match='same name'):
-    predict.collect_inputs([str(stray / 'a.png'), str(bad / 'a.png')])
+  assert predict.output_names(['x/good/000.png', 'x/crack/000.png',
+                               'x/crack/001.jpg']) == [
+                                   'good_000', 'crack_000', '001']
+  with pytest.raises(imageio.DataError, match='would both write stray_a_'):
+    predict.output_names([str(stray / 'a.png'), str(stray / 'a.png')])

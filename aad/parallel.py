@@ -101,6 +101,17 @@ def primary_first(fn: Callable[[], T], name: str) -> T:
   return out
 
 
+def from_primary(flag: bool) -> bool:
+  """Process 0's `flag` on every process, so that all take the same branch.
+
+  E.g. whether a file exists: on a shared file system, processes may see it
+  at different times.
+  """
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+
+
 def select_devices(num_devices: int = 0) -> list[jax.Device]:
   """Devices to pmap over: each process's first `num_devices` (0 = all).
 

@@ -140,7 +140,8 @@ def run(config: ml_collections.ConfigDict, root: str,
   for i in (range(len(points)) if indices is None else indices):
     point = points[i]
     workdir = os.path.join(root, point.name)
-    if os.path.exists(os.path.join(workdir, 'metrics.json')):
+    if parallel.from_primary(
+        os.path.exists(os.path.join(workdir, 'metrics.json'))):
       logging.info('Sweep point %d/%d %s: finished, skipped.', i + 1,
                    len(points), point.name)
       continue

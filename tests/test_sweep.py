@@ -102,3 +102,18 @@ def test_a_two_by_two_sweep_runs_and_its_summary_lists_every_run(
   with caplog.at_level(logging.INFO):
     assert sweep.run(config, str(tmp_path)) == []
   assert caplog.text.count('finished, skipped') == 4
+
+
+def test_main_and_sweep_refuse_the_other_kind_of_config(tmp_path):
+  main = subprocess.run(
+      [sys.executable, '-m', 'aad.main', '--config=configs/test_sweep.py',
+       f'--workdir={tmp_path}'], cwd=REPO, capture_output=True, text=True,
+      timeout=300, check=False)
+  assert main.returncode != 0
+  assert 'declares a sweep: run it with python -m aad.sweep' in main.stderr
+  plain = subprocess.run(
+      [sys.executable, '-m', 'aad.sweep', '--config=configs/test.py',
+       f'--workdir={tmp_path}'], cwd=REPO, capture_output=True, text=True,
+      timeout=300, check=False)
+  assert plain.returncode != 0 and 'declares no sweep' in plain.stderr
+  assert not list(tmp_path.iterdir())

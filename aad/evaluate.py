@@ -145,8 +145,12 @@ def evaluate_category(config: ml_collections.ConfigDict, state: Any,
   Writes out_dir/{metrics.json, report.md, roc_*.png, pr_*.png, pro.png,
   score_histograms.png, heatmaps.png}.
 
+  Every process of a multi-host run calls this and takes part in the
+  scoring; only process 0 computes the metrics and writes the report.
+
   Returns:
-    The category's flattened metrics ('residual/l2/image_auroc', ...).
+    The category's flattened metrics ('residual/l2/image_auroc', ...) on
+    process 0; {} on the others.
   """
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   split, val = dataset.test, dataset.val
@@ -159,6 +163,8 @@ def evaluate_category(config: ml_collections.ConfigDict, state: Any,
   # 0..N-1, hence the same MC-dropout keys as when scored alone.
   both = score_split(config, variables,
                      np.concatenate([split.images, val.images]), devices)
+  if not parallel.is_primary():
+    return {}
   n = len(split.images)
   outputs = {k: v[:n] for k, v in both.items()}
   maps = scorer_maps(outputs, split.images, mean_train)
@@ -276,7 +282,14 @@ def write_thresholds(out_dir: str, config: ml_collections.ConfigDict,
 
 def write_summary(config: ml_collections.ConfigDict, workdir: str,
                   per_category: dict[str, dict[str, float]]) -> dict:
-  """Writes workdir/metrics.json and report.md averaged over categories."""
+  """Writes workdir/metrics.json and report.md averaged over categories.
+
+  Returns:
+    The means over categories; {} on processes other than 0, which write
+    nothing.
+  """
+  if not parallel.is_primary():
+    return {}
   norm = config.eval.norm
   headline = ([f'{s}/{norm}/image_auroc' for s in SCORERS] +
               [f'{s}/pixel_auroc' for s in SCORERS] +

@@ -26,10 +26,17 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   from aad import data  # pylint: disable=g-import-not-at-top
   from aad import logs  # pylint: disable=g-import-not-at-top
+  from aad import parallel  # pylint: disable=g-import-not-at-top
   from aad import train  # pylint: disable=g-import-not-at-top
   logs.setup()
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join('runs', config.name)
+  if config.sweep:
+    raise app.UsageError(
+        f'{config_flags.get_config_filename(flags.FLAGS["config"])} '
+        'declares a sweep: run it with python -m aad.sweep (every run, or '
+        '--point=K for one).')
+  parallel.initialize(config.distributed)
   try:
     train.train_and_evaluate(config, workdir)
   except (train.TrainingError, data.DataError) as e:

@@ -71,6 +71,11 @@ def write_json(path: str, obj: Any):
   _atomic_write(path, lambda f: f.write(text + '\n'))
 
 
+def write_text(path: str, text: str):
+  """Writes `text` to `path` atomically."""
+  _atomic_write(path, lambda f: f.write(text))
+
+
 def _write_text(path: str, lines: Iterable[str]):
   text = '\n'.join(lines) + '\n'
   _atomic_write(path, lambda f: f.write(text))

@@ -221,6 +221,35 @@ def _format_eta(seconds: float) -> str:
   return f'{seconds // 60}m{seconds % 60:02d}s'
 
 
+def host_train_images(images: np.ndarray,
+                       config: ml_collections.ConfigDict) -> np.ndarray:
+  """The train images this host puts on its devices.
+
+  Args:
+    images: the whole train split, uint8 (N, H, W, C).
+    config: the `distributed` block: 'all' keeps every image (global batches
+      as on one host), 'shard' this host's equal share, 'auto' the former up
+      to `max_replicated_mb`.
+
+  Returns:
+    `images` or this host's slice of them (all of them with one process).
+  """
+  mode = config.train_data
+  if mode not in ('auto', 'all', 'shard'):
+    raise ValueError(f"config.distributed.train_data={mode!r}: use 'auto', "
+                     "'all' or 'shard'.")
+  if mode == 'auto':
+    mode = ('all' if images.nbytes <= config.max_replicated_mb * 2**20
+            else 'shard')
+  if mode == 'all':
+    return images
+  part = images[parallel.host_slice(len(images))]
+  if len(part) < len(images):
+    logging.info('Each host trains on its own %d of the %d train images '
+                 '(config.distributed.train_data).', len(part), len(images))
+  return part
+
+
 def train_category(config: ml_collections.ConfigDict, workdir: str,
                    dataset: data_lib.Dataset,
                    devices: list[jax.Device]) -> tuple[TrainState, dict]:
@@ -230,7 +259,8 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
     config: the experiment config.
     workdir: this category's directory (checkpoints/, tensorboard/).
     dataset: the loaded category.
-    devices: local devices to pmap over.
+    devices: devices to pmap over (every process's, from
+      `parallel.select_devices`).
 
   Returns:
     (state restored from the best-val-PSNR checkpoint, training summary).
@@ -267,7 +297,10 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
   per_call = max(1, min(config.train.steps_per_call,
                         config.train.log_every, config.train.eval_every))
 
-  train_data = parallel.replicate(jnp.asarray(dataset.train.images), devices)
+  # One copy per device, passed per device: with train_data='shard' the
+  # hosts' copies differ, which a replicated argument cannot express.
+  train_data = parallel.per_device(
+      host_train_images(dataset.train.images, config.distributed), devices)
   base_key = jax.random.key(config.seed + 1)
   chunks = {}
 
@@ -277,7 +310,7 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
           make_train_chunk(corrupt, batch_size=config.train.batch_size,
                            num_devices=n_dev, num_steps=steps,
                            unroll=devices[0].platform == 'cpu', patch=patch),
-          devices)
+          devices, per_device_args=(1,))
     return chunks[steps](state, train_data, base_key)
 
   val_fn = parallel.batched_call(make_val_psnr(corrupt, eval_model.apply),
@@ -289,7 +322,10 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
     return float(np.mean(val_fn(variables, (dataset.val.images,
                                             val_positions))))
 
-  writer = metric_writers.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+  # Only process 0 writes summaries; every process takes part in the
+  # checkpoints (orbax coordinates them and writes host arrays once).
+  writer = (metric_writers.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+            if parallel.is_primary() else metric_writers.MultiWriter([]))
   state = parallel.replicate(state, devices)
   step, t_start, seconds0 = start, time.time(), meta['seconds']
   t_log, step_log = t_start, start
@@ -358,17 +394,27 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
-  """Trains and evaluates one model per category; writes the report."""
+  """Trains and evaluates one model per category; writes the report.
+
+  Every process of a multi-host run calls this; process 0 writes the
+  reports and returns the means over categories, the others return {}.
+  """
   from aad import evaluate  # pylint: disable=g-import-not-at-top
   devices = parallel.select_devices(config.num_devices)
   os.makedirs(workdir, exist_ok=True)
-  report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  if parallel.is_primary():
+    report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   categories = data_lib.config_categories(config.dataset)
-  logging.info('Workdir %s; %d device(s) %s; categories %s', workdir,
-               len(devices), devices[0].platform, ', '.join(categories))
+  logging.info('Workdir %s; %d device(s) %s in %d process(es); categories %s',
+               workdir, len(devices), devices[0].platform,
+               jax.process_count(), ', '.join(categories))
   results = {}
   for category in categories:
-    dataset = data_lib.from_config(config.dataset, category)
+    # Process 0 prepares a missing dataset cache alone; the others then
+    # read it instead of racing to write it.
+    dataset = parallel.primary_first(
+        lambda c=category: data_lib.from_config(config.dataset, c),
+        f'load {category}')
     cat_dir = os.path.join(workdir, category)
     state, summary = train_category(config, cat_dir, dataset, devices)
     results[category] = evaluate.evaluate_category(

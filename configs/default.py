@@ -12,7 +12,31 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = 'default'       # default workdir is runs/<name>
   c.seed = 0               # every random draw derives from this
-  c.num_devices = 0        # local devices to pmap over; 0 = all
+  c.num_devices = 0        # devices per process to pmap over; 0 = all
+
+  # Several hosts (aad/parallel.py; launch/ has SLURM, TPU VM and local
+  # scripts). One process per host (or per GPU), all running the same
+  # command; the defaults suit one process and SLURM / TPU launches.
+  c.distributed = ml_collections.ConfigDict()
+  # 'auto': start jax.distributed when coordinator_address (or
+  # $JAX_COORDINATOR_ADDRESS) is set or in a SLURM step of several tasks;
+  # 'on': always (TPU VM pods, where JAX finds the workers); 'off': never.
+  c.distributed.initialize = 'auto'
+  c.distributed.coordinator_address = ''  # 'host:port' of process 0
+  c.distributed.num_processes = 0         # with coordinator_address; 0 = detect
+  c.distributed.process_id = -1           # this process, 0..n-1; -1 = detect
+  # Train images each host puts on its devices. 'all': every image (global
+  # batches and per-image keys are then those of one host); 'shard': the
+  # host's 1/num_processes of them, for a split too large to copy to every
+  # device; 'auto': 'all' up to max_replicated_mb, else 'shard'.
+  c.distributed.train_data = 'auto'
+  c.distributed.max_replicated_mb = 2048  # MB of uint8 train images
+
+  # Sweep (aad/sweep.py): axes as data, mirroring the config's structure,
+  # each leaf the tuple of values of that field, e.g.
+  #   c.sweep.seed = (0, 1); c.sweep.corruption.name = ('stain', 'gaussian')
+  # The runs are the Cartesian product, one workdir each. Empty: no sweep.
+  c.sweep = ml_collections.ConfigDict()
 
   c.dataset = ml_collections.ConfigDict()
   # 'textures' (embedded demo benchmark), 'mvtec_ad' (manual download,

@@ -6,16 +6,22 @@ import inspect
 import pytest
 
 from aad import corruptions
+from aad import sweep
 from aad import train
 from configs import default
 
 
-@pytest.mark.parametrize('name', ['default', 'aesc_stain', 'mvtec_ad', 'test'])
-def test_config_files_load_and_are_consistent(name):
+@pytest.mark.parametrize('name, num_runs', [
+    ('default', 0), ('aesc_stain', 0), ('mvtec_ad', 0), ('test', 0),
+    ('aesc_stain_sweep', 18), ('test_sweep', 4)])
+def test_config_files_load_and_are_consistent(name, num_runs):
   config = importlib.import_module(f'configs.{name}').get_config()
-  assert config.dataset.image_size % 2**config.model.depth == 0
-  assert config.eval.norm in config.eval.norms
-  assert callable(train.make_corruption(config.corruption))
+  assert len(sweep.expand(config)) == num_runs
+  runs = [sweep.point_config(config, p) for p in sweep.expand(config)]
+  for run in runs or [config]:
+    assert run.dataset.image_size % 2**run.model.depth == 0
+    assert run.eval.norm in run.eval.norms
+    assert callable(train.make_corruption(run.corruption))
 
 
 @pytest.mark.parametrize('name', sorted(set(corruptions.CORRUPTIONS) -

@@ -52,3 +52,34 @@ def test_batch_size_must_split_over_devices():
   with pytest.raises(ValueError, match='batch_size=6 is not divisible'):
     train.make_train_chunk(corruptions.make('none'), batch_size=6,
                            num_devices=4, num_steps=1)
+
+
+def test_host_slice_gives_each_process_an_equal_share(monkeypatch):
+  monkeypatch.setattr(jax, 'process_count', lambda: 3)
+  shares = []
+  for index in range(3):
+    monkeypatch.setattr(jax, 'process_index', lambda i=index: i)
+    shares.append(parallel.host_slice(10))
+  assert shares == [slice(0, 3), slice(3, 6), slice(6, 9)]
+  with pytest.raises(ValueError, match='2 items cannot be shared by 3'):
+    parallel.host_slice(2)
+
+
+def test_train_data_is_sharded_over_hosts_only_when_asked_or_too_large(
+    monkeypatch):
+  images = np.arange(8 * 4 * 4 * 1, dtype=np.uint8).reshape(8, 4, 4, 1)
+  config = test_config.get_config().distributed
+  assert train.host_train_images(images, config) is images  # 'auto', small
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(jax, 'process_index', lambda: 1)
+  config.max_replicated_mb = 0  # the 128 bytes no longer fit
+  np.testing.assert_array_equal(train.host_train_images(images, config),
+                                images[4:])
+  config.train_data = 'all'
+  assert train.host_train_images(images, config) is images
+  config.train_data = 'shard'
+  np.testing.assert_array_equal(train.host_train_images(images, config),
+                                images[4:])
+  config.train_data = 'some'
+  with pytest.raises(ValueError, match="train_data='some'"):
+    train.host_train_images(images, config)

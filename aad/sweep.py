@@ -1,0 +1,213 @@
+"""Sweeps declared in a config as data: one run and one workdir per point.
+
+  python -m aad.sweep --config=configs/aesc_stain_sweep.py [--workdir=ROOT]
+      [--dry_run] [--point=K] [--config.train.num_steps=500 ...]
+
+`config.sweep` mirrors the config's structure; each leaf is the tuple of
+values of that field, and the points are the Cartesian product of the leaves
+(in alphabetical order of their dotted names). Every point is a normal run
+(`train.train_and_evaluate`) in ROOT/<field=value_...>, run in this process
+one after the other; a point whose workdir has metrics.json is finished and
+skipped, an unfinished one resumes. Under a multi-host launch every process
+runs the same sequence. `--point=K` runs point K only (e.g. one SLURM array
+task each); `--dry_run` lists the points and those commands. At the end
+ROOT/summary.md and summary.csv gather the runs' metrics (`aad.summary`).
+"""
+
+import dataclasses
+import itertools
+import os
+import re
+import shlex
+import sys
+from typing import Any
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import logging  # pylint: disable=g-import-not-at-top
+from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+import ml_collections  # pylint: disable=g-import-not-at-top
+
+# Fields a sweep cannot vary: how processes meet, and the sweep itself.
+_FIXED = ('distributed', 'sweep')
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  """One run of a sweep: its sub-directory name and field values."""
+  name: str
+  overrides: dict[str, Any]
+
+
+def axes(config: ml_collections.ConfigDict) -> list[tuple[str, tuple]]:
+  """The sweep's axes, (dotted field, values), checked against `config`."""
+  found = []
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      path = f'{prefix}{key}'
+      if isinstance(value, ml_collections.ConfigDict):
+        walk(value, path + '.')
+      else:
+        found.append((path, value))
+
+  walk(config.sweep, '')
+  for path, values in found:
+    if path.split('.')[0] in _FIXED:
+      raise ValueError(f'config.sweep.{path}: a sweep cannot vary '
+                       f'{path.split(".")[0]}.')
+    node = config
+    for part in path.split('.'):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        raise ValueError(f'config.sweep.{path}: the config has no field '
+                         f'{path}; sweep axes name existing fields.')
+      node = node[part]
+    if not isinstance(values, (tuple, list)) or not values:
+      raise ValueError(f'config.sweep.{path} = {values!r}: give a non-empty '
+                       'tuple of the values to try.')
+  return [(path, tuple(values)) for path, values in found]
+
+
+def _slug(value: Any) -> str:
+  if isinstance(value, (tuple, list)):
+    return '+'.join(_slug(v) for v in value) or 'none'
+  return re.sub(r'[^A-Za-z0-9.+-]', '-', str(value))
+
+
+def expand(config: ml_collections.ConfigDict) -> list[Point]:
+  """The points of `config.sweep`, in a fixed order; [] without a sweep."""
+  swept = axes(config)
+  if not swept:
+    return []
+  points = []
+  for values in itertools.product(*(v for _, v in swept)):
+    overrides = {path: value for (path, _), value in zip(swept, values)}
+    name = '_'.join(f'{path}={_slug(v)}' for path, v in overrides.items())
+    points.append(Point(name, overrides))
+  names = [p.name for p in points]
+  if len(set(names)) < len(names):
+    raise ValueError('Two sweep points get the same directory name; make '
+                     'the values of each axis differ in their text.')
+  return points
+
+
+def point_config(config: ml_collections.ConfigDict,
+                 point: Point) -> ml_collections.ConfigDict:
+  """`config` with the point's values set and no sweep left in it."""
+  out = config.copy_and_resolve_references()
+  with out.unlocked():
+    out.sweep = ml_collections.ConfigDict()
+  for path, value in point.overrides.items():
+    *parents, leaf = path.split('.')
+    node = out
+    for part in parents:
+      node = node[part]
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      raise ValueError(f'config.sweep.{path}: value {value!r} does not fit '
+                       f'the field ({e}).') from e
+  return out
+
+
+def _command(point_index: int) -> str:
+  """The command line that runs one point: this one with --point=K."""
+  args = [a for a in sys.argv[1:]
+          if not a.startswith(('--point', '--dry_run', '--nodry_run'))]
+  return shlex.join(['python', '-m', 'aad.sweep', *args,
+                     f'--point={point_index}'])
+
+
+def run(config: ml_collections.ConfigDict, root: str,
+        indices: list[int] | None = None) -> list[str]:
+  """Runs the sweep's points (all, or `indices`) under `root`.
+
+  Returns:
+    The names of the points that failed (their error is logged).
+  """
+  from aad import parallel  # pylint: disable=g-import-not-at-top
+  from aad import report  # pylint: disable=g-import-not-at-top
+  from aad import train  # pylint: disable=g-import-not-at-top
+  points = expand(config)
+  if parallel.is_primary():
+    report.write_json(os.path.join(root, 'sweep.json'), {
+        'axes': {path: list(values) for path, values in axes(config)},
+        'points': [{'name': p.name, 'overrides': p.overrides}
+                   for p in points]})
+  failed = []
+  for i in (range(len(points)) if indices is None else indices):
+    point = points[i]
+    workdir = os.path.join(root, point.name)
+    if parallel.from_primary(
+        os.path.exists(os.path.join(workdir, 'metrics.json'))):
+      logging.info('Sweep point %d/%d %s: finished, skipped.', i + 1,
+                   len(points), point.name)
+      continue
+    logging.info('Sweep point %d/%d: %s', i + 1, len(points), point.name)
+    try:
+      train.train_and_evaluate(point_config(config, point), workdir)
+    except train.TrainingError as e:
+      logging.error('Sweep point %s failed: %s', point.name, e)
+      failed.append(point.name)
+  return failed
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from aad import logs  # pylint: disable=g-import-not-at-top
+  from aad import summary  # pylint: disable=g-import-not-at-top
+  logs.setup()
+  config, point = flags.FLAGS.config, flags.FLAGS.point
+  root = flags.FLAGS.workdir or os.path.join('runs', config.name)
+  try:
+    points = expand(config)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  if not points:
+    raise app.UsageError(
+        'The config declares no sweep (config.sweep is empty); run it with '
+        'python -m aad.main, or set e.g. c.sweep.seed = (0, 1).')
+  if point is not None and not 0 <= point < len(points):
+    raise app.UsageError(f'--point={point}: the sweep has points '
+                         f'0..{len(points) - 1}.')
+  if flags.FLAGS.dry_run:
+    print(f'{len(points)} runs under {root}:')
+    for i, point in enumerate(points):
+      print(f'[{i}] {os.path.join(root, point.name)}\n    {_command(i)}')
+    return
+  from aad import parallel  # pylint: disable=g-import-not-at-top
+  parallel.initialize(config.distributed)
+  indices = None if point is None else [point]
+  failed = run(config, root, indices)
+  if indices is None and parallel.is_primary():
+    print(summary.write(root), end='')
+  if failed:
+    logging.error('%d sweep point(s) failed: %s. Rerun the same command to '
+                  'retry them (finished points are skipped).', len(failed),
+                  ', '.join(failed))
+    raise SystemExit(1)
+
+
+def _define_flags():
+  # Defined only when run as a program, so importing this module (tests,
+  # other tools) does not clash with aad.main's flags of the same names.
+  config_flags.DEFINE_config_file(
+      'config', None, 'Experiment config file that declares config.sweep.',
+      lock_config=True)
+  flags.DEFINE_string(
+      'workdir', None, 'Root of the runs, one sub-directory per point. '
+      'Default: runs/<config.name>.')
+  flags.DEFINE_bool(
+      'dry_run', False, 'List the points and their commands; run nothing.')
+  flags.DEFINE_integer(
+      'point', None, 'Run only this point (0-based), e.g. one per array '
+      'task.')
+  flags.mark_flag_as_required('config')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

@@ -287,6 +287,7 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
   start = ckpts.latest_step()
   if start is not None:
     state, meta = ckpts.restore(start, state)
+    meta['config'] = config.to_dict()  # this run's, e.g. a raised num_steps
     plateau = Plateau(config.train.plateau_patience,
                       config.train.plateau_factor,
                       config.train.plateau_min_delta, **meta['plateau'])

@@ -100,8 +100,14 @@ def upsampled_conv_subpixel(x, kernel):
   k = kernel.shape[0]
   p, lo, hi = _phase_matrix(k)
   cin, cout = kernel.shape[2:]
-  sub = jnp.einsum('adh,bew,hwio->deiabo', p, p, kernel)
-  sub = sub.reshape(p.shape[1], p.shape[1], cin, 4 * cout)
+  d = p.shape[1]
+  # One (36, 25) x (25, cin * cout) matmul: XLA lowers the equivalent
+  # 3-operand einsum to skinny dots and transposes that cost more than the
+  # 3x3 conv of the deepest layers.
+  taps = np.einsum('adh,bew->deabhw', p, p).reshape(d * d * 4, k * k)
+  sub = jnp.asarray(taps, kernel.dtype) @ kernel.reshape(k * k, cin * cout)
+  sub = sub.reshape(d, d, 2, 2, cin, cout).transpose(0, 1, 4, 2, 3, 5)
+  sub = sub.reshape(d, d, cin, 4 * cout)
   return depth_to_space(_conv(x, sub, ((lo, hi),) * 2))
 
 

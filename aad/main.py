@@ -24,10 +24,13 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from aad import host_devices  # pylint: disable=g-import-not-at-top
   from aad import logs  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  # Before anything imports JAX: the CPU device count is fixed at start-up.
+  host_devices.configure(config.num_devices, config.train.batch_size)
   from aad import train  # pylint: disable=g-import-not-at-top
   logs.setup()
-  config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join('runs', config.name)
   try:
     train.train_and_evaluate(config, workdir)

@@ -98,7 +98,8 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5) -> dict:
       samples, config.eval.batch_size, shape, config.model.features)
   score = parallel.batched_call(
       scoring.make_score_fn(eval_model.apply, samples=samples,
-                            chunk=chunk_size, key=jax.random.key(1)),
+                            chunk=chunk_size, key=jax.random.key(1),
+                            shared_prefix=True),
       devices)
   replicated = parallel.replicate(variables, devices)
   indices = np.arange(batch)

@@ -127,3 +127,28 @@ def test_fast_convs_match_plain_outputs_and_gradients(kernel, shape):
   scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(gp))
   for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gp)):
     np.testing.assert_allclose(a, b, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize('rates', [(0.0, 0.0, 0.3, 0.5), (0.2, 0.0, 0.0, 0.5),
+                                   (0.0, 0.0, 0.0, 0.0)])
+def test_resuming_after_the_deterministic_prefix_matches_whole_passes(rates):
+  # The layers before the first dropout run once; deterministic and MC
+  # passes from their output equal whole passes with the same key.
+  model = aesc.AutoEncoder(depth=4, features=4, kernel=3, dropout_rates=rates)
+  x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+  v = model.init(jax.random.key(0), x)
+  prefix = model.apply(v, x, until_dropout=True)
+  first = model.first_dropout_level
+  assert first == next((l for l, r in enumerate(rates) if r), 4)
+  assert len(prefix[1]) == min(first, 4)  # the skips of levels before it
+  np.testing.assert_allclose(model.apply(v, x, resume=prefix),
+                             model.apply(v, x), atol=1e-6)
+  for k in range(3):
+    rngs = {'dropout': jax.random.key(k)}
+    whole = model.apply(v, x, mc_dropout=True, rngs=rngs)
+    np.testing.assert_allclose(
+        model.apply(v, x, resume=prefix, mc_dropout=True, rngs=rngs), whole,
+        atol=1e-6)
+  with pytest.raises(ValueError, match='inference only'):
+    model.apply(v, x, train=True, until_dropout=True,
+                mutable=['batch_stats'])

@@ -152,3 +152,39 @@ def test_resuming_after_the_deterministic_prefix_matches_whole_passes(rates):
   with pytest.raises(ValueError, match='inference only'):
     model.apply(v, x, train=True, until_dropout=True,
                 mutable=['batch_stats'])
+
+
+def test_bfloat16_compute_stays_close_to_float32():
+  config = default.get_config().model
+  config.depth, config.features = 4, 8
+  f32 = models.create(config)
+  config.dtype = 'bfloat16'
+  bf16 = models.create(config)
+  x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
+  v = f32.init(jax.random.key(0), x)
+  # Parameters stay float32, so the two share one checkpoint.
+  assert jax.tree.map(jnp.shape, bf16.init(jax.random.key(0), x)) == (
+      jax.tree.map(jnp.shape, v))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(
+      bf16.init(jax.random.key(0), x)))
+  # The convolutions really run in bfloat16.
+  assert 'bf16[' in str(jax.make_jaxpr(lambda x: bf16.apply(v, x))(x))
+  assert 'bf16[' not in str(jax.make_jaxpr(lambda x: f32.apply(v, x))(x))
+  y32, y16 = f32.apply(v, x), bf16.apply(v, x)
+  assert y16.dtype == jnp.float32
+  assert 0 < float(jnp.abs(y16 - y32).max()) < 0.05
+  # Training: the loss and gradients are close too.
+  def loss(model, params):
+    y, _ = model.apply({'params': params, 'batch_stats': v['batch_stats']},
+                       x, train=True, mutable=['batch_stats'])
+    return jnp.mean((y - x) ** 2)
+  g32 = jax.grad(lambda p: loss(f32, p))(v['params'])
+  g16 = jax.grad(lambda p: loss(bf16, p))(v['params'])
+  assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(g16))
+  cos = lambda a, b: float(jnp.vdot(a, b) / jnp.linalg.norm(a)
+                           / jnp.linalg.norm(b))
+  flat = lambda g: jnp.concatenate([t.ravel() for t in jax.tree.leaves(g)])
+  assert cos(flat(g16), flat(g32)) > 0.98
+  with pytest.raises(ValueError, match="'float16'"):
+    config.dtype = 'float16'
+    models.create(config)

@@ -38,6 +38,15 @@ def replicate(tree: Any, devices) -> Any:
   return jax.device_put(tree, sharding)
 
 
+def reduce_axis(num_devices: int) -> str | None:
+  """AXIS to average over, or None on one device.
+
+  XLA:CPU runs a one-device `pmean` as a real all-reduce (a copy of every
+  gradient and statistic), so single-device steps skip it.
+  """
+  return AXIS if num_devices > 1 else None
+
+
 def device_index() -> jax.Array:
   """Index of the current device along AXIS (inside a pmapped function)."""
   return lax.axis_index(AXIS)

@@ -59,7 +59,8 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5) -> dict:
             'mc_samples': config.eval.mc_samples}
 
   # Training: the real chunk function (sampling, corruption, step).
-  model = models.create(config.model, axis_name=parallel.AXIS)
+  model = models.create(config.model,
+                        axis_name=parallel.reduce_axis(len(devices)))
   state = parallel.replicate(
       train.create_train_state(model, config, shape), devices)
   steps = config.train.steps_per_call

@@ -150,7 +150,7 @@ def make_train_chunk(corrupt: Callable, *, batch_size: int, num_devices: int,
         lambda: clean)
     state, metrics = train_step(state, clean, noisy,
                                 jax.random.fold_in(drop_key, dev),
-                                axis_name=parallel.AXIS)
+                                axis_name=parallel.reduce_axis(num_devices))
     return state, metrics
 
   return chunk
@@ -223,7 +223,7 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
     (state restored from the best-val-PSNR checkpoint, training summary).
   """
   n_dev = len(devices)
-  model = models.create(config.model, axis_name=parallel.AXIS)
+  model = models.create(config.model, axis_name=parallel.reduce_axis(n_dev))
   eval_model = models.create(config.model)
   image_shape = dataset.train.images.shape[1:]
   state = create_train_state(model, config, image_shape)

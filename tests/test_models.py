@@ -101,11 +101,14 @@ def test_unknown_model_name():
     models.create(config)
 
 
-@pytest.mark.parametrize('kernel,shape', [(5, (2, 64, 64, 3)),
-                                          (3, (2, 32, 64, 1))])
-def test_fast_convs_match_plain_outputs_and_gradients(kernel, shape):
-  # Depth 4 on 64 px reaches 4x4 maps, so the im2col path runs too.
-  kw = dict(depth=4, features=8, kernel=kernel)
+@pytest.mark.parametrize('kernel,shape,depth', [(5, (2, 64, 64, 3), 4),
+                                                (3, (2, 32, 64, 1), 4),
+                                                (5, (2, 32, 32, 2), 5)])
+def test_fast_convs_match_plain_outputs_and_gradients(kernel, shape, depth):
+  # Every form runs: s2d and sub-pixel convs, im2col of both on <= 16 px
+  # maps, direct strided im2col (<= 16 output px) and im2col on the
+  # upsampled input (<= 16 output px: depth 5 on 32 px).
+  kw = dict(depth=depth, features=8, kernel=kernel)
   fast = aesc.AutoEncoder(conv_impl='fast', **kw)
   plain = aesc.AutoEncoder(conv_impl='plain', **kw)
   x = jax.random.uniform(jax.random.key(1), shape)

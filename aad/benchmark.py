@@ -159,7 +159,8 @@ def _speed(args: argparse.Namespace) -> dict[str, object]:
     if value is not None:
       config[block][field] = value
   # Before aad.speed imports JAX: the CPU device count is fixed at start-up.
-  host_devices.configure(config.num_devices, config.train.batch_size)
+  host_devices.configure(config.num_devices, config.train.batch_size,
+                         config.dataset.image_size)
   from aad import speed  # pylint: disable=g-import-not-at-top
   return {'benchmark': 'speed', 'config': args.config,
           **speed.run(config, repeats=args.repeats)}

@@ -28,7 +28,8 @@ def main(argv):
   from aad import logs  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   # Before anything imports JAX: the CPU device count is fixed at start-up.
-  host_devices.configure(config.num_devices, config.train.batch_size)
+  host_devices.configure(config.num_devices, config.train.batch_size,
+                         config.dataset.image_size)
   from aad import train  # pylint: disable=g-import-not-at-top
   logs.setup()
   workdir = _WORKDIR.value or os.path.join('runs', config.name)

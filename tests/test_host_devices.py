@@ -11,24 +11,27 @@ from aad import host_devices
 from conftest import REPO
 
 
-@pytest.mark.parametrize('cores,batch,expected', [
-    (2, 16, 2), (1, 16, 1), (64, 16, 8), (5, 12, 4), (3, 7, 1), (4, 2, 2)])
-def test_auto_is_one_device_per_core_dividing_the_batch(cores, batch,
-                                                        expected):
-  assert host_devices.auto_count(cores, batch) == expected
+@pytest.mark.parametrize('cores,batch,size,expected', [
+    (2, 16, 256, 2), (2, 16, 128, 2), (2, 16, 64, 1), (1, 16, 256, 1),
+    (64, 16, 256, 8), (64, 16, 128, 2), (5, 12, 256, 4), (3, 7, 256, 1)])
+def test_auto_is_one_device_per_core_with_enough_pixels_each(cores, batch,
+                                                             size, expected):
+  assert host_devices.auto_count(cores, batch, size * size) == expected
 
 
 def test_precedence_flags_then_env_then_config_then_auto():
+  choose = lambda env, num_devices: host_devices.choose(
+      env, num_devices, 16, 256 * 256, cores=2)
   forced = {'XLA_FLAGS': '--xla_force_host_platform_device_count=3',
             host_devices.ENV: '1'}
-  assert host_devices.choose(forced, 2, 16, cores=2) is None
-  assert host_devices.choose({'XLA_FLAGS': '--xla_cpu_enable_fast_math=false',
-                              host_devices.ENV: '1'}, 2, 16, cores=2) == 1
-  assert host_devices.choose({host_devices.ENV: 'auto'}, 0, 16, cores=2) == 2
-  assert host_devices.choose({}, 1, 16, cores=2) == 1
-  assert host_devices.choose({}, 0, 16, cores=2) == 2
+  assert choose(forced, 2) is None
+  assert choose({'XLA_FLAGS': '--xla_cpu_enable_fast_math=false',
+                 host_devices.ENV: '1'}, 2) == 1
+  assert choose({host_devices.ENV: 'auto'}, 0) == 2
+  assert choose({}, 1) == 1
+  assert choose({}, 0) == 2
   with pytest.raises(ValueError, match='AAD_CPU_DEVICES'):
-    host_devices.choose({host_devices.ENV: 'two'}, 0, 16, cores=2)
+    choose({host_devices.ENV: 'two'}, 0)
 
 
 def test_configure_sets_the_device_count_before_jax_starts():

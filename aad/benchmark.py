@@ -144,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _speed(args: argparse.Namespace) -> dict[str, object]:
   """Loads the config file, applies the overrides, runs aad.speed."""
-  from aad import speed  # pylint: disable=g-import-not-at-top
+  from aad import host_devices  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(args.config):
     raise SystemExit(f'--config={args.config}: no such file (run from the '
                      'repository root, e.g. --config=configs/aesc_stain.py)')
@@ -158,6 +158,10 @@ def _speed(args: argparse.Namespace) -> dict[str, object]:
                               (args.batch_size, 'train', 'batch_size')):
     if value is not None:
       config[block][field] = value
+  # Before aad.speed imports JAX: the CPU device count is fixed at start-up.
+  host_devices.configure(config.num_devices, config.train.batch_size,
+                         config.dataset.image_size)
+  from aad import speed  # pylint: disable=g-import-not-at-top
   return {'benchmark': 'speed', 'config': args.config,
           **speed.run(config, repeats=args.repeats)}
 

@@ -65,7 +65,8 @@ def _score_images(config: ml_collections.ConfigDict, variables: Any,
   fn = parallel.batched_call(
       scoring.make_score_fn(model.apply, samples=config.eval.mc_samples,
                             chunk=chunk,
-                            key=jax.random.key(config.seed + 2)),
+                            key=jax.random.key(config.seed + 2),
+                            shared_prefix=True),
       devices)
   variables = parallel.replicate(variables, devices)
   step = per_device * len(devices)

@@ -193,6 +193,15 @@ def per_device(array: np.ndarray, devices) -> jax.Array:
       (len(devices),) + array.shape, sharding, shards)
 
 
+def reduce_axis(num_devices: int) -> str | None:
+  """AXIS to average over, or None on one device.
+
+  XLA:CPU runs a one-device `pmean` as a real all-reduce (a copy of every
+  gradient and statistic), so single-device steps skip it.
+  """
+  return AXIS if num_devices > 1 else None
+
+
 def device_index() -> jax.Array:
   """Global index of the current device along AXIS (inside a pmap)."""
   return lax.axis_index(AXIS)

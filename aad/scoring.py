@@ -52,7 +52,7 @@ def mc_chunk_size(samples: int, batch: int, image_shape, features: int,
 
 
 def make_score_fn(apply_fn: Callable, *, samples: int, chunk: int,
-                  key: jax.Array) -> Callable:
+                  key: jax.Array, shared_prefix: bool = False) -> Callable:
   """Builds fn(variables, (images_uint8, indices)) -> dict of maps.
 
   Per image: the deterministic reconstruction and residual map, and
@@ -61,18 +61,32 @@ def make_score_fn(apply_fn: Callable, *, samples: int, chunk: int,
   the mean reconstruction and the per-pixel variance (population, ddof 0,
   averaged over channels). Each image's dropout keys come from `key` and the
   image's global index, so results do not depend on batching or devices.
+
+  Args:
+    apply_fn: the model's apply, (variables, x, mc_dropout=, rngs=).
+    samples: T, the MC-dropout passes per image.
+    chunk: passes per vmapped call; must divide `samples`.
+    key: root key of the dropout masks.
+    shared_prefix: apply_fn also takes `until_dropout` / `resume`
+      (aad.models.aesc): the layers before the first dropout then run once
+      per image, and the deterministic pass and every sample start from
+      their output. Same samples as whole passes.
   """
   if samples % chunk:
     raise ValueError(f'MC chunk {chunk} must divide the {samples} samples')
 
   def one_image(variables, x, index):
-    recon = apply_fn(variables, x[None])[0]
+    if shared_prefix:
+      prefix = apply_fn(variables, x[None], until_dropout=True)
+      run = lambda **kw: apply_fn(variables, x[None], resume=prefix, **kw)[0]
+    else:
+      run = lambda **kw: apply_fn(variables, x[None], **kw)[0]
+    recon = run()
     keys = jax.random.split(jax.random.fold_in(key, index), samples)
     keys = keys.reshape((samples // chunk, chunk))
 
     def sample(k):
-      return apply_fn(variables, x[None], mc_dropout=True,
-                      rngs={'dropout': k})[0]
+      return run(mc_dropout=True, rngs={'dropout': k})
 
     def accumulate(carry, chunk_keys):
       # Shift by the deterministic output: the sums of squares then stay

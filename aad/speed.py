@@ -59,7 +59,8 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5) -> dict:
             'mc_samples': config.eval.mc_samples}
 
   # Training: the real chunk function (sampling, corruption, step).
-  model = models.create(config.model, axis_name=parallel.AXIS)
+  model = models.create(config.model,
+                        axis_name=parallel.reduce_axis(len(devices)))
   state = parallel.replicate(
       train.create_train_state(model, config, shape), devices)
   steps = config.train.steps_per_call
@@ -98,7 +99,8 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5) -> dict:
       samples, config.eval.batch_size, shape, config.model.features)
   score = parallel.batched_call(
       scoring.make_score_fn(eval_model.apply, samples=samples,
-                            chunk=chunk_size, key=jax.random.key(1)),
+                            chunk=chunk_size, key=jax.random.key(1),
+                            shared_prefix=True),
       devices)
   replicated = parallel.replicate(variables, devices)
   indices = np.arange(batch)

@@ -79,6 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
   # 'fast': exact space-to-depth / sub-pixel forms of the strided and
   # upsampling convs (aad/models/layers.py); 'plain': textbook convs.
   c.model.conv_impl = 'fast'
+  # Compute dtype: 'float32', or 'bfloat16' for GPU/TPU (parameters,
+  # optimiser state and the loss stay float32; slower on CPUs).
+  c.model.dtype = 'float32'
   # MC-dropout rate per level (finest first); () = the paper's for the model.
   c.model.dropout_rates = ()
   # METHOD.md Q1: the reference trains without dropout and only switches

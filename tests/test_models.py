@@ -101,11 +101,14 @@ def test_unknown_model_name():
     models.create(config)
 
 
-@pytest.mark.parametrize('kernel,shape', [(5, (2, 64, 64, 3)),
-                                          (3, (2, 32, 64, 1))])
-def test_fast_convs_match_plain_outputs_and_gradients(kernel, shape):
-  # Depth 4 on 64 px reaches 4x4 maps, so the im2col path runs too.
-  kw = dict(depth=4, features=8, kernel=kernel)
+@pytest.mark.parametrize('kernel,shape,depth', [(5, (2, 64, 64, 3), 4),
+                                                (3, (2, 32, 64, 1), 4),
+                                                (5, (2, 32, 32, 2), 5)])
+def test_fast_convs_match_plain_outputs_and_gradients(kernel, shape, depth):
+  # Every form runs: s2d and sub-pixel convs, im2col of both on <= 16 px
+  # maps, direct strided im2col (<= 16 output px) and im2col on the
+  # upsampled input (<= 16 output px: depth 5 on 32 px).
+  kw = dict(depth=depth, features=8, kernel=kernel)
   fast = aesc.AutoEncoder(conv_impl='fast', **kw)
   plain = aesc.AutoEncoder(conv_impl='plain', **kw)
   x = jax.random.uniform(jax.random.key(1), shape)
@@ -127,3 +130,64 @@ def test_fast_convs_match_plain_outputs_and_gradients(kernel, shape):
   scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(gp))
   for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gp)):
     np.testing.assert_allclose(a, b, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize('rates', [(0.0, 0.0, 0.3, 0.5), (0.2, 0.0, 0.0, 0.5),
+                                   (0.0, 0.0, 0.0, 0.0)])
+def test_resuming_after_the_deterministic_prefix_matches_whole_passes(rates):
+  # The layers before the first dropout run once; deterministic and MC
+  # passes from their output equal whole passes with the same key.
+  model = aesc.AutoEncoder(depth=4, features=4, kernel=3, dropout_rates=rates)
+  x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+  v = model.init(jax.random.key(0), x)
+  prefix = model.apply(v, x, until_dropout=True)
+  first = model.first_dropout_level
+  assert first == next((l for l, r in enumerate(rates) if r), 4)
+  assert len(prefix[1]) == min(first, 4)  # the skips of levels before it
+  np.testing.assert_allclose(model.apply(v, x, resume=prefix),
+                             model.apply(v, x), atol=1e-6)
+  for k in range(3):
+    rngs = {'dropout': jax.random.key(k)}
+    whole = model.apply(v, x, mc_dropout=True, rngs=rngs)
+    np.testing.assert_allclose(
+        model.apply(v, x, resume=prefix, mc_dropout=True, rngs=rngs), whole,
+        atol=1e-6)
+  with pytest.raises(ValueError, match='inference only'):
+    model.apply(v, x, train=True, until_dropout=True,
+                mutable=['batch_stats'])
+
+
+def test_bfloat16_compute_stays_close_to_float32():
+  config = default.get_config().model
+  config.depth, config.features = 4, 8
+  f32 = models.create(config)
+  config.dtype = 'bfloat16'
+  bf16 = models.create(config)
+  x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
+  v = f32.init(jax.random.key(0), x)
+  # Parameters stay float32, so the two share one checkpoint.
+  assert jax.tree.map(jnp.shape, bf16.init(jax.random.key(0), x)) == (
+      jax.tree.map(jnp.shape, v))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(
+      bf16.init(jax.random.key(0), x)))
+  # The convolutions really run in bfloat16.
+  assert 'bf16[' in str(jax.make_jaxpr(lambda x: bf16.apply(v, x))(x))
+  assert 'bf16[' not in str(jax.make_jaxpr(lambda x: f32.apply(v, x))(x))
+  y32, y16 = f32.apply(v, x), bf16.apply(v, x)
+  assert y16.dtype == jnp.float32
+  assert 0 < float(jnp.abs(y16 - y32).max()) < 0.05
+  # Training: the loss and gradients are close too.
+  def loss(model, params):
+    y, _ = model.apply({'params': params, 'batch_stats': v['batch_stats']},
+                       x, train=True, mutable=['batch_stats'])
+    return jnp.mean((y - x) ** 2)
+  g32 = jax.grad(lambda p: loss(f32, p))(v['params'])
+  g16 = jax.grad(lambda p: loss(bf16, p))(v['params'])
+  assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(g16))
+  cos = lambda a, b: float(jnp.vdot(a, b) / jnp.linalg.norm(a)
+                           / jnp.linalg.norm(b))
+  flat = lambda g: jnp.concatenate([t.ravel() for t in jax.tree.leaves(g)])
+  assert cos(flat(g16), flat(g32)) > 0.98
+  with pytest.raises(ValueError, match="'float16'"):
+    config.dtype = 'float16'
+    models.create(config)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from aad import scoring
+from aad.models import aesc
 
 
 def test_residual_and_norms_by_hand():
@@ -68,3 +69,21 @@ def test_mc_chunk_size_is_a_divisor_within_budget():
                                 budget_bytes=2**28)
   assert 30 % small == 0 and small * 16 * 4 * 65536 * 51 <= 2**28
   assert scoring.mc_chunk_size(30, 16, (1024, 1024, 3), 16) == 1
+
+
+def test_shared_prefix_scores_equal_whole_passes():
+  # aesc rates put the first dropout at level 2: levels 0-1 run once per
+  # image instead of once per pass, with the same maps.
+  model = aesc.AutoEncoder(depth=4, features=4, kernel=3,
+                           dropout_rates=(0.0, 0.0, 0.3, 0.5))
+  images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)
+  v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  out = {}
+  for shared in (False, True):
+    fn = jax.jit(scoring.make_score_fn(model.apply, samples=4, chunk=2,
+                                       key=jax.random.key(3),
+                                       shared_prefix=shared))
+    out[shared] = fn(v, (images, np.arange(2)))
+  assert float(out[True]['mc_variance'].max()) > 1e-6
+  for name in out[False]:
+    np.testing.assert_allclose(out[True][name], out[False][name], atol=1e-6)

@@ -3,7 +3,9 @@
 Both networks share one module: `skips=True` gives AESc (additive skip
 connections at every level), `skips=False` the plain convolutional AE.
 Monte-Carlo dropout is chosen per call (`mc_dropout=True` plus a 'dropout'
-rng), never by building a second model.
+rng), never by building a second model. The deterministic part before the
+first dropout can be run once (`until_dropout=True`) and the rest sampled
+many times from it (`resume=`), with the same results as whole passes.
 """
 
 from typing import Sequence
@@ -49,17 +51,41 @@ class AutoEncoder(nn.Module):
   conv_impl: str = 'fast'
   dtype: jnp.dtype = jnp.float32
 
+  @property
+  def first_dropout_level(self) -> int:
+    """The finest level with dropout (`depth` if none): levels before it
+    are deterministic even under MC dropout."""
+    return next((l for l in range(self.depth) if self.dropout_rates[l] > 0),
+                self.depth)
+
+  def _dropout_names(self) -> dict[tuple[str, int], str]:
+    """The names Linen would give the Dropout layers, in creation order.
+
+    Explicit names keep each layer's rng stream (derived from its name)
+    the same whether a pass starts at the input or at `resume`.
+    """
+    order = [('enc', l) for l in range(self.depth)]
+    order += [('dec', l) for l in reversed(range(self.depth - 1))]
+    order = [o for o in order if self.dropout_rates[o[1]] > 0]
+    return {o: f'Dropout_{i}' for i, o in enumerate(order)}
+
   @nn.compact
-  def __call__(self, x, *, train: bool = False, mc_dropout: bool = False):
+  def __call__(self, x, *, train: bool = False, mc_dropout: bool = False,
+               until_dropout: bool = False, resume=None):
     """Reconstructs `x`.
 
     Args:
       x: float images in [0, 1], shape (N, H, W, C).
       train: BatchNorm uses batch statistics and updates its running ones.
       mc_dropout: apply the per-level dropout (needs a 'dropout' rng).
+      until_dropout: stop before the first level with dropout and return
+        its activations (a pytree) instead of a reconstruction.
+      resume: such activations, from the same `x` and variables; the pass
+        starts there (only `x`'s shape is used).
 
     Returns:
-      Reconstructions in [0, 1] with the shape of `x`.
+      Reconstructions in [0, 1] with the shape of `x`, or the activations
+      if `until_dropout`.
     """
     if len(self.dropout_rates) < self.depth:
       raise ValueError(f'dropout_rates has {len(self.dropout_rates)} entries '
@@ -68,6 +94,8 @@ class AutoEncoder(nn.Module):
     if h % 2**self.depth or w % 2**self.depth:
       raise ValueError(f'image size {h}x{w} is not divisible by '
                        f'2**depth = {2**self.depth}')
+    if train and (until_dropout or resume is not None):
+      raise ValueError('until_dropout / resume are for inference only')
     use_dropout = mc_dropout or (train and self.train_dropout)
     conv = lambda f, name, **kw: layers.Conv(
         f, self.kernel, impl=self.conv_impl, dtype=self.dtype, name=name,
@@ -77,26 +105,42 @@ class AutoEncoder(nn.Module):
         epsilon=_BN_EPSILON, dtype=self.dtype,
         axis_name=self.bn_axis_name if train else None, name=name)
 
-    def drop(y, level):
+    names = self._dropout_names()
+
+    def drop(y, part, level):
       rate = self.dropout_rates[level]
       if not use_dropout or rate == 0:
         return y
-      return nn.Dropout(rate, deterministic=False)(y)
+      return nn.Dropout(rate, deterministic=False,
+                        name=names[(part, level)])(y)
 
-    y = x.astype(self.dtype)
-    skips = []
-    for level in range(self.depth):
+    def encode(y, level):
       y = conv(self.features * 2**level, f'enc_conv{level}', stride=2)(y)
-      y = nn.leaky_relu(norm(f'enc_bn{level}')(y), _LEAKY_SLOPE)
-      y = drop(y, level)
+      return nn.leaky_relu(norm(f'enc_bn{level}')(y), _LEAKY_SLOPE)
+
+    first = self.first_dropout_level
+    if resume is None:
+      y, skips = x.astype(self.dtype), []
+    else:
+      y, skips = resume[0], list(resume[1])
+    for level in range(self.depth):
+      if resume is not None and level < first:
+        continue  # Its output is in `skips` already.
+      if resume is None or level != first:
+        y = encode(y, level)
+      if until_dropout and level == first:
+        return y, tuple(skips)
+      y = drop(y, 'enc', level)
       skips.append(y)
+    if until_dropout:  # No dropout at all: the prefix is the encoder.
+      return y, tuple(skips)
     # Every decoder conv reads a x2 nearest-upsampled input; the conv does
     # the upsampling itself (exactly, and faster in the 'fast' form).
     for level in reversed(range(self.depth - 1)):
       y = conv(self.features * 2**level, f'dec_conv{level}',
                upsample_input=True)(y)
       y = nn.leaky_relu(norm(f'dec_bn{level}')(y), _LEAKY_SLOPE)
-      y = drop(y, level)
+      y = drop(y, 'dec', level)
       if self.skips:
         y = y + skips[level]
     y = conv(c, 'out_conv', upsample_input=True)(y)

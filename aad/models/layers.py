@@ -23,27 +23,42 @@ _DIMS = ('NHWC', 'HWIO', 'NHWC')
 
 # XLA:CPU's convolution is very slow on tiny feature maps (a 5x5 conv on
 # 2x2 maps took 15x longer than the rest of the network); there an explicit
-# im2col + matmul is much faster, and it is exact.
+# im2col + matmul is much faster, and it is exact. Maps are compared by
+# their output pixels per image.
 _IM2COL_MAX_PIXELS = 16
+
+
+def _same_padding(size, k, stride):
+  """TF/XLA SAME padding (the extra pixel goes bottom/right)."""
+  total = max((-(-size // stride) - 1) * stride + k - size, 0)
+  return total // 2, total - total // 2
+
+
+def _im2col_conv(x, kernel, padding, stride=1):
+  """Conv as one matmul over explicit k x k patches (exact)."""
+  kh, kw, cin, cout = kernel.shape
+  xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+  oh = (xp.shape[1] - kh) // stride + 1
+  ow = (xp.shape[2] - kw) // stride + 1
+  cols = jnp.concatenate(
+      [xp[:, i:i + stride * (oh - 1) + 1:stride,
+          j:j + stride * (ow - 1) + 1:stride]
+       for i in range(kh) for j in range(kw)], axis=-1)
+  y = cols.reshape(-1, kh * kw * cin) @ kernel.reshape(-1, cout)
+  return y.reshape(x.shape[0], oh, ow, cout)
 
 
 def _conv(x, kernel, padding):
   """Stride-1 conv; `padding` is 'SAME' or ((top, bottom), (left, right))."""
   kernel = kernel.astype(x.dtype)
-  kh, kw, cin, cout = kernel.shape
+  kh, kw = kernel.shape[:2]
   if padding == 'SAME':
-    padding = (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2))
-  n, h, w, _ = x.shape
-  if h * w > _IM2COL_MAX_PIXELS:
+    padding = (_same_padding(x.shape[1], kh, 1),
+               _same_padding(x.shape[2], kw, 1))
+  if x.shape[1] * x.shape[2] > _IM2COL_MAX_PIXELS:
     return lax.conv_general_dilated(x, kernel, (1, 1), padding,
                                     dimension_numbers=_DIMS)
-  xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-  oh = xp.shape[1] - kh + 1
-  ow = xp.shape[2] - kw + 1
-  cols = jnp.concatenate([xp[:, i:i + oh, j:j + ow] for i in range(kh)
-                          for j in range(kw)], axis=-1)
-  y = cols.reshape(n * oh * ow, kh * kw * cin) @ kernel.reshape(-1, cout)
-  return y.reshape(n, oh, ow, cout)
+  return _im2col_conv(x, kernel, padding)
 
 
 def space_to_depth(x):
@@ -69,6 +84,12 @@ def upsample2(x):
 def strided_conv_s2d(x, kernel):
   """SAME, stride-2 conv of even-sized x as a stride-1 conv after s2d."""
   k = kernel.shape[0]
+  _, h, w, _ = x.shape
+  if (h // 2) * (w // 2) <= _IM2COL_MAX_PIXELS:
+    # im2col anyway: strided patches need 25 taps (not 36) and no kernel
+    # rearrangement, which costs more than these convs on small maps.
+    return _im2col_conv(x, kernel.astype(x.dtype),
+                        (_same_padding(h, k, 2), _same_padding(w, k, 2)), 2)
   top = (k - 2) // 2          # TF/XLA SAME: the extra pad goes bottom/right
   front = top % 2             # zero taps so that tap u+front = 2q + r
   taps = (k + front + 1) // 2
@@ -97,11 +118,21 @@ def _phase_matrix(k):
 
 def upsampled_conv_subpixel(x, kernel):
   """conv_SAME(upsample2(x), kernel) without materialising the upsample."""
+  if 4 * x.shape[1] * x.shape[2] <= _IM2COL_MAX_PIXELS:
+    # On maps this small the sub-pixel kernel (4x the weights, rebuilt
+    # every call, and its gradient) costs more than the 2.8x MACs saved.
+    return _conv(upsample2(x), kernel, 'SAME')
   k = kernel.shape[0]
   p, lo, hi = _phase_matrix(k)
   cin, cout = kernel.shape[2:]
-  sub = jnp.einsum('adh,bew,hwio->deiabo', p, p, kernel)
-  sub = sub.reshape(p.shape[1], p.shape[1], cin, 4 * cout)
+  d = p.shape[1]
+  # One (36, 25) x (25, cin * cout) matmul: XLA lowers the equivalent
+  # 3-operand einsum to skinny dots and transposes that cost more than the
+  # 3x3 conv of the deepest layers.
+  taps = np.einsum('adh,bew->deabhw', p, p).reshape(d * d * 4, k * k)
+  sub = jnp.asarray(taps, kernel.dtype) @ kernel.reshape(k * k, cin * cout)
+  sub = sub.reshape(d, d, 2, 2, cin, cout).transpose(0, 1, 4, 2, 3, 5)
+  sub = sub.reshape(d, d, cin, 4 * cout)
   return depth_to_space(_conv(x, sub, ((lo, hi),) * 2))
 
 

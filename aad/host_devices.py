@@ -1,0 +1,92 @@
+"""How many XLA devices the CPU is split into; set before JAX starts.
+
+XLA:CPU shows one device that runs each op on all cores by default. With
+one device per core (pmap over the cores, ops on the shared thread pool),
+the 2-core machine of README "Performance" trained batches of 16
+256x256x3 and 128x128x1 images faster (22.5 vs about 20, 80 vs 71 img/s)
+but 64x64x1 ones slower (173 vs 230 img/s: per-step synchronisation
+outweighs the small convs), at equal inference speed. So the automatic choice is one device per core
+while each device keeps at least MIN_PIXELS_PER_DEVICE image pixels of the
+training batch. The device count is fixed when JAX initialises its backend
+(from XLA_FLAGS), hence this module imports no JAX and must run before the
+first JAX computation.
+
+Precedence, first that applies:
+1. XLA_FLAGS already has --xla_force_host_platform_device_count: kept.
+2. $AAD_CPU_DEVICES=N (N >= 1), or 'auto'.
+3. config.num_devices > 0: that many devices.
+4. auto (above), at most MAX_AUTO_DEVICES, a divisor of the batch.
+"""
+
+import os
+import sys
+
+from absl import logging
+
+ENV = 'AAD_CPU_DEVICES'
+_FLAG = '--xla_force_host_platform_device_count'
+# Measured on 2 cores only; more devices than this is a guess we do not make.
+MAX_AUTO_DEVICES = 8
+# Between 16 x 64 x 64 (one device better) and 16 x 128 x 128 / 2 (two).
+MIN_PIXELS_PER_DEVICE = 2**17
+
+
+def auto_count(cores: int, batch_size: int, image_pixels: int) -> int:
+  """Devices for `cores` CPUs and batches of `batch_size` images."""
+  limit = max(1, min(cores, MAX_AUTO_DEVICES, batch_size))
+  return max(d for d in range(1, limit + 1) if batch_size % d == 0 and (
+      d == 1 or batch_size * image_pixels // d >= MIN_PIXELS_PER_DEVICE))
+
+
+def choose(env: dict, num_devices: int, batch_size: int, image_pixels: int,
+           cores: int) -> int | None:
+  """The device count to force, or None to leave XLA_FLAGS alone.
+
+  Args:
+    env: the environment (os.environ).
+    num_devices: config.num_devices (0 = no preference).
+    batch_size: config.train.batch_size.
+    image_pixels: height x width of the model's input.
+    cores: CPUs available to this process.
+  """
+  if _FLAG in env.get('XLA_FLAGS', ''):
+    return None
+  value = env.get(ENV, 'auto').strip().lower()
+  if value not in ('', 'auto'):
+    try:
+      count = int(value)
+    except ValueError:
+      count = 0
+    if count < 1:
+      raise ValueError(f'{ENV}={env[ENV]!r}: use a positive integer or auto')
+    return count
+  if num_devices > 0:
+    return num_devices
+  return auto_count(cores, batch_size, image_pixels)
+
+
+def configure(num_devices: int = 0, batch_size: int = 1,
+              image_size: int = 256) -> int | None:
+  """Sets XLA_FLAGS for the chosen CPU device count (see module doc).
+
+  Args:
+    num_devices: config.num_devices.
+    batch_size: config.train.batch_size.
+    image_size: config.dataset.image_size (square images).
+
+  Returns:
+    The forced device count, or None if XLA_FLAGS was left as it was.
+  """
+  if 'jax' in sys.modules:
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    if xla_bridge.backends_are_initialized():
+      logging.warning('JAX is already initialised; the CPU device layout '
+                      'cannot change any more (call configure() earlier).')
+      return None
+  cores = len(os.sched_getaffinity(0)) if hasattr(
+      os, 'sched_getaffinity') else (os.cpu_count() or 1)
+  count = choose(os.environ, num_devices, batch_size, image_size**2, cores)
+  if count is not None:
+    flags = os.environ.get('XLA_FLAGS', '')
+    os.environ['XLA_FLAGS'] = f'{flags} {_FLAG}={count}'.strip()
+  return count

@@ -1,0 +1,51 @@
+"""The CPU device layout: precedence of the overrides and its effect on JAX."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from aad import host_devices
+
+from conftest import REPO
+
+
+@pytest.mark.parametrize('cores,batch,size,expected', [
+    (2, 16, 256, 2), (2, 16, 128, 2), (2, 16, 64, 1), (1, 16, 256, 1),
+    (64, 16, 256, 8), (64, 16, 128, 2), (5, 12, 256, 4), (3, 7, 256, 1)])
+def test_auto_is_one_device_per_core_with_enough_pixels_each(cores, batch,
+                                                             size, expected):
+  assert host_devices.auto_count(cores, batch, size * size) == expected
+
+
+def test_precedence_flags_then_env_then_config_then_auto():
+  choose = lambda env, num_devices: host_devices.choose(
+      env, num_devices, 16, 256 * 256, cores=2)
+  forced = {'XLA_FLAGS': '--xla_force_host_platform_device_count=3',
+            host_devices.ENV: '1'}
+  assert choose(forced, 2) is None
+  assert choose({'XLA_FLAGS': '--xla_cpu_enable_fast_math=false',
+                 host_devices.ENV: '1'}, 2) == 1
+  assert choose({host_devices.ENV: 'auto'}, 0) == 2
+  assert choose({}, 1) == 1
+  assert choose({}, 0) == 2
+  with pytest.raises(ValueError, match='AAD_CPU_DEVICES'):
+    choose({host_devices.ENV: 'two'}, 0)
+
+
+def test_configure_sets_the_device_count_before_jax_starts():
+  # A fresh interpreter: this one's JAX backend already exists.
+  code = ('from aad import host_devices\n'
+          'print(host_devices.configure(0, 16))\n'
+          'import jax\n'
+          'print(jax.device_count("cpu"))\n'
+          'print(host_devices.configure(0, 16))\n'
+          'import os; print(os.environ["XLA_FLAGS"])\n')
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update({host_devices.ENV: '3', 'JAX_PLATFORMS': 'cpu',
+              'XLA_FLAGS': '--xla_cpu_enable_fast_math=false'})
+  out = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env,
+                       capture_output=True, text=True, check=True).stdout
+  assert out.split() == ['3', '3', 'None', '--xla_cpu_enable_fast_math=false',
+                         '--xla_force_host_platform_device_count=3']

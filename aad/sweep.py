@@ -178,6 +178,11 @@ def main(argv):
     for i, point in enumerate(points):
       print(f'[{i}] {os.path.join(root, point.name)}\n    {_command(i)}')
     return
+  from aad import host_devices  # pylint: disable=g-import-not-at-top
+  # Before JAX starts; sweep axes that change the image or batch size keep
+  # the layout of the base config.
+  host_devices.configure(config.num_devices, config.train.batch_size,
+                         config.dataset.image_size)
   from aad import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize(config.distributed)
   indices = None if point is None else [point]

@@ -9,7 +9,7 @@ noise (blur 0, METHOD.md Q2), then scores the test split by residual and by
 
 The paper trains on MVTec AD at 256x256 for 250 epochs of 125 steps. Here
 the embedded benchmark's 128 px crops are used at 64x64 and each category
-gets 1000 steps, so that the whole job fits in about 8 minutes on a 2-core
+gets 1000 steps, so that the whole job fits in about 5 minutes on a 2-core
 CPU; raise both for real work.
 """
 

@@ -5,17 +5,25 @@ one device per core (pmap over the cores, ops on the shared thread pool),
 the 2-core machine of README "Performance" trained batches of 16
 256x256x3 and 128x128x1 images faster (22.5 vs about 20, 80 vs 71 img/s)
 but 64x64x1 ones slower (173 vs 230 img/s: per-step synchronisation
-outweighs the small convs), at equal inference speed. So the automatic choice is one device per core
-while each device keeps at least MIN_PIXELS_PER_DEVICE image pixels of the
-training batch. The device count is fixed when JAX initialises its backend
-(from XLA_FLAGS), hence this module imports no JAX and must run before the
-first JAX computation.
+outweighs the small convs), at equal inference speed. `auto` is that rule:
+one device per core while each device keeps at least MIN_PIXELS_PER_DEVICE
+image pixels of the training batch.
 
-Precedence, first that applies:
+It is opt-in, not the default: on the 2-core machine a 128x128x3 training
+run on 2 devices aborted after 150 steps with XLA:CPU's "Termination
+timeout for all reduce ... of 40 seconds exceeded". Devices of one process
+share one thread pool, and a device blocked in a collective holds a pool
+thread, so with as many devices as cores the other device can starve. One
+device is the safe default; users who want the speed ask for it.
+
+The device count is fixed when JAX initialises its backend (from
+XLA_FLAGS), hence this module imports no JAX and must run before the first
+JAX computation. Precedence, first that applies:
 1. XLA_FLAGS already has --xla_force_host_platform_device_count: kept.
-2. $AAD_CPU_DEVICES=N (N >= 1), or 'auto'.
+2. $AAD_CPU_DEVICES=N (N >= 1), or 'auto' (the rule above, at most
+   MAX_AUTO_DEVICES, a divisor of the batch).
 3. config.num_devices > 0: that many devices.
-4. auto (above), at most MAX_AUTO_DEVICES, a divisor of the batch.
+4. One device.
 """
 
 import os
@@ -51,8 +59,10 @@ def choose(env: dict, num_devices: int, batch_size: int, image_pixels: int,
   """
   if _FLAG in env.get('XLA_FLAGS', ''):
     return None
-  value = env.get(ENV, 'auto').strip().lower()
-  if value not in ('', 'auto'):
+  value = env.get(ENV, '').strip().lower()
+  if value == 'auto':
+    return auto_count(cores, batch_size, image_pixels)
+  if value:
     try:
       count = int(value)
     except ValueError:
@@ -62,7 +72,7 @@ def choose(env: dict, num_devices: int, batch_size: int, image_pixels: int,
     return count
   if num_devices > 0:
     return num_devices
-  return auto_count(cores, batch_size, image_pixels)
+  return 1
 
 
 def configure(num_devices: int = 0, batch_size: int = 1,

@@ -19,7 +19,7 @@ def test_auto_is_one_device_per_core_with_enough_pixels_each(cores, batch,
   assert host_devices.auto_count(cores, batch, size * size) == expected
 
 
-def test_precedence_flags_then_env_then_config_then_auto():
+def test_precedence_flags_then_env_then_config_then_one():
   choose = lambda env, num_devices: host_devices.choose(
       env, num_devices, 16, 256 * 256, cores=2)
   forced = {'XLA_FLAGS': '--xla_force_host_platform_device_count=3',
@@ -28,8 +28,9 @@ def test_precedence_flags_then_env_then_config_then_auto():
   assert choose({'XLA_FLAGS': '--xla_cpu_enable_fast_math=false',
                  host_devices.ENV: '1'}, 2) == 1
   assert choose({host_devices.ENV: 'auto'}, 0) == 2
-  assert choose({}, 1) == 1
-  assert choose({}, 0) == 2
+  assert choose({host_devices.ENV: 'auto'}, 1) == 2
+  assert choose({}, 2) == 2
+  assert choose({}, 0) == 1  # one device unless asked (module docstring)
   with pytest.raises(ValueError, match='AAD_CPU_DEVICES'):
     choose({host_devices.ENV: 'two'}, 0)
 

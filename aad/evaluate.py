@@ -394,14 +394,10 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logs.setup()
   f = flags.FLAGS
-  try:
-    evaluate_workdir(f.workdir, output=f.output, dataset=f.dataset,
-                     path=f.path, categories=f.categories or (),
-                     model_category=f.model_category,
-                     num_devices=f.num_devices)
-  except data_lib.DataError as e:
-    logging.error('%s', e)
-    raise SystemExit(1) from e
+  logs.exit_on(data_lib.DataError, evaluate_workdir, f.workdir,
+               output=f.output, dataset=f.dataset, path=f.path,
+               categories=f.categories or (),
+               model_category=f.model_category, num_devices=f.num_devices)
 
 
 def _define_flags():

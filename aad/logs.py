@@ -23,3 +23,14 @@ def setup():
   """INFO for aad, WARNING and above for orbax, clu, etils and tfds."""
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_LibraryInfoFilter())
+
+
+def exit_on(errors, fn, *args, **kwargs):
+  """Runs `fn`; a user-facing error of type `errors` (whose message names
+  the file or key and the fix) becomes one logged line and exit status 1,
+  without a traceback."""
+  try:
+    return fn(*args, **kwargs)
+  except errors as e:
+    logging.error('%s', e)
+    raise SystemExit(1) from e

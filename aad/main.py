@@ -10,7 +10,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -47,11 +46,8 @@ def main(argv):
     # CPU); with the cache only the first does, and reruns reuse them.
     jax.config.update('jax_compilation_cache_dir',
                       os.path.join(workdir, 'xla_cache'))
-  try:
-    train.train_and_evaluate(config, workdir)
-  except (train.TrainingError, data.DataError) as e:
-    logging.error('%s', e)
-    raise SystemExit(1) from e
+  logs.exit_on((train.TrainingError, data.DataError),
+               train.train_and_evaluate, config, workdir)
 
 
 if __name__ == '__main__':

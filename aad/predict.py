@@ -224,14 +224,10 @@ def main(argv):
   from aad import logs  # pylint: disable=g-import-not-at-top
   logs.setup()
   f = flags.FLAGS
-  try:
-    predict(f.workdir, f.input, f.output, category=f.category,
-            scorer=f.scorer, threshold=f.threshold,
-            pixel_threshold=f.pixel_threshold, mc_samples=f.mc_samples,
-            num_devices=f.num_devices)
-  except imageio.DataError as e:
-    logging.error('%s', e)
-    raise SystemExit(1) from e
+  logs.exit_on(imageio.DataError, predict, f.workdir, f.input, f.output,
+               category=f.category, scorer=f.scorer, threshold=f.threshold,
+               pixel_threshold=f.pixel_threshold, mc_samples=f.mc_samples,
+               num_devices=f.num_devices)
 
 
 if __name__ == '__main__':

@@ -77,8 +77,7 @@ def write_text(path: str, text: str):
 
 
 def _write_text(path: str, lines: Iterable[str]):
-  text = '\n'.join(lines) + '\n'
-  _atomic_write(path, lambda f: f.write(text))
+  write_text(path, '\n'.join(lines) + '\n')
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = '') -> dict[str, float]:
@@ -107,7 +106,9 @@ def _fmt(value) -> str:
   return '—' if value is None else f'{value:.4f}'
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str],
+                   rows: Iterable[Sequence[str]]) -> list[str]:
+  """Lines of a markdown table of string cells."""
   return ['| ' + ' | '.join(header) + ' |',
           '|' + ' --- |' * len(header)] + [
               '| ' + ' | '.join(row) + ' |' for row in rows]
@@ -120,7 +121,7 @@ def _metrics_table(flat: Mapping[str, float]) -> list[str]:
     scorer, _, metric = key.rpartition('/')
     cells.setdefault(scorer or '—', {})[metric] = value
   metrics = list(dict.fromkeys(m for row in cells.values() for m in row))
-  return _table(['scorer', *metrics], (
+  return markdown_table(['scorer', *metrics], (
       [scorer, *(_fmt(row.get(m)) for m in metrics)]
       for scorer, row in cells.items()))
 
@@ -136,7 +137,7 @@ def _fmt_column(name: str, value) -> str:
 def _grouped_table(first: Sequence[str], rows: Mapping[tuple, Mapping],
                    columns: Sequence[str]) -> list[str]:
   """Table with leading label columns (`first`) and metric columns."""
-  return _table([*first, *columns], (
+  return markdown_table([*first, *columns], (
       [*label, *(_fmt_column(c, row.get(c)) for c in columns)]
       for label, row in rows.items()))
 
@@ -549,7 +550,7 @@ def write_summary_report(
   lines = [f'# {title}', '',
            f'Categories: {len(flats)}; means are unweighted over categories.',
            '', '## Headline metrics', '']
-  lines += _table(['category', *headline_keys], [
+  lines += markdown_table(['category', *headline_keys], [
       [cat, *(_fmt(f.get(k)) for k in headline_keys)]
       for cat, f in flats.items()] + [
           ['**mean**', *(_fmt(mean.get(k)) for k in headline_keys)]])

@@ -9,8 +9,6 @@ the headline metrics averaged over each run's categories. Prints the table
 as markdown and writes ROOT/summary.md and ROOT/summary.csv.
 """
 
-import csv
-import io
 import json
 import os
 
@@ -81,15 +79,10 @@ def gather(root: str) -> tuple[list[str], list[list[str]]]:
 def write(root: str) -> str:
   """Writes ROOT/summary.md and ROOT/summary.csv; returns the markdown."""
   header, rows = gather(root)
-  lines = ['| ' + ' | '.join(header) + ' |',
-           '|' + ' --- |' * len(header)]
-  lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
-  text = '\n'.join(lines) + '\n'
-  buffer = io.StringIO()
-  csv.writer(buffer, lineterminator='\n').writerows([header, *rows])
   from aad import report  # pylint: disable=g-import-not-at-top
+  text = '\n'.join(report.markdown_table(header, rows)) + '\n'
   report.write_text(os.path.join(root, 'summary.md'), text)
-  report.write_text(os.path.join(root, 'summary.csv'), buffer.getvalue())
+  report.write_csv(os.path.join(root, 'summary.csv'), header, rows)
   return text
 
 

@@ -67,12 +67,12 @@ class _MvtecLayout(tfds.core.GeneratorBasedBuilder):
         features=tfds.features.FeaturesDict(_FEATURES),
         homepage='https://www.mvtec.com/company/research/datasets/mvtec-ad')
 
-  def _category_dir(self, dl_manager) -> str:
+  def _records(self, dl_manager):
+    """(train, test) records of the category (aad.data.folder.scan)."""
     raise NotImplementedError
 
   def _split_generators(self, dl_manager):
-    train, test = folder_lib.scan(self._category_dir(dl_manager),
-                                  self.missing_masks)
+    train, test = self._records(dl_manager)
     return {'train': self._generate_examples(train),
             'test': self._generate_examples(test)}
 
@@ -94,7 +94,10 @@ class MvtecAd(_MvtecLayout):
   <data_dir>/downloads/manual/.
   """
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=c) for c in CATEGORIES]
-  missing_masks = 'error'  # the official archive has every mask
+
+  def _records(self, dl_manager):
+    # The official archive has every mask, so a missing one is an error.
+    return folder_lib.scan(self._category_dir(dl_manager), 'error')
 
   def _category_dir(self, dl_manager) -> str:
     manual = str(dl_manager.manual_dir)
@@ -123,14 +126,15 @@ class AadFolder(_MvtecLayout):
   VERSION = tfds.core.Version('1.0.0')
 
   def __init__(self, *, root: str, missing_masks: str = 'error', **kwargs):
-    self.root = root
-    self.missing_masks = missing_masks
-    train, test = folder_lib.scan(root, missing_masks)
+    # Scanned once: the records name the builder config and are what a
+    # preparation then reads.
+    self._scanned = folder_lib.scan(root, missing_masks)
+    train, test = self._scanned
     name = folder_lib.fingerprint(root, train + test) + (
         '-image-level' if missing_masks == 'image_level' else '')
     super().__init__(config=tfds.core.BuilderConfig(
         name=name, description=os.path.abspath(root)), **kwargs)
 
-  def _category_dir(self, dl_manager) -> str:
+  def _records(self, dl_manager):
     del dl_manager
-    return self.root
+    return self._scanned

@@ -389,9 +389,11 @@ def main(argv):
   """python -m aad.evaluate --workdir=W [--output=DIR] [--dataset=...]."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from aad import host_devices  # pylint: disable=g-import-not-at-top
   from aad import logs  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  host_devices.configure_convolutions()  # before JAX starts
   logs.setup()
   f = flags.FLAGS
   logs.exit_on(data_lib.DataError, evaluate_workdir, f.workdir,

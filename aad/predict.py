@@ -221,7 +221,9 @@ def _define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from aad import host_devices  # pylint: disable=g-import-not-at-top
   from aad import logs  # pylint: disable=g-import-not-at-top
+  host_devices.configure_convolutions()  # before JAX starts
   logs.setup()
   f = flags.FLAGS
   logs.exit_on(imageio.DataError, predict, f.workdir, f.input, f.output,

@@ -10,6 +10,10 @@ os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 
 import pytest  # pylint: disable=g-import-not-at-top
 
+from aad import host_devices  # pylint: disable=g-import-not-at-top
+
+host_devices.configure_convolutions()  # as the command lines do
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 

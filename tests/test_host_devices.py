@@ -48,5 +48,26 @@ def test_configure_sets_the_device_count_before_jax_starts():
               'XLA_FLAGS': '--xla_cpu_enable_fast_math=false'})
   out = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env,
                        capture_output=True, text=True, check=True).stdout
-  assert out.split() == ['3', '3', 'None', '--xla_cpu_enable_fast_math=false',
-                         '--xla_force_host_platform_device_count=3']
+  assert out.split() == [
+      '3', '3', 'None', '--xla_cpu_enable_fast_math=false',
+      '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',
+      '--xla_force_host_platform_device_count=3']
+
+
+def test_eigen_convolutions_unless_asked_or_set_or_unknown_jaxlib():
+  flag = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
+  assert host_devices.conv_flags({}, '0.10.2') == flag
+  assert host_devices.conv_flags({host_devices.CONVS_ENV: 'Eigen'},
+                                 '0.11.0') == flag
+  assert host_devices.conv_flags({host_devices.CONVS_ENV: 'ynnpack'},
+                                 '0.10.2') is None
+  # The user's own setting of the flag is kept.
+  assert host_devices.conv_flags(
+      {'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type='},
+      '0.10.2') is None
+  # XLA aborts on an unknown flag: versions not known to have it get none.
+  assert host_devices.conv_flags({}, '0.9.0') is None
+  assert host_devices.conv_flags({}, '0.12.0') is None
+  assert host_devices.conv_flags({}, 'dev') is None
+  with pytest.raises(ValueError, match='AAD_CPU_CONVS'):
+    host_devices.conv_flags({host_devices.CONVS_ENV: 'mkl'}, '0.10.2')

@@ -8,6 +8,7 @@ import pytest
 
 from aad import models
 from aad.models import aesc
+from aad.models import layers
 from configs import default
 
 
@@ -103,7 +104,8 @@ def test_unknown_model_name():
 
 @pytest.mark.parametrize('kernel,shape,depth', [(5, (2, 64, 64, 3), 4),
                                                 (3, (2, 32, 64, 1), 4),
-                                                (5, (2, 32, 32, 2), 5)])
+                                                (5, (2, 32, 32, 2), 5),
+                                                (5, (2, 32, 64, 1), 5)])
 def test_fast_convs_match_plain_outputs_and_gradients(kernel, shape, depth):
   # Every form runs: s2d and sub-pixel convs, im2col of both on <= 16 px
   # maps, direct strided im2col (<= 16 output px) and im2col on the
@@ -130,6 +132,29 @@ def test_fast_convs_match_plain_outputs_and_gradients(kernel, shape, depth):
   scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(gp))
   for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gp)):
     np.testing.assert_allclose(a, b, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize('k,stride', [(5, 1), (5, 2), (3, 1), (3, 2)])
+def test_trimmed_taps_give_the_full_kernels_conv(k, stride):
+  # Maps from 1 px (most taps read padding) to larger than the kernel.
+  kernel = jax.random.normal(jax.random.key(0), (k, k, 3, 4))
+  for h, w in [(1, 1), (2, 2), (1, 3), (3, 2), (4, 4), (6, 5)]:
+    x = jax.random.normal(jax.random.key(h * 7 + w), (2, h, w, 3))
+    padding = (layers._same_padding(h, k, stride),
+               layers._same_padding(w, k, stride))
+    want = jax.lax.conv_general_dilated(x, kernel, (stride, stride),
+                                        padding, dimension_numbers=(
+                                            'NHWC', 'HWIO', 'NHWC'))
+    got = layers._im2col_conv(x, kernel, padding, stride)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # 2x2 -> 1x1 with a 5x5 stride-2 kernel reads only its central 2x2 taps;
+  # 2x2 -> 2x2 with 5x5 stride 1 only its central 3x3.
+  trimmed, pads = layers._trim_taps(jnp.zeros((5, 5, 1, 1)), (2, 2),
+                                    ((1, 2), (1, 2)), 2)
+  assert trimmed.shape[:2] == (2, 2) and pads == ((0, 0), (0, 0))
+  trimmed, pads = layers._trim_taps(jnp.zeros((5, 5, 1, 1)), (2, 2),
+                                    ((2, 2), (2, 2)), 1)
+  assert trimmed.shape[:2] == (3, 3) and pads == ((1, 1), (1, 1))
 
 
 @pytest.mark.parametrize('rates', [(0.0, 0.0, 0.3, 0.5), (0.2, 0.0, 0.0, 0.5),

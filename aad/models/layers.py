@@ -34,8 +34,42 @@ def _same_padding(size, k, stride):
   return total // 2, total - total // 2
 
 
+def _trim_taps(kernel, sizes, padding, stride):
+  """Drops the kernel taps that only ever read padding (exact).
+
+  On maps smaller than the kernel (the deepest levels) most taps of a SAME
+  conv read zeros: e.g. a 5x5 stride-2 conv from 2x2 to 1x1 uses only its
+  central 2x2 taps. Their products are 0 and their gradients exactly 0, so
+  convolving with the used window gives the same outputs and gradients
+  with a fraction of the weights read and multiplied.
+
+  Args:
+    kernel: (kh, kw, cin, cout).
+    sizes: the input's (height, width).
+    padding: ((top, bottom), (left, right)).
+    stride: the conv's stride (both axes).
+
+  Returns:
+    (kernel window, padding that keeps the output size).
+  """
+  window, new_padding = [], []
+  for axis, (n, (lo, hi)) in enumerate(zip(sizes, padding)):
+    k = kernel.shape[axis]
+    out = (n + lo + hi - k) // stride + 1
+    # Output i reads input stride * i - lo + u for tap u.
+    first = max(0, lo - stride * (out - 1))
+    last = min(k - 1, lo + n - 1)
+    window.append(slice(first, last + 1))
+    new_lo = lo - first
+    # Rows past the last output's window are not needed (max: no cropping).
+    new_padding.append((new_lo, max(0, stride * (out - 1) + last - first +
+                                    1 - n - new_lo)))
+  return kernel[window[0], window[1]], tuple(new_padding)
+
+
 def _im2col_conv(x, kernel, padding, stride=1):
   """Conv as one matmul over explicit k x k patches (exact)."""
+  kernel, padding = _trim_taps(kernel, x.shape[1:3], padding, stride)
   kh, kw, cin, cout = kernel.shape
   xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
   oh = (xp.shape[1] - kh) // stride + 1
@@ -56,6 +90,7 @@ def _conv(x, kernel, padding):
     padding = (_same_padding(x.shape[1], kh, 1),
                _same_padding(x.shape[2], kw, 1))
   if x.shape[1] * x.shape[2] > _IM2COL_MAX_PIXELS:
+    kernel, padding = _trim_taps(kernel, x.shape[1:3], padding, 1)
     return lax.conv_general_dilated(x, kernel, (1, 1), padding,
                                     dimension_numbers=_DIMS)
   return _im2col_conv(x, kernel, padding)

@@ -182,6 +182,23 @@ def test_stain_composites_grey_texture(channels):
     assert abs(corr[np.triu_indices(3, 1)]).max() < 0.05
 
 
+@pytest.mark.parametrize('shape,kw', [
+    ((64, 64, 1), {}), ((256, 256, 3), {}), ((48, 96, 1), {}),
+    ((64, 64, 1), dict(size=(0.2, 0.4), irregularity=0.5)),
+    ((40, 40, 1), dict(size=(0.3, 0.45), irregularity=0.3))])
+def test_stain_window_holds_the_whole_stain(shape, kw):
+  # stain() computes only a window around the stain; the whole mask of
+  # stain_mask() must change nothing outside it, for extreme draws too.
+  image = jnp.full(shape, 0.5)
+  both = jax.jit(jax.vmap(
+      lambda k: (corruptions.stain(k, image, **kw),
+                 corruptions.stain_mask(k, shape[:2], **kw)[0])))
+  out, mask = both(_keys(256, 3))
+  changed = np.asarray((out != image).any(-1))
+  np.testing.assert_array_equal(changed, np.asarray(mask) > 0)
+  assert changed.any(axis=(1, 2)).all()
+
+
 def test_stain_blurred_edge_moves_toward_colour():
   image = _image(SHAPE)
   both = jax.jit(jax.vmap(

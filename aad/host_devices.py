@@ -3,23 +3,22 @@
 Both are read from XLA_FLAGS when JAX initialises its backend, hence this
 module imports no JAX and must run before the first JAX computation.
 
-Device count.
+Device count. XLA:CPU shows one device that runs each op on all cores.
+It can also be split into one device per core (pmap over the cores, ops on
+the shared thread pool). On the 2-core machine of README "Performance",
+with the Eigen convolutions below, one device trained batches of 16 images
+at least as fast as two at every size measured (256x256x3: 26-27 against
+25.5 img/s; 128x128x1: 83-95 against 80; 64x64x1: one was already faster
+before), at equal inference speed. So one device is the default, and it
+also avoids a hazard of several: a 128x128x3 run on 2 devices once aborted
+with XLA:CPU's "Termination timeout for all reduce ... of 40 seconds
+exceeded" (devices of one process share one thread pool, and a device
+blocked in a collective holds a pool thread, so the other can starve).
 
-XLA:CPU shows one device that runs each op on all cores by default. With
-one device per core (pmap over the cores, ops on the shared thread pool),
-the 2-core machine of README "Performance" trained batches of 16
-256x256x3 and 128x128x1 images faster (22.5 vs about 20, 80 vs 71 img/s)
-but 64x64x1 ones slower (173 vs 230 img/s: per-step synchronisation
-outweighs the small convs), at equal inference speed. `auto` is that rule:
-one device per core while each device keeps at least MIN_PIXELS_PER_DEVICE
-image pixels of the training batch.
-
-It is opt-in, not the default: on the 2-core machine a 128x128x3 training
-run on 2 devices aborted after 150 steps with XLA:CPU's "Termination
-timeout for all reduce ... of 40 seconds exceeded". Devices of one process
-share one thread pool, and a device blocked in a collective holds a pool
-thread, so with as many devices as cores the other device can starve. One
-device is the safe default; users who want the speed ask for it.
+`auto` splits only batches larger than those measured: one device per
+core while each keeps at least MIN_PIXELS_PER_DEVICE image pixels of the
+training batch (16 images of 256x256 stay on one device). It is a guess
+for many-core machines, hence opt-in.
 
 Precedence, first that applies:
 1. XLA_FLAGS already has --xla_force_host_platform_device_count: kept.
@@ -52,8 +51,8 @@ _EIGEN_CONVS = f'{_LIBRARY_FLAG}=-individual_convolution'
 _LIBRARY_FLAG_JAXLIB = ((0, 10), (0, 11))
 # Measured on 2 cores only; more devices than this is a guess we do not make.
 MAX_AUTO_DEVICES = 8
-# Between 16 x 64 x 64 (one device better) and 16 x 128 x 128 / 2 (two).
-MIN_PIXELS_PER_DEVICE = 2**17
+# 16 x 256 x 256: no measured batch was faster split over devices.
+MIN_PIXELS_PER_DEVICE = 2**20
 
 
 def auto_count(cores: int, batch_size: int, image_pixels: int) -> int:

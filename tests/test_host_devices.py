@@ -12,16 +12,18 @@ from conftest import REPO
 
 
 @pytest.mark.parametrize('cores,batch,size,expected', [
-    (2, 16, 256, 2), (2, 16, 128, 2), (2, 16, 64, 1), (1, 16, 256, 1),
-    (64, 16, 256, 8), (64, 16, 128, 2), (5, 12, 256, 4), (3, 7, 256, 1)])
+    (2, 16, 256, 1), (2, 16, 128, 1), (2, 16, 64, 1), (2, 32, 256, 2),
+    (1, 64, 256, 1), (64, 64, 256, 4), (64, 256, 128, 4), (5, 48, 256, 3),
+    (3, 56, 256, 2), (64, 16, 512, 4)])
 def test_auto_is_one_device_per_core_with_enough_pixels_each(cores, batch,
                                                              size, expected):
   assert host_devices.auto_count(cores, batch, size * size) == expected
 
 
 def test_precedence_flags_then_env_then_config_then_one():
+  # Batches of 32 images of 256x256: `auto` splits them over the 2 cores.
   choose = lambda env, num_devices: host_devices.choose(
-      env, num_devices, 16, 256 * 256, cores=2)
+      env, num_devices, 32, 256 * 256, cores=2)
   forced = {'XLA_FLAGS': '--xla_force_host_platform_device_count=3',
             host_devices.ENV: '1'}
   assert choose(forced, 2) is None
@@ -29,6 +31,7 @@ def test_precedence_flags_then_env_then_config_then_one():
                  host_devices.ENV: '1'}, 2) == 1
   assert choose({host_devices.ENV: 'auto'}, 0) == 2
   assert choose({host_devices.ENV: 'auto'}, 1) == 2
+  assert choose({host_devices.ENV: '3'}, 1) == 3
   assert choose({}, 2) == 2
   assert choose({}, 0) == 1  # one device unless asked (module docstring)
   with pytest.raises(ValueError, match='AAD_CPU_DEVICES'):

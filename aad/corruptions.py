@@ -151,9 +151,30 @@ def stain_mask(key, shape_hw, *, size=(0.01, 0.12), irregularity=0.1,
     'a', 'b', 'cx' (column), 'cy' (row), 'theta0', 'color' (grey level) and
     'sigma' (blur, pixels).
   """
-  return _stain_mask_at(key, shape_hw, (0, 0), shape_hw, size=size,
-                        irregularity=irregularity, blur=blur,
-                        n_points=n_points, color=color)
+  draws = _stain_draws(key, shape_hw, size, color, n_points)
+  mask = _stain_region(draws, (0, 0), shape_hw, irregularity, n_points)
+  sigma = blur * jnp.maximum(draws['a'], draws['b'])
+  if blur > 0:
+    h, w = shape_hw
+    max_axis = max(math.floor(size[1] * w), math.floor(size[1] * h))
+    mask = _gaussian_blur(mask, sigma, math.ceil(4 * blur * max_axis))
+  params = {k: v for k, v in draws.items() if k != 'jitter'}
+  params['sigma'] = jnp.asarray(sigma, jnp.float32)
+  return mask, params
+
+
+def _stain_draws(key, shape_hw, size, color, n_points):
+  """The random draws of one stain (see `stain_mask`), and its n_points
+  jitter uniforms as 'jitter'."""
+  h, w = shape_hw
+  u = jax.random.uniform(_stain_keys(key)[0], (6 + n_points,))
+  a = _uniform_int(u[1], math.floor(size[0] * w), math.floor(size[1] * w))
+  b = _uniform_int(u[2], math.floor(size[0] * h), math.floor(size[1] * h))
+  r_max = jnp.maximum(a, b)
+  return dict(a=a, b=b, cx=_uniform_int(u[4], r_max, w - r_max),
+              cy=_uniform_int(u[5], r_max, h - r_max),
+              theta0=2 * np.pi * u[3], color=_uniform_int(u[0], *color),
+              jitter=u[6:])
 
 
 def _stain_window(shape_hw, size, irregularity):
@@ -170,46 +191,26 @@ def _stain_window(shape_hw, size, irregularity):
   return min(h, 2 * reach + 2), min(w, 2 * reach + 2)
 
 
-def _stain_mask_at(key, shape_hw, origin, window, *, size, irregularity,
-                   blur, n_points, color):
-  """`stain_mask` on the window of `window` (rows, cols) pixels whose top-
-  left pixel is `origin` (traced ints); the draws depend only on `key` and
-  `shape_hw`, and each pixel's value is the same as in the whole mask."""
-  h, w = shape_hw
-  u = jax.random.uniform(_stain_keys(key)[0], (6 + n_points,))
-  color = _uniform_int(u[0], *color)
-  a = _uniform_int(u[1], math.floor(size[0] * w), math.floor(size[1] * w))
-  b = _uniform_int(u[2], math.floor(size[0] * h), math.floor(size[1] * h))
-  theta0 = 2 * np.pi * u[3]
-  r_max = jnp.maximum(a, b)
-  cx = _uniform_int(u[4], r_max, w - r_max)
-  cy = _uniform_int(u[5], r_max, h - r_max)
-  if callable(origin):
-    origin = origin(cy, cx)
-
+def _stain_region(draws, origin, window, irregularity, n_points):
+  """The hard-edged (0/1) mask of the stain of `draws` on the `window`
+  (rows, cols) pixels whose top-left pixel is `origin` (traced ints); each
+  pixel's value is the same whatever the window."""
+  a, b, cx, cy = draws['a'], draws['b'], draws['cx'], draws['cy']
   rows = (origin[0] + jnp.arange(window[0])).astype(jnp.float32)
   cols = (origin[1] + jnp.arange(window[1])).astype(jnp.float32)
   dy = rows[:, None] - cy
   dx = cols[None, :] - cx
   r = jnp.hypot(dx, dy)
   # Angle from the ellipse's column axis; the row radius a lies at pi/2.
-  phi = jnp.arctan2(dy, dx) - theta0
+  phi = jnp.arctan2(dy, dx) - draws['theta0']
   # A zero radius (images under 100 px) is drawn as a 1-px-wide line, like the
   # reference's degenerate perimeter, instead of an empty mask.
   ra, rb = jnp.maximum(a, 0.5), jnp.maximum(b, 0.5)
   r_ellipse = ra * rb / jnp.hypot(ra * jnp.cos(phi), rb * jnp.sin(phi))
   delta = jnp.floor(irregularity * (a + b) / 2)
-  eps = delta * (2 * u[6:] - 1)
+  eps = delta * (2 * draws['jitter'] - 1)
   radius = r_ellipse + _periodic_spline(eps, phi * n_points / (2 * np.pi))
-  mask = (r <= jnp.maximum(radius, 0)).astype(jnp.float32)
-
-  sigma = blur * r_max
-  if blur > 0:
-    max_axis = max(math.floor(size[1] * w), math.floor(size[1] * h))
-    mask = _gaussian_blur(mask, sigma, math.ceil(4 * blur * max_axis))
-  params = dict(a=a, b=b, cx=cx, cy=cy, theta0=theta0, color=color,
-                sigma=jnp.asarray(sigma, jnp.float32))
-  return mask, params
+  return (r <= jnp.maximum(radius, 0)).astype(jnp.float32)
 
 
 def stain(key, image, *, size=(0.01, 0.12), color=(10, 220),
@@ -226,10 +227,10 @@ def stain(key, image, *, size=(0.01, 0.12), color=(10, 220),
   Returns:
     `image (1 - m) + s m` with s = clip(color/255 + N(0, noise_var)).
   """
-  kw = dict(size=size, irregularity=irregularity, blur=blur,
-            n_points=n_points, color=color)
   if blur > 0:  # The blurred edge reaches further: the whole image.
-    mask, params = stain_mask(key, image.shape[:2], **kw)
+    mask, params = stain_mask(key, image.shape[:2], size=size,
+                              irregularity=irregularity, blur=blur,
+                              n_points=n_points, color=color)
     texture = _texture(_stain_keys(key)[1], image.shape, params['color'],
                        noise_var)
     return _composite(image, texture, mask)
@@ -237,14 +238,14 @@ def stain(key, image, *, size=(0.01, 0.12), color=(10, 220),
   # the noise and the blend of the rest of the image would be 0 / unchanged
   # (about a tenth of a 256 px training step went to the whole image).
   h, w = image.shape[:2]
+  draws = _stain_draws(key, (h, w), size, color, n_points)
   win = _stain_window((h, w), size, irregularity)
-  origin = lambda cy, cx: (jnp.clip(cy - win[0] // 2, 0, h - win[0]),
-                           jnp.clip(cx - win[1] // 2, 0, w - win[1]))
-  mask, params = _stain_mask_at(key, (h, w), origin, win, **kw)
-  corner = origin(params['cy'], params['cx'])
-  start = (corner[0], corner[1], 0)
+  origin = (jnp.clip(draws['cy'] - win[0] // 2, 0, h - win[0]),
+            jnp.clip(draws['cx'] - win[1] // 2, 0, w - win[1]))
+  mask = _stain_region(draws, origin, win, irregularity, n_points)
+  start = origin + (0,)
   patch = jax.lax.dynamic_slice(image, start, win + image.shape[2:])
-  texture = _texture(_stain_keys(key)[1], patch.shape, params['color'],
+  texture = _texture(_stain_keys(key)[1], patch.shape, draws['color'],
                      noise_var)
   return jax.lax.dynamic_update_slice(
       image, _composite(patch, texture, mask), start)

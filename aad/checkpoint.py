@@ -11,7 +11,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
-BEST_METRIC = 'val_psnr'
+BEST_METRIC = 'val'  # the stage's validation metric, higher is better
 
 
 class Checkpoints:
@@ -38,12 +38,12 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return self._manager.best_step()
 
-  def save(self, step: int, state: Any, meta: dict, val_psnr: float):
+  def save(self, step: int, state: Any, meta: dict, val: float):
     self._manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                 meta=ocp.args.JsonSave(meta)),
-        metrics={BEST_METRIC: float(val_psnr)})
+        metrics={BEST_METRIC: float(val)})
 
   def restore(self, step: int, target: Any) -> tuple[Any, dict]:
     """Restores (state, meta) of `step` into the structure of `target`."""

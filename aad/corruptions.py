@@ -445,6 +445,13 @@ def make(name: str, params: Mapping[str, Any] | None = None) -> Corruption:
   return functools.partial(fn, **params)
 
 
+def from_config(config) -> Corruption:
+  """The corruption of a `config.corruption` block, with the parameters of
+  its sub-block of the same name."""
+  params = config.get(config.name)
+  return make(config.name, params.to_dict() if params else {})
+
+
 def corrupt_batch(fn: Corruption, key: jax.Array, images: jax.Array,
                   global_indices: jax.Array) -> jax.Array:
   """Corrupts each image with its own key, fold_in(key, global index).

@@ -1,13 +1,11 @@
-"""Scoring a test split with a trained model, and the per-run summary.
+"""Scoring a split with a trained model; the per-category and run reports.
 
-Scorers are named maps over the test images; `aad.evaluation` turns them
-into metrics, whatever they are (METHOD.md 6.1):
-- residual: |x - AE(x)| summed over channels (METHOD.md 4.1);
-- mc_variance: Monte-Carlo-dropout variance (METHOD.md 4.2);
-- baseline_mean: |x - mean training image|, a no-learning baseline that
-  shows how hard the benchmark is.
-The good validation images are scored the same way, to set each scorer's
-deployment threshold without defect labels.
+Scoring has two parts, both on device: the family's `outputs` (a
+reconstruction, MC-dropout maps, ...; aad/models/base.py), then the
+configured scorers' maps from the input and those outputs
+(aad/scorers.py). `aad.evaluation` turns the maps into metrics, whatever
+they are (METHOD.md 6.1). The good validation images are scored the same
+way, to set each scorer's deployment threshold without defect labels.
 """
 
 import os
@@ -27,21 +25,22 @@ from aad import evaluation
 from aad import models
 from aad import parallel
 from aad import report
+from aad import scorers as scorers_lib
 from aad import scoring
 from aad import tiling
 from aad import workdir as workdir_lib
 
-SCORERS = ('residual', 'mc_variance', 'baseline_mean')
-# Scorers in the per-defect-type tables: the method's own two.
-TYPE_TABLE_SCORERS = ('residual', 'mc_variance')
+# Heat-map grid: at most this many scorer columns (the first listed).
+MAX_MAP_COLUMNS = 6
 
 
-def score_split(config: ml_collections.ConfigDict, variables: Any,
-                images: np.ndarray, devices: list[jax.Device]) -> dict:
-  """Runs the model over `images` (uint8 NHWC); returns host maps.
+def family_outputs(config: ml_collections.ConfigDict, family, variables: Any,
+                   images: np.ndarray, devices: list[jax.Device],
+                   wanted: frozenset[str]) -> dict:
+  """The family's outputs of `images` (uint8 NHWC), on the host.
 
   In patch mode (config.dataset.patch_size > 0) the images are scored as
-  overlapping tiles and the maps stitched back (aad/tiling.py).
+  overlapping tiles and the outputs stitched back (aad/tiling.py).
   """
   patch = config.dataset.patch_size
   if patch:
@@ -49,66 +48,80 @@ def score_split(config: ml_collections.ConfigDict, variables: Any,
     tiles = tiling.extract(images, patch, stride)
     logging.info('patch mode: %d images -> %d tiles of %dx%d', len(images),
                  len(tiles), patch, patch)
-    out = _score_images(config, variables, tiles, devices)
+    out = _outputs(config, family, variables, tiles, devices, wanted)
     return {k: tiling.stitch(v, images.shape[1:3], stride)
             for k, v in out.items()}
-  return _score_images(config, variables, images, devices)
+  return _outputs(config, family, variables, images, devices, wanted)
 
 
-def _score_images(config: ml_collections.ConfigDict, variables: Any,
-                  images: np.ndarray, devices: list[jax.Device]) -> dict:
-  model = models.create(config.model)
-  per_device = config.eval.batch_size
-  chunk = config.eval.mc_chunk or scoring.mc_chunk_size(
-      config.eval.mc_samples, per_device, images.shape[1:],
-      config.model.features)
-  fn = parallel.batched_call(
-      scoring.make_score_fn(model.apply, samples=config.eval.mc_samples,
-                            chunk=chunk,
-                            key=jax.random.key(config.seed + 2),
-                            shared_prefix=True),
-      devices)
+def _outputs(config, family, variables, images, devices, wanted) -> dict:
+  key = jax.random.key(config.seed + 2)
+
+  def fn(variables, batch):
+    images, indices = batch
+    out = family.outputs(variables, scoring.to_float(images),
+                         scoring.image_keys(key, indices), wanted)
+    return {k: v for k, v in out.items() if k in wanted}
+
+  call = parallel.batched_call(fn, devices)
   variables = parallel.replicate(variables, devices)
-  step = per_device * len(devices)
+  step = config.eval.batch_size * len(devices)
   outputs, t0 = [], time.time()
   for start in range(0, len(images), step):
     batch = images[start:start + step]
     outputs.append(jax.device_get(
-        fn(variables, (batch, np.arange(start, start + len(batch))))))
+        call(variables, (batch, np.arange(start, start + len(batch))))))
     done = start + len(batch)
-    logging.info('scored %d/%d images (%.1f img/s with %d MC passes)', done,
-                 len(images), done / (time.time() - t0),
-                 config.eval.mc_samples)
+    logging.info('scored %d/%d images (%.1f img/s)', done, len(images),
+                 done / (time.time() - t0))
   return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
-def scorer_maps(outputs: dict[str, np.ndarray], images: np.ndarray,
-                mean_train: np.ndarray) -> dict[str, np.ndarray]:
-  """The scorers' maps (N, H, W) of `images`, from `score_split` outputs."""
-  return {
-      'residual': outputs['residual'],
-      'mc_variance': outputs['mc_variance'],
-      'baseline_mean': np.abs(images / 255.0 - mean_train).sum(-1),
-  }
+def scorer_maps(config: ml_collections.ConfigDict, scorers, fitted: dict,
+                images: np.ndarray, outputs: dict,
+                devices: list[jax.Device]) -> dict[str, np.ndarray]:
+  """{scorer: (N, H, W) map} of `images` from the family's `outputs`."""
+  call = parallel.batched_call(
+      scorers_lib.make_maps_fn(scorers, config.eval), devices)
+  fitted = parallel.replicate(fitted, devices)
+  step = config.eval.batch_size * len(devices)
+  maps = []
+  for start in range(0, len(images), step):
+    part = slice(start, start + step)
+    maps.append(jax.device_get(call(
+        fitted, (images[part], {k: v[part] for k, v in outputs.items()}))))
+  return {s.name: np.concatenate([m[s.name] for m in maps]) for s in scorers}
+
+
+def score(config: ml_collections.ConfigDict, variables: Any,
+          images: np.ndarray, devices: list[jax.Device], scorers,
+          fitted: dict) -> tuple[dict, dict]:
+  """(family outputs, scorer maps) of `images` with the run's model."""
+  family = models.create(config)
+  wanted = scorers_lib.needed_outputs(scorers)
+  outputs = family_outputs(config, family, variables, images, devices,
+                           wanted)
+  used = set().union(*(s.needs for s in scorers))
+  maps = scorer_maps(config, scorers, fitted, images,
+                     {k: v for k, v in outputs.items() if k in used}, devices)
+  return outputs, maps
+
+
+def configured_scorers(config: ml_collections.ConfigDict):
+  """The run's scorers: config.eval.scorers, or its family's default list;
+  the first is the headline scorer."""
+  return scorers_lib.resolve(config.eval.scorers, models.create(config))
 
 
 def type_table_columns(norm: str, scorers) -> list[str]:
-  """Keys of the per-defect-type table.
-
-  Args:
-    norm: the headline reduction.
-    scorers: names of the scorers evaluated.
-
-  Returns:
-    The headline metrics of the method's own scorers (TYPE_TABLE_SCORERS)
-    among `scorers`: image AUROC, pixel AUROC and AU-PRO.
-  """
-  return [f'{s}/{m}' for s in TYPE_TABLE_SCORERS if s in scorers
+  """Keys of the per-defect-type table: the headline metrics (image AUROC,
+  pixel AUROC, AU-PRO) of the scorers that are not baselines."""
+  return [f'{s.name}/{m}' for s in scorers if not s.baseline
           for m in (f'{norm}/image_auroc', 'pixel_auroc', 'pixel_au_pro')]
 
 
-def _example_rows(split, outputs, maps, scores, count):
-  """Heat-map rows, picked by `scores` (the residual headline score).
+def _example_rows(split, outputs, maps, scores, count, scorers):
+  """Heat-map rows, picked by `scores` (the headline scorer's).
 
   The highest- and lowest-scored defective test images (2/5 of `count`
   each) show what the model finds and misses; the highest-scored good
@@ -130,21 +143,27 @@ def _example_rows(split, outputs, maps, scores, count):
                           f'{split.defect_types[i]}, score {scores[i]:.3g}',
         'input': split.images[i],
         'reconstruction': outputs['reconstruction'][i],
-        'residual': maps['residual'][i],
-        'MC variance': maps['mc_variance'][i],
+        **{s.label: maps[s.name][i] for s in scorers[:MAX_MAP_COLUMNS]},
         'ground truth': split.masks[i],
     })
   return rows
 
 
-def evaluate_category(config: ml_collections.ConfigDict, state: Any,
+def _summary_line(metrics: dict, norm: str, scorers) -> str:
+  return ', '.join(
+      f'{s.name} {metrics[f"{s.name}/{norm}/image_auroc"]:.3f} / '
+      f'{metrics[f"{s.name}/pixel_auroc"]:.3f} / '
+      f'{metrics[f"{s.name}/pixel_au_pro"]:.3f}' for s in scorers)
+
+
+def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
                       dataset: data_lib.Dataset, out_dir: str,
                       devices: list[jax.Device],
                       extra: dict | None = None) -> dict[str, float]:
   """Scores `dataset.test` (and `.val` for thresholds); writes the report.
 
-  Writes out_dir/{metrics.json, report.md, roc_*.png, pr_*.png, pro.png,
-  score_histograms.png, heatmaps.png}.
+  Writes out_dir/{metrics.json, report.md, thresholds.json, scorers.msgpack,
+  roc_*.png, pr_*.png, pro.png, score_histograms.png, heatmaps.png}.
 
   Every process of a multi-host run calls this and takes part in the
   scoring; only process 0 computes the metrics and writes the report.
@@ -153,24 +172,24 @@ def evaluate_category(config: ml_collections.ConfigDict, state: Any,
     The category's flattened metrics ('residual/l2/image_auroc', ...) on
     process 0; {} on the others.
   """
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  scorers = configured_scorers(config)
   split, val = dataset.test, dataset.val
   protocol = evaluation.Protocol.from_config(config.eval)
   norm = protocol.headline
-  mean_train = dataset.train.images.astype(np.float32).mean(0) / 255.0
+  fitted = scorers_lib.fit(scorers, dataset.train.images)
   # Validation images are all good: scoring them like the test images gives
   # a threshold without looking at a single defect. One call for both
   # splits compiles the score function once; test images keep indices
   # 0..N-1, hence the same MC-dropout keys as when scored alone.
-  both = score_split(config, variables,
-                     np.concatenate([split.images, val.images]), devices)
+  both, both_maps = score(config, variables,
+                          np.concatenate([split.images, val.images]),
+                          devices, scorers, fitted)
   if not parallel.is_primary():
     return {}
   n = len(split.images)
   outputs = {k: v[:n] for k, v in both.items()}
-  maps = scorer_maps(outputs, split.images, mean_train)
-  val_maps = model_val_maps = scorer_maps(
-      {k: v[n:] for k, v in both.items()}, val.images, mean_train)
+  maps = {k: v[:n] for k, v in both_maps.items()}
+  val_maps = model_val_maps = {k: v[n:] for k, v in both_maps.items()}
   eval_maps, masks = evaluation.at_resolution(
       config.eval.resolution, maps, split.masks, split.native_masks)
   val_maps = {k: evaluation.resize_maps(v, masks.shape[1:])
@@ -183,6 +202,7 @@ def evaluate_category(config: ml_collections.ConfigDict, state: Any,
                              pixel_images=split.has_masks)
   thresholds = {s: r[norm]['threshold'] for s, r in results.items()}
   write_thresholds(out_dir, config, thresholds, model_val_maps)
+  workdir_lib.save_fitted(out_dir, fitted)
   metrics = report.flatten(results)
   for key, value in (extra or {}).items():
     metrics[f'train/{key}'] = value
@@ -200,7 +220,10 @@ def evaluate_category(config: ml_collections.ConfigDict, state: Any,
                   'nearest neighbour')
   quantile = (f'the {protocol.threshold_quantile:g} quantile'
               if protocol.threshold_mode == 'quantile' else 'the maximum')
+  headline = scorers[0]
   notes = [
+      f'Model: {config.model.name}; scorers: '
+      f'{", ".join(s.name for s in scorers)} (the first is the headline).',
       f'Headline image score: the {norm} reduction of the map, fixed in '
       'the config before evaluation; l1 = mean, l2 = root mean square, '
       f'linf = max, smooth_max = max after a Gaussian filter of sigma '
@@ -217,10 +240,14 @@ def evaluate_category(config: ml_collections.ConfigDict, state: Any,
       'precision, recall and F1 are those of the test images at it.',
       'Per defect type: the images of that type against all good test '
       'images; the table shows headline metrics, metrics.json has them all.',
-      f'MC dropout: {config.eval.mc_samples} passes, BatchNorm on running '
-      'averages.',
   ]
-  scores = evaluation.reduce(eval_maps['residual'], norm, protocol.sigma)
+  if protocol.pixel_tau:
+    notes.append(
+        f'pixel_tau_*: pixel precision, recall and F1 of map >= '
+        f'{protocol.pixel_tau:g} (a fixed threshold, seed 002), over all '
+        'test images and per defect type.')
+  notes += models.create(config).notes(scorers_lib.needed_outputs(scorers))
+  scores = evaluation.reduce(eval_maps[headline.name], norm, protocol.sigma)
   labels = np.asarray(split.labels)
   report.write_category_report(
       out_dir, category=dataset.category, metrics=metrics,
@@ -232,26 +259,18 @@ def evaluate_category(config: ml_collections.ConfigDict, state: Any,
       score_histograms=curves['scores'], thresholds=thresholds,
       image_score=norm,
       heatmap_rows=_example_rows(split, outputs, maps, scores,
-                                 config.eval.heatmap_rows),
+                                 config.eval.heatmap_rows, scorers),
       heatmap_title=('highest- and lowest-scored defective and '
                      'highest-scored good test images\n'
-                     f'(by the residual {norm} score)'),
-      columns=['input', 'reconstruction', 'residual', 'MC variance',
-               'ground truth'],
+                     f'(by the {headline.name} {norm} score)'),
+      columns=['input', 'reconstruction',
+               *(s.label for s in scorers[:MAX_MAP_COLUMNS]), 'ground truth'],
       notes=notes, grouped=True,
-      type_columns=type_table_columns(norm, results))
-  logging.info('%s: residual/%s image AUROC %.3f, pixel AUROC %.3f, '
-               'AU-PRO %.3f, F1 at the val threshold %.3f; MC variance '
-               '%.3f / %.3f; baseline %.3f / %.3f',
-               dataset.category, norm,
-               metrics[f'residual/{norm}/image_auroc'],
-               metrics['residual/pixel_auroc'],
-               metrics['residual/pixel_au_pro'],
-               metrics[f'residual/{norm}/threshold_f1'],
-               metrics[f'mc_variance/{norm}/image_auroc'],
-               metrics['mc_variance/pixel_auroc'],
-               metrics[f'baseline_mean/{norm}/image_auroc'],
-               metrics['baseline_mean/pixel_auroc'])
+      type_columns=type_table_columns(norm, scorers))
+  logging.info('%s: image AUROC (%s) / pixel AUROC / AU-PRO: %s; F1 at the '
+               'val threshold (%s) %.3f', dataset.category, norm,
+               _summary_line(metrics, norm, scorers), headline.name,
+               metrics[f'{headline.name}/{norm}/threshold_f1'])
   return metrics
 
 
@@ -292,29 +311,30 @@ def write_summary(config: ml_collections.ConfigDict, workdir: str,
   if not parallel.is_primary():
     return {}
   norm = config.eval.norm
-  headline = ([f'{s}/{norm}/image_auroc' for s in SCORERS] +
-              [f'{s}/pixel_auroc' for s in SCORERS] +
-              [f'{s}/pixel_au_pro' for s in SCORERS])
+  scorers = configured_scorers(config)
+  headline = ([f'{s.name}/{norm}/image_auroc' for s in scorers] +
+              [f'{s.name}/pixel_auroc' for s in scorers] +
+              [f'{s.name}/pixel_au_pro' for s in scorers])
+  baselines = [s.name for s in scorers if s.baseline]
   means = report.write_summary_report(
       workdir, per_category=per_category,
       title=f'{config.name}: {config.model.name} + {config.corruption.name} '
       f'noise on {config.dataset.name}',
       notes=[f'One model per category; image score = {norm} reduction of '
-             'the map (fixed beforehand). baseline_mean is the no-learning '
-             'residual to the mean training image.',
+             'the map (fixed beforehand); scorers '
+             f'{", ".join(s.name for s in scorers)}, the first the headline.'
+             + (f' {", ".join(baselines)}: no-learning baseline(s).'
+                if baselines else ''),
              f'Evaluation resolution: {config.eval.resolution}; deployment '
              f'thresholds: {config.eval.threshold_mode} of the good '
              'validation scores (see the category reports).',
              'Per-defect-type means exist only for types every category '
              'has; each category\'s metrics.json has all of them.'],
       headline_keys=headline, grouped=True,
-      type_columns=type_table_columns(norm, SCORERS))
-  logging.info('Mean over %d categories: residual/%s image AUROC %.3f, '
-               'pixel AUROC %.3f (baseline %.3f / %.3f). Report: %s/report.md',
-               len(per_category), norm, means[f'residual/{norm}/image_auroc'],
-               means['residual/pixel_auroc'],
-               means[f'baseline_mean/{norm}/image_auroc'],
-               means['baseline_mean/pixel_auroc'], workdir)
+      type_columns=type_table_columns(norm, scorers))
+  logging.info('Mean over %d categories, image AUROC (%s) / pixel AUROC / '
+               'AU-PRO: %s. Report: %s/report.md', len(per_category), norm,
+               _summary_line(means, norm, scorers), workdir)
   return means
 
 
@@ -374,13 +394,13 @@ def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
       raise data_lib.DataError(
           f'No model for category {category!r} in {workdir} (trained: '
           f'{", ".join(trained)}); choose one with --model_category.')
-    state, summary = workdir_lib.restore_best(config, workdir, source)
+    variables, summary = workdir_lib.restore_best(config, workdir, source)
     logging.info('%s: scoring with the model of %s (best step %d)',
                  category, source, summary['best_step'])
     ds = data_lib.from_config(config.dataset, category)
     out_dir = os.path.join(output, category)
     os.makedirs(out_dir, exist_ok=True)
-    results[category] = evaluate_category(config, state, ds, out_dir,
+    results[category] = evaluate_category(config, variables, ds, out_dir,
                                           devices, extra=summary)
   return write_summary(config, output, results)
 

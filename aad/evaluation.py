@@ -52,6 +52,9 @@ class Protocol:
     fpr_limit: upper FPR bound of AU-PRO.
     threshold_mode: 'quantile' or 'max' of the validation scores.
     threshold_quantile: the quantile, for threshold_mode 'quantile'.
+    pixel_tau: > 0 also reports the pixel precision, recall and F1 of
+      map >= pixel_tau (a threshold fixed beforehand, as seed 002's tau),
+      over all test images and per defect type; 0 = off.
   """
   reductions: tuple[str, ...] = REDUCTIONS
   headline: str = 'l2'
@@ -59,6 +62,7 @@ class Protocol:
   fpr_limit: float = 0.3
   threshold_mode: str = 'quantile'
   threshold_quantile: float = 0.99
+  pixel_tau: float = 0.0
 
   def __post_init__(self):
     unknown = set(self.reductions) - set(REDUCTIONS)
@@ -76,6 +80,8 @@ class Protocol:
     if not 0 <= self.threshold_quantile <= 1:
       raise ValueError('threshold_quantile must lie in [0, 1]; got '
                        f'{self.threshold_quantile}.')
+    if self.pixel_tau < 0:
+      raise ValueError(f'pixel_tau must be >= 0; got {self.pixel_tau}.')
 
   @classmethod
   def from_config(cls, eval_config) -> Protocol:
@@ -85,7 +91,8 @@ class Protocol:
                sigma=float(eval_config.smooth_sigma),
                fpr_limit=float(eval_config.pro_fpr_limit),
                threshold_mode=eval_config.threshold_mode,
-               threshold_quantile=float(eval_config.threshold_quantile))
+               threshold_quantile=float(eval_config.threshold_quantile),
+               pixel_tau=float(eval_config.get('pixel_tau', 0.0)))
 
 
 def _check_stack(maps) -> np.ndarray:
@@ -164,6 +171,14 @@ def threshold_metrics(labels, scores, threshold: float) -> dict[str, float]:
           'threshold_recall': recall, 'threshold_f1': f1}
 
 
+def pixel_tau_metrics(masks, maps, tau: float) -> dict[str, float]:
+  """Pixel precision, recall and F1 of `map >= tau` over pooled pixels."""
+  precision, recall, f1 = metrics_lib.precision_recall_f1_at(
+      np.asarray(masks).ravel(), np.asarray(maps).ravel(), tau)
+  return {'pixel_tau': float(tau), 'pixel_tau_precision': precision,
+          'pixel_tau_recall': recall, 'pixel_tau_f1': f1}
+
+
 def type_subsets(labels, defect_types: Sequence[str]) -> dict[str, np.ndarray]:
   """Per defect type, the indices of its images and of all good images.
 
@@ -195,7 +210,8 @@ def _pixel_images(pixel_images, n: int) -> np.ndarray:
 def by_type_metrics(anomaly_map, labels, masks, defect_types,
                     scores: Mapping[str, np.ndarray],
                     fpr_limit: float = 0.3,
-                    pixel_images=None) -> dict[str, dict]:
+                    pixel_images=None, pixel_tau: float = 0.0
+                    ) -> dict[str, dict]:
   """Image and pixel metrics per defect type, against all good images.
 
   Args:
@@ -207,6 +223,7 @@ def by_type_metrics(anomaly_map, labels, masks, defect_types,
     fpr_limit: AU-PRO's FPR bound.
     pixel_images: optional bool (N,): the images whose masks are drawn,
       the only ones pixel metrics use; None = all.
+    pixel_tau: > 0 adds `pixel_tau_metrics` at that threshold.
 
   Returns:
     {type: {reduction: {image_*}, pixel_*: ...}}, types sorted by name.
@@ -222,6 +239,9 @@ def by_type_metrics(anomaly_map, labels, masks, defect_types,
     # folders) gets image metrics only: pixel metrics need positives.
     if sub_masks.any():
       entry.update(pixel_metrics(sub_masks, anomaly_map[idx], fpr_limit))
+      if pixel_tau:
+        entry.update(pixel_tau_metrics(sub_masks, anomaly_map[idx],
+                                       pixel_tau))
     out[name] = entry
   return out
 
@@ -279,13 +299,16 @@ def evaluate_scorer(anomaly_map, labels, masks, defect_types, protocol:
   drawn = _pixel_images(pixel_images, len(labels))
   entry.update(pixel_metrics(masks[drawn], anomaly_map[drawn],
                              protocol.fpr_limit))
+  if protocol.pixel_tau:
+    entry.update(pixel_tau_metrics(masks[drawn], anomaly_map[drawn],
+                                   protocol.pixel_tau))
   if val_map is not None:
     entry[protocol.headline].update(deployment_threshold(
         labels, scores[protocol.headline], val_map, protocol))
   if by_type:
     entry[BY_TYPE] = by_type_metrics(anomaly_map, labels, masks,
                                      defect_types, scores, protocol.fpr_limit,
-                                     drawn)
+                                     drawn, protocol.pixel_tau)
   return entry
 
 

@@ -32,6 +32,7 @@ def main(argv):
   from aad import data  # pylint: disable=g-import-not-at-top
   from aad import logs  # pylint: disable=g-import-not-at-top
   from aad import parallel  # pylint: disable=g-import-not-at-top
+  from aad import pipeline  # pylint: disable=g-import-not-at-top
   from aad import train  # pylint: disable=g-import-not-at-top
   logs.setup()
   workdir = _WORKDIR.value or os.path.join('runs', config.name)
@@ -47,7 +48,7 @@ def main(argv):
     jax.config.update('jax_compilation_cache_dir',
                       os.path.join(workdir, 'xla_cache'))
   logs.exit_on((train.TrainingError, data.DataError),
-               train.train_and_evaluate, config, workdir)
+               pipeline.train_and_evaluate, config, workdir)
 
 
 if __name__ == '__main__':

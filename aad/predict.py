@@ -1,13 +1,15 @@
 """Scoring new images with a trained run: maps, overlays, masks, scores.csv.
 
   python -m aad.predict --workdir=runs/aesc_stain --input=DIR_OR_FILES \
-      --output=DIR [--category=C] [--threshold=T] [--scorer=residual]
+      --output=DIR [--category=C] [--threshold=T] [--scorer=NAME]
 
 Per input image `<stem>`, at the image's own size: `<stem>_map.png` (the
 scorer's anomaly map in colour, the pixel threshold at mid-scale),
 `<stem>_overlay.png` (the map over the image) and `<stem>_mask.png` (pixels
 at or above the pixel threshold); and one `scores.csv` with every image's
-score per scorer and the decision at the image threshold.
+score per scorer of the run and the decision at the image threshold. The
+scorer of the maps and decisions is the run's headline scorer (the first of
+its list) unless --scorer names another of them.
 
 Thresholds default to those calibrated on good validation images when the
 run was evaluated (<workdir>/<category>/thresholds.json); --threshold and
@@ -38,8 +40,6 @@ from aad import report
 from aad import workdir as workdir_lib
 from aad.data import imageio
 from aad.data import preprocess
-
-SCORERS = ('residual', 'mc_variance')
 
 
 def collect_inputs(inputs) -> list[str]:
@@ -108,7 +108,7 @@ def _choose_category(workdir: str, category: str) -> str:
 
 
 def predict(workdir: str, inputs, output: str, *, category: str = '',
-            scorer: str = 'residual', threshold: float | None = None,
+            scorer: str = '', threshold: float | None = None,
             pixel_threshold: float | None = None,
             mc_samples: int | None = None, num_devices: int = 0) -> list[dict]:
   """Scores `inputs` with the run's best model; writes to `output`.
@@ -116,10 +116,13 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
   Returns:
     One dict per image: file, the score of each scorer, decision.
   """
-  if scorer not in SCORERS:
-    raise imageio.DataError(f'--scorer={scorer}; choose one of '
-                            f'{", ".join(SCORERS)}.')
   config = workdir_lib.load_config(workdir)
+  scorers = evaluate.configured_scorers(config)
+  names = [s.name for s in scorers]
+  scorer = scorer or names[0]
+  if scorer not in names:
+    raise imageio.DataError(f'--scorer={scorer}: the run evaluated '
+                            f'{", ".join(names)}; choose one of them.')
   category = _choose_category(workdir, category)
   paths = collect_inputs(inputs)
   stems = output_names(paths)
@@ -138,7 +141,8 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
     threshold = saved['image'][scorer] if threshold is None else threshold
     if pixel_threshold is None:
       pixel_threshold = saved['pixel'][scorer]
-  state, summary = workdir_lib.restore_best(config, workdir, category)
+  variables, summary = workdir_lib.restore_best(config, workdir, category)
+  fitted = workdir_lib.load_fitted(workdir, category)
   if mc_samples is not None:
     if mc_samples < 1:
       raise imageio.DataError('--mc_samples must be at least 1.')
@@ -146,27 +150,27 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
   logging.info('%s: scoring %d images with the model of step %d; %s '
                'threshold %.4g (image), %.4g (pixel)', category, len(paths),
                summary['best_step'], scorer, threshold, pixel_threshold)
-  outputs = evaluate.score_split(
-      config, {'params': state.params, 'batch_stats': state.batch_stats},
-      np.stack(prepared), parallel.select_devices(num_devices))
+  _, outputs = evaluate.score(config, variables, np.stack(prepared),
+                              parallel.select_devices(num_devices), scorers,
+                              fitted)
   norm, sigma = config.eval.norm, config.eval.smooth_sigma
   full = config.eval.resolution == 'original'
   rows, files = [], {}
   for i, path in enumerate(paths):
     shape = originals[i].shape[:2]
     maps = {s: preprocess.paste_map(outputs[s][i], shape, rois[i])
-            for s in SCORERS}
+            for s in names}
     # Scores at the resolution the thresholds were calibrated at.
     scores = {s: float(evaluation.reduce(
         (maps[s] if full else outputs[s][i])[None], norm, sigma)[0])
-              for s in SCORERS}
+              for s in names}
     stem = stems[i]
     amap, vmax = maps[scorer], 2 * pixel_threshold
     files[f'{stem}_map.png'] = report.colorize(amap, vmax)
     files[f'{stem}_overlay.png'] = report.overlay(originals[i], amap, vmax)
     files[f'{stem}_mask.png'] = (amap >= pixel_threshold).astype(
         np.uint8) * 255
-    rows.append({'file': path, **{f'{s}_{norm}': scores[s] for s in SCORERS},
+    rows.append({'file': path, **{f'{s}_{norm}': scores[s] for s in names},
                  'decision': ('anomalous' if scores[scorer] >= threshold
                               else 'good')})
   _write_outputs(output, files, rows, scorer, norm, threshold)
@@ -207,8 +211,9 @@ def _define_flags():
                       required=True)
   flags.DEFINE_string('category', '', "The run's category whose model to "
                       'use; needed if it has several.')
-  flags.DEFINE_enum('scorer', 'residual', SCORERS,
-                    'Scorer of the maps, masks and decisions.')
+  flags.DEFINE_string('scorer', '', 'Scorer of the maps, masks and '
+                      "decisions, one of the run's; default its headline "
+                      '(first) scorer.')
   flags.DEFINE_float('threshold', None, "Image threshold on the scorer's "
                      'score; default: the calibrated one.')
   flags.DEFINE_float('pixel_threshold', None, 'Map threshold for the masks; '

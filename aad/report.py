@@ -76,6 +76,11 @@ def write_text(path: str, text: str):
   _atomic_write(path, lambda f: f.write(text))
 
 
+def write_bytes(path: str, data: bytes):
+  """Writes `data` to `path` atomically."""
+  _atomic_write(path, lambda f: f.write(data), 'wb')
+
+
 def _write_text(path: str, lines: Iterable[str]):
   write_text(path, '\n'.join(lines) + '\n')
 

@@ -1,4 +1,5 @@
-"""Anomaly maps and image scores, computed on device.
+"""On-device scoring helpers: uint8 to float, residual maps, norms, and the
+vmapped Monte-Carlo-dropout sampler that families with dropout use.
 
 Maps are float in [0, 1] units (the reference works in grey levels and
 quantises predictions to uint8; we keep floats, so there are no ties and no
@@ -51,39 +52,41 @@ def mc_chunk_size(samples: int, batch: int, image_shape, features: int,
              if samples % d == 0 and d <= limit)
 
 
-def make_score_fn(apply_fn: Callable, *, samples: int, chunk: int,
-                  key: jax.Array, shared_prefix: bool = False) -> Callable:
-  """Builds fn(variables, (images_uint8, indices)) -> dict of maps.
+def mc_dropout(apply_fn: Callable, *, samples: int, chunk: int,
+               shared_prefix: bool = False) -> Callable:
+  """Builds fn(variables, x, keys) -> reconstruction and MC-dropout maps.
 
-  Per image: the deterministic reconstruction and residual map, and
-  `samples` Monte-Carlo-dropout passes (BatchNorm on running averages),
-  drawn `chunk` at a time by `jax.vmap` over keys, reduced on device to
-  the mean reconstruction and the per-pixel variance (population, ddof 0,
-  averaged over channels). Each image's dropout keys come from `key` and the
-  image's global index, so results do not depend on batching or devices.
+  Per image (x float (N, H, W, C), one key per image): the deterministic
+  reconstruction and `samples` Monte-Carlo-dropout passes (BatchNorm on
+  running averages), drawn `chunk` at a time by `jax.vmap` over keys,
+  reduced on device to the mean reconstruction and the per-pixel variance
+  (population, ddof 0, averaged over channels). Image i's dropout keys are
+  split from keys[i], so results do not depend on batching or devices.
 
   Args:
     apply_fn: the model's apply, (variables, x, mc_dropout=, rngs=).
     samples: T, the MC-dropout passes per image.
     chunk: passes per vmapped call; must divide `samples`.
-    key: root key of the dropout masks.
     shared_prefix: apply_fn also takes `until_dropout` / `resume`
       (aad.models.aesc): the layers before the first dropout then run once
       per image, and the deterministic pass and every sample start from
       their output. Same samples as whole passes.
+
+  Returns:
+    fn returning {'reconstruction', 'mc_mean'} (N, H, W, C) and
+    'mc_variance' (N, H, W).
   """
   if samples % chunk:
     raise ValueError(f'MC chunk {chunk} must divide the {samples} samples')
 
-  def one_image(variables, x, index):
+  def one_image(variables, x, key):
     if shared_prefix:
       prefix = apply_fn(variables, x[None], until_dropout=True)
       run = lambda **kw: apply_fn(variables, x[None], resume=prefix, **kw)[0]
     else:
       run = lambda **kw: apply_fn(variables, x[None], **kw)[0]
     recon = run()
-    keys = jax.random.split(jax.random.fold_in(key, index), samples)
-    keys = keys.reshape((samples // chunk, chunk))
+    keys = jax.random.split(key, samples).reshape((samples // chunk, chunk))
 
     def sample(k):
       return run(mc_dropout=True, rngs={'dropout': k})
@@ -99,14 +102,16 @@ def make_score_fn(apply_fn: Callable, *, samples: int, chunk: int,
     mean_d, var = s1 / samples, s2 / samples - (s1 / samples) ** 2
     return {
         'reconstruction': recon,
-        'residual': residual_map(x, recon),
         'mc_mean': recon + mean_d,
         'mc_variance': jnp.mean(jnp.maximum(var, 0.0), axis=-1),
     }
 
-  def fn(variables, batch):
-    images, indices = batch
-    x = to_float(images)
-    return jax.vmap(one_image, in_axes=(None, 0, 0))(variables, x, indices)
+  def fn(variables, x, keys):
+    return jax.vmap(one_image, in_axes=(None, 0, 0))(variables, x, keys)
 
   return fn
+
+
+def image_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
+  """One key per image, fold_in(key, global index of the image)."""
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)

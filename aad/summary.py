@@ -2,10 +2,11 @@
 
   python -m aad.summary --workdir=ROOT
 
-With ROOT/sweep.json (written by `aad.sweep`) the rows are the sweep's
+With ROOT/sweep.json (written by `aad.sweep`) the runs are the sweep's
 points, their swept values as columns, unfinished ones marked; otherwise
-every sub-directory of ROOT with a metrics.json is a row. The columns are
-the headline metrics averaged over each run's categories. Prints the table
+every sub-directory of ROOT with a metrics.json is a run. Each run has a row
+per scorer it evaluated (so a sweep over model families compares every
+family and scorer), with the headline metrics averaged over its categories. Prints the table
 as markdown and writes ROOT/summary.md and ROOT/summary.csv.
 """
 
@@ -15,15 +16,14 @@ import os
 from absl import app
 from absl import flags
 
-# (column, metric key after 'mean/'); {norm} is each run's eval.norm.
+# (column, metric key after 'mean/<scorer>/'); {norm} is each run's eval.norm.
 COLUMNS = (
-    ('residual image AUROC', 'residual/{norm}/image_auroc'),
-    ('residual pixel AUROC', 'residual/pixel_auroc'),
-    ('residual AU-PRO', 'residual/pixel_au_pro'),
-    ('MC variance image AUROC', 'mc_variance/{norm}/image_auroc'),
-    ('MC variance pixel AUROC', 'mc_variance/pixel_auroc'),
-    ('baseline image AUROC', 'baseline_mean/{norm}/image_auroc'),
+    ('image AUROC', '{norm}/image_auroc'),
+    ('pixel AUROC', 'pixel_auroc'),
+    ('AU-PRO', 'pixel_au_pro'),
+    ('F1 at val threshold', '{norm}/threshold_f1'),
 )
+TRAIN_SECONDS = 'mean/train/train_seconds'
 
 
 def _read_json(path: str):
@@ -49,30 +49,42 @@ def _fmt_value(value) -> str:
   return str(value)
 
 
+def _scorers(metrics: dict) -> list[str]:
+  """The scorers a run evaluated, from its metrics' keys, sorted."""
+  return sorted({k.split('/')[1] for k in metrics
+                 if k.startswith('mean/') and k.endswith('/pixel_auroc')
+                 and k.count('/') == 2})
+
+
 def gather(root: str) -> tuple[list[str], list[list[str]]]:
-  """The table: header and one row of strings per run under `root`."""
+  """The table: header and one row of strings per run and scorer."""
   if not os.path.isdir(root):
     raise FileNotFoundError(f'{root} is not a folder of runs.')
   fields, runs = _runs(root)
   if not runs:
     raise FileNotFoundError(f'No runs under {root}: no sweep.json and no '
                             'sub-directory with a metrics.json.')
-  header = ['run', *fields, *(c for c, _ in COLUMNS), 'status']
+  header = ['run', *fields, 'model', 'scorer', *(c for c, _ in COLUMNS),
+            'train s (mean)', 'status']
   rows = []
   for name, overrides in runs:
     metrics_file = os.path.join(root, name, 'metrics.json')
-    row = [name, *(_fmt_value(overrides[f]) for f in fields)]
+    config_file = os.path.join(root, name, 'config.json')
+    config = _read_json(config_file) if os.path.exists(config_file) else {}
+    row = [name, *(_fmt_value(overrides[f]) for f in fields),
+           config.get('model', {}).get('name', '')]
     if not os.path.exists(metrics_file):
-      rows.append(row + [''] * len(COLUMNS) + ['not finished'])
+      rows.append(row + [''] * (len(COLUMNS) + 2) + ['not finished'])
       continue
     metrics = _read_json(metrics_file)
-    config_file = os.path.join(root, name, 'config.json')
-    norm = (_read_json(config_file)['eval']['norm']
-            if os.path.exists(config_file) else 'l2')
-    for _, key in COLUMNS:
-      value = metrics.get('mean/' + key.format(norm=norm))
-      row.append('' if value is None else f'{value:.3f}')
-    rows.append(row + ['done'])
+    norm = config.get('eval', {}).get('norm', 'l2')
+    seconds = metrics.get(TRAIN_SECONDS)
+    for scorer in _scorers(metrics):
+      values = [metrics.get(f'mean/{scorer}/' + key.format(norm=norm))
+                for _, key in COLUMNS]
+      rows.append(row + [scorer] + [
+          '' if v is None else f'{v:.3f}' for v in values] + [
+              '' if seconds is None else f'{seconds:.0f}', 'done'])
   return header, rows
 
 

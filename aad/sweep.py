@@ -6,7 +6,7 @@
 `config.sweep` mirrors the config's structure; each leaf is the tuple of
 values of that field, and the points are the Cartesian product of the leaves
 (in alphabetical order of their dotted names). Every point is a normal run
-(`train.train_and_evaluate`) in ROOT/<field=value_...>, run in this process
+(`pipeline.train_and_evaluate`) in ROOT/<field=value_...>, run in this process
 one after the other; a point whose workdir has metrics.json is finished and
 skipped, an unfinished one resumes. Under a multi-host launch every process
 runs the same sequence. `--point=K` runs point K only (e.g. one SLURM array
@@ -128,6 +128,7 @@ def run(config: ml_collections.ConfigDict, root: str,
     The names of the points that failed (their error is logged).
   """
   from aad import parallel  # pylint: disable=g-import-not-at-top
+  from aad import pipeline  # pylint: disable=g-import-not-at-top
   from aad import report  # pylint: disable=g-import-not-at-top
   from aad import train  # pylint: disable=g-import-not-at-top
   points = expand(config)
@@ -147,7 +148,7 @@ def run(config: ml_collections.ConfigDict, root: str,
       continue
     logging.info('Sweep point %d/%d: %s', i + 1, len(points), point.name)
     try:
-      train.train_and_evaluate(point_config(config, point), workdir)
+      pipeline.train_and_evaluate(point_config(config, point), workdir)
     except train.TrainingError as e:
       logging.error('Sweep point %s failed: %s', point.name, e)
       failed.append(point.name)

@@ -1,10 +1,12 @@
-"""Training: TrainState, the pure train step, and the resumable loop.
+"""Training: TrainState, the pure train step, and the resumable stage loop.
 
-The whole train split lives on the device(s). Every step, on device: draw a
-global batch of indices from the step key, take this device's share, corrupt
-each image with a key derived from (step key, position in the global batch),
-and take an Adam step on the MSE to the clean images. Several steps run per
-host call (`lax.scan`), so Python only dispatches and logs.
+A family (aad/models/base.py) trains in stages; each stage trains some of
+its networks with the others frozen. The whole train split lives on the
+device(s). Every step, on device: draw a global batch of indices from the
+step key, take this device's share, corrupt each image with a key derived
+from (step key, position in the global batch), and take an Adam step on the
+stage's loss. Several steps run per host call, so Python only dispatches
+and logs. This module knows nothing of evaluation.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any, Callable
 
 from absl import logging
 from clu import metric_writers
-import flax.linen as nn
 from flax.training import train_state
 import jax
 from jax import lax
@@ -29,11 +30,13 @@ from aad import corruptions
 from aad import data as data_lib
 from aad import models
 from aad import parallel
-from aad import report
 from aad import scoring
+from aad.models import base
 
 
 class TrainState(train_state.TrainState):
+  """Parameters, BatchNorm statistics and Adam state of a stage's trained
+  networks, each a dict keyed by network name."""
   batch_stats: Any = None
 
 
@@ -41,49 +44,62 @@ class TrainingError(RuntimeError):
   """Training cannot go on (e.g. a NaN loss); the message says what to do."""
 
 
-def create_train_state(model: nn.Module, config: ml_collections.ConfigDict,
-                       image_shape: tuple[int, int, int],
+def init_variables(family: base.Family, config: ml_collections.ConfigDict,
+                   image_shape: tuple[int, int, int]) -> base.Variables:
+  """Every network's initial variables (seeded by config.seed)."""
+  return jax.jit(family.init, static_argnums=1)(
+      jax.random.key(config.seed), tuple(image_shape))
+
+
+def create_train_state(stage: base.Stage, variables: base.Variables,
+                       config: ml_collections.ConfigDict,
                        tx: optax.GradientTransformation | None = None
                        ) -> TrainState:
-  """Initialises parameters (Glorot) and, by default, Adam.
+  """The state of `stage`'s networks from `variables`, with Adam by default.
 
   The optimiser must be built with `optax.inject_hyperparams` so the
   learning rate can be changed between steps (plateau schedule).
   """
-  variables = jax.jit(model.init)(jax.random.key(config.seed),
-                                  jnp.zeros((1,) + image_shape, jnp.float32))
   tx = tx or optax.inject_hyperparams(optax.adam)(
       learning_rate=config.train.learning_rate, b1=0.9, b2=0.999,
       eps=config.train.adam_eps)
-  return TrainState.create(apply_fn=model.apply, params=variables['params'],
-                           batch_stats=variables['batch_stats'], tx=tx)
+  return TrainState.create(
+      apply_fn=None, params={n: variables[n]['params'] for n in stage.nets},
+      batch_stats={n: variables[n].get('batch_stats', {})
+                   for n in stage.nets}, tx=tx)
 
 
-def psnr(x: jax.Array, y: jax.Array) -> jax.Array:
-  """Per-image PSNR in dB for values in [0, 1]."""
-  mse = jnp.mean((x - y) ** 2, axis=(1, 2, 3))
-  return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+def state_variables(state: TrainState) -> base.Variables:
+  """{net: {'params', 'batch_stats'}} of a stage's trained networks."""
+  return {n: {'params': state.params[n], 'batch_stats': state.batch_stats[n]}
+          for n in state.params}
 
 
-def train_step(state: TrainState, clean: jax.Array, noisy: jax.Array,
-               dropout_key: jax.Array, *, axis_name: str | None):
-  """One Adam step on MSE(model(noisy), clean); pure.
+def train_step(state: TrainState, frozen: base.Variables, inputs: jax.Array,
+               clean: jax.Array, dropout_key: jax.Array, *,
+               stage: base.Stage, axis_name: str | None):
+  """One Adam step on stage.loss(stage.forward(inputs), clean); pure.
 
   Args:
-    state: the train state (identical on every device).
-    clean: this device's clean images, float (b, H, W, C).
-    noisy: the same images corrupted.
+    state: the train state of the stage's networks (same on every device).
+    frozen: variables of the family's other networks, not trained here.
+    inputs: this device's model inputs (corrupted images), (b, H, W, C).
+    clean: the clean targets.
     dropout_key: key for dropout if the model trains with it.
+    stage: the stage (forward, loss).
     axis_name: device axis to average gradients and statistics over, or None.
 
   Returns:
     (new state, metrics dict of scalars averaged over devices).
   """
   def loss_fn(params):
-    recon, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, noisy,
-        train=True, mutable=['batch_stats'], rngs={'dropout': dropout_key})
-    return jnp.mean((recon - clean) ** 2), updates['batch_stats']
+    variables = dict(frozen)
+    for name in params:
+      variables[name] = {'params': params[name],
+                         'batch_stats': state.batch_stats[name]}
+    prediction, batch_stats = stage.forward(
+        variables, inputs, train=True, rngs={'dropout': dropout_key})
+    return stage.loss(prediction, clean), batch_stats
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
@@ -93,7 +109,8 @@ def train_step(state: TrainState, clean: jax.Array, noisy: jax.Array,
     # mean of the per-device gradients.
     grads = lax.pmean(grads, axis_name)
     loss = lax.pmean(loss, axis_name)
-  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  new_state = state.apply_gradients(
+      grads=grads, batch_stats={**state.batch_stats, **batch_stats})
   metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
              'learning_rate': state.opt_state.hyperparams['learning_rate']}
   return new_state, metrics
@@ -113,8 +130,8 @@ def random_patches(key: jax.Array, images: jax.Array, patch: int,
   return jax.vmap(crop)(images, positions)
 
 
-def make_train_chunk(corrupt: Callable, *, batch_size: int, num_devices: int,
-                     num_steps: int, unroll: bool = True,
+def make_train_chunk(stage: base.Stage, *, batch_size: int,
+                     num_devices: int, num_steps: int, unroll: bool = True,
                      patch: int = 0) -> Callable:
   """Builds the per-device function that runs `num_steps` train steps.
 
@@ -123,7 +140,7 @@ def make_train_chunk(corrupt: Callable, *, batch_size: int, num_devices: int,
   device count, so N devices reproduce one device's training.
 
   Args:
-    corrupt: the corruption, (key, image) -> image.
+    stage: the stage to train (corruption, inputs, forward, loss).
     batch_size: global batch size.
     num_devices: devices the batch is split over.
     num_steps: steps per call.
@@ -131,23 +148,26 @@ def make_train_chunk(corrupt: Callable, *, batch_size: int, num_devices: int,
       step inside a `lax.scan` loop about 13x slower than outside one, so
       CPUs unroll; accelerators use `lax.scan` (one compiled step).
     patch: > 0 trains on random patch x patch crops (patch mode).
+
+  Returns:
+    chunk(state, data, frozen, key) -> (state, stacked metrics).
   """
   if batch_size % num_devices:
     raise ValueError(f'config.train.batch_size={batch_size} is not divisible '
                      f'by the {num_devices} devices in use')
   local = batch_size // num_devices
 
-  def chunk(state, data, key):
+  def chunk(state, data, frozen, key):
     if not unroll:
-      return lax.scan(lambda st, _: _step(st, data, key), state, None,
+      return lax.scan(lambda st, _: _step(st, data, frozen, key), state, None,
                       length=num_steps)
     history = []
     for _ in range(num_steps):
-      state, metrics = _step(state, data, key)
+      state, metrics = _step(state, data, frozen, key)
       history.append(metrics)
     return state, jax.tree.map(lambda *m: jnp.stack(m), *history)
 
-  def _step(state, data, key):
+  def _step(state, data, frozen, key):
     step_key = jax.random.fold_in(key, state.step)
     idx_key, noise_key, drop_key = jax.random.split(step_key, 3)
     dev = parallel.device_index()
@@ -165,21 +185,29 @@ def make_train_chunk(corrupt: Callable, *, batch_size: int, num_devices: int,
     # fuse the whole corruption into both consumers of the first conv's
     # input (forward, and the weight gradient's transposed copy, where it
     # runs 4x slower in a cache-hostile order).
-    noisy = lax.cond(
+    inputs = lax.cond(
         state.step >= 0,
-        lambda: corruptions.corrupt_batch(corrupt, noise_key, clean,
+        lambda: corruptions.corrupt_batch(stage.corrupt, noise_key, clean,
                                           positions),
         lambda: clean)
-    state, metrics = train_step(state, clean, noisy,
-                                jax.random.fold_in(drop_key, dev),
-                                axis_name=parallel.reduce_axis(num_devices))
-    return state, metrics
+    if stage.prepare is not None:
+      inputs = lax.stop_gradient(stage.prepare(frozen, inputs))
+    if stage.crop:
+      # One window per image, the same for its input and its target.
+      both = random_patches(jax.random.fold_in(step_key, 4),
+                            jnp.concatenate([inputs, clean], axis=-1),
+                            stage.crop, positions)
+      inputs, clean = jnp.split(both, [inputs.shape[-1]], axis=-1)
+    return train_step(state, frozen, inputs, clean,
+                      jax.random.fold_in(drop_key, dev), stage=stage,
+                      axis_name=parallel.reduce_axis(num_devices))
 
   return chunk
 
 
-def make_val_psnr(corrupt: Callable, apply_fn: Callable) -> Callable:
-  """Per-device validation: PSNR of model(corrupted val) to clean val.
+def make_val_fn(stage: base.Stage) -> Callable:
+  """Per-device validation: stage.val_metric of the stage's prediction from
+  corrupted validation images against the clean ones.
 
   The corruption key is fixed so that successive validations are comparable
   (the reference also validates on corrupted inputs).
@@ -187,16 +215,13 @@ def make_val_psnr(corrupt: Callable, apply_fn: Callable) -> Callable:
   def fn(variables, batch):
     images, positions = batch
     clean = scoring.to_float(images)
-    noisy = corruptions.corrupt_batch(corrupt, jax.random.key(0), clean,
-                                      positions)
-    return psnr(apply_fn(variables, noisy), clean)
+    inputs = corruptions.corrupt_batch(stage.corrupt, jax.random.key(0),
+                                       clean, positions)
+    if stage.prepare is not None:
+      inputs = stage.prepare(variables, inputs)
+    return stage.val_metric(stage.forward(variables, inputs, train=False)[0],
+                            clean)
   return fn
-
-
-def make_corruption(config: ml_collections.ConfigDict) -> Callable:
-  """The configured corruption with the parameters of its config block."""
-  params = config.get(config.name)
-  return corruptions.make(config.name, params.to_dict() if params else {})
 
 
 class Plateau:
@@ -259,37 +284,60 @@ def host_train_images(images: np.ndarray,
   return part
 
 
-def train_category(config: ml_collections.ConfigDict, workdir: str,
-                   dataset: data_lib.Dataset,
-                   devices: list[jax.Device]) -> tuple[TrainState, dict]:
-  """Trains (or resumes) one category's model and returns its best state.
+def input_shape(config: ml_collections.ConfigDict, family: base.Family,
+                image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+  """The shape the networks train on: the images', or the patches' in
+  patch mode; checked against the family's size rule.
+
+  Raises:
+    TrainingError: naming the config field, for a size the networks cannot
+      take.
+  """
+  h, w, c = image_shape
+  patch = config.dataset.patch_size
+  try:
+    if patch:
+      if patch > min(h, w):
+        raise ValueError(f'it must be at most the image size {h}x{w}')
+      family.check_size(patch, patch, 'the patch size')
+      return (patch, patch, c)
+    family.check_size(h, w, 'the image size')
+  except ValueError as e:
+    field = ('config.dataset.patch_size' if patch else
+             'config.dataset.image_size / image_width')
+    raise TrainingError(f'{field}: {e}') from None
+  return (h, w, c)
+
+
+def train_stage(config: ml_collections.ConfigDict, family: base.Family,
+                index: int, variables: base.Variables, workdir: str,
+                dataset: data_lib.Dataset,
+                devices: list[jax.Device]) -> tuple[base.Variables, dict]:
+  """Trains (or resumes) stage `index` of `family` on one category.
 
   Args:
     config: the experiment config.
-    workdir: this category's directory (checkpoints/, tensorboard/).
+    family: the family built for training (BatchNorm over the device axis).
+    index: which of family.stages.
+    variables: every network's variables: the stage's own as initialised,
+      the others trained by earlier stages (frozen here).
+    workdir: this category's directory (checkpoints/<stage>,
+      tensorboard/<stage>).
     dataset: the loaded category.
     devices: devices to pmap over (every process's, from
       `parallel.select_devices`).
 
   Returns:
-    (state restored from the best-val-PSNR checkpoint, training summary).
+    (the stage's networks' variables from its best checkpoint, summary).
   """
+  stage = family.stages[index]
+  label = (dataset.category if len(family.stages) == 1
+           else f'{dataset.category}/{stage.name}')
   n_dev = len(devices)
-  model = models.create(config.model, axis_name=parallel.reduce_axis(n_dev))
-  eval_model = models.create(config.model)
-  image_shape = dataset.train.images.shape[1:]
-  patch = config.dataset.patch_size
-  if patch:
-    side = 2 ** config.model.depth
-    if patch > min(image_shape[:2]) or patch % side:
-      raise TrainingError(
-          f'config.dataset.patch_size={patch} must be at most the image '
-          f'size {image_shape[0]}x{image_shape[1]} and a multiple of '
-          f'2**model.depth = {side}.')
-    image_shape = (patch, patch, image_shape[-1])
-  state = create_train_state(model, config, image_shape)
-  corrupt = make_corruption(config.corruption)
-  ckpts = checkpoint.Checkpoints(os.path.join(workdir, 'checkpoints'))
+  frozen = {n: v for n, v in variables.items() if n not in stage.nets}
+  state = create_train_state(stage, variables, config)
+  ckpts = checkpoint.Checkpoints(
+      os.path.join(workdir, 'checkpoints', stage.name))
   meta = {'config': config.to_dict(), 'plateau': {}, 'seconds': 0.0}
   plateau = Plateau(config.train.plateau_patience, config.train.plateau_factor,
                     config.train.plateau_min_delta)
@@ -300,10 +348,10 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
     plateau = Plateau(config.train.plateau_patience,
                       config.train.plateau_factor,
                       config.train.plateau_min_delta, **meta['plateau'])
-    logging.info('Resuming %s from step %d (checkpoint in %s).',
-                 dataset.category, start, ckpts.directory)
+    logging.info('Resuming %s from step %d (checkpoint in %s).', label,
+                 start, ckpts.directory)
   start = int(state.step)
-  total = config.train.num_steps
+  total = stage.num_steps
   per_call = max(1, min(config.train.steps_per_call,
                         config.train.log_every, config.train.eval_every))
 
@@ -311,30 +359,37 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
   # hosts' copies differ, which a replicated argument cannot express.
   train_data = parallel.per_device(
       host_train_images(dataset.train.images, config.distributed), devices)
+  # Stage 0 keeps the key of single-stage training; later stages draw
+  # their own batches.
   base_key = jax.random.key(config.seed + 1)
+  if index:
+    base_key = jax.random.fold_in(base_key, index)
+  frozen_on_devices = parallel.replicate(frozen, devices)
   chunks = {}
 
   def run_chunk(state, steps):
     if steps not in chunks:
       chunks[steps] = parallel.replicated_call(
-          make_train_chunk(corrupt, batch_size=config.train.batch_size,
+          make_train_chunk(stage, batch_size=config.train.batch_size,
                            num_devices=n_dev, num_steps=steps,
-                           unroll=devices[0].platform == 'cpu', patch=patch),
+                           unroll=devices[0].platform == 'cpu',
+                           patch=config.dataset.patch_size),
           devices, per_device_args=(1,))
-    return chunks[steps](state, train_data, base_key)
+    return chunks[steps](state, train_data, frozen_on_devices, base_key)
 
-  val_fn = parallel.batched_call(make_val_psnr(corrupt, eval_model.apply),
-                                 devices)
+  val_fn = parallel.batched_call(make_val_fn(stage), devices)
   val_positions = np.arange(len(dataset.val.images))
+  val_name = f'val {stage.val_metric.__name__}'
 
   def validate(state):
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    variables = {**frozen, **state_variables(state)}
     return float(np.mean(val_fn(variables, (dataset.val.images,
                                             val_positions))))
 
   # Only process 0 writes summaries; every process takes part in the
   # checkpoints (orbax coordinates them and writes host arrays once).
-  writer = (metric_writers.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+  writer = (metric_writers.SummaryWriter(
+      os.path.join(workdir, 'tensorboard', stage.name))
             if parallel.is_primary() else metric_writers.MultiWriter([]))
   state = parallel.replicate(state, devices)
   step, t_start, seconds0 = start, time.time(), meta['seconds']
@@ -351,16 +406,15 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
         loss = float(np.mean(metrics['loss']))
         if not np.all(np.isfinite(metrics['loss'])):
           raise TrainingError(
-              f'{dataset.category}: the training loss became {loss} near '
+              f'{label}: the training loss became {loss} near '
               f'step {step}. The last good checkpoint is kept in '
               f'{ckpts.directory}; lower config.train.learning_rate and '
               'rerun the same command to resume from it.')
         now = time.time()
         rate = (step - step_log) * config.train.batch_size / (now - t_log)
         eta = (total - step) * config.train.batch_size / max(rate, 1e-9)
-        logging.info('%s step %d/%d  loss %.5f  %.1f img/s  ETA %s',
-                     dataset.category, step, total, loss, rate,
-                     _format_eta(eta))
+        logging.info('%s step %d/%d  loss %.5f  %.1f img/s  ETA %s', label,
+                     step, total, loss, rate, _format_eta(eta))
         writer.write_scalars(step, {
             'train_loss': loss,
             'train_grad_norm': float(np.mean(metrics['grad_norm'])),
@@ -373,14 +427,13 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
         if config.train.plateau:
           new_lr = plateau.update(val, lr)
           if new_lr != lr:
-            logging.info('%s: val PSNR has not improved by %.2f dB for %d '
-                         'evaluations; learning rate %.2e -> %.2e',
-                         dataset.category, plateau.min_delta,
-                         plateau.patience, lr, new_lr)
+            logging.info('%s: %s has not improved by %.2f for %d '
+                         'evaluations; learning rate %.2e -> %.2e', label,
+                         val_name, plateau.min_delta, plateau.patience, lr,
+                         new_lr)
             state = _set_lr(state, new_lr)
-        logging.info('%s step %d  val PSNR %.2f dB', dataset.category, step,
-                     val)
-        writer.write_scalars(step, {'val_psnr': val})
+        logging.info('%s step %d  %s %.2f', label, step, val_name, val)
+        writer.write_scalars(step, {val_name.replace(' ', '_'): val})
         meta['plateau'] = {'best': plateau.best, 'wait': plateau.wait}
         meta['seconds'] = seconds0 + time.time() - t_start
         ckpts.save(step, jax.device_get(state), meta, val)
@@ -394,40 +447,51 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
   ckpts.wait()
   best = ckpts.best_step()
   if best is None:
-    raise TrainingError(f'no checkpoint in {ckpts.directory}: set '
-                        'config.train.num_steps > 0')
+    raise TrainingError(f'no checkpoint in {ckpts.directory}: set the '
+                        'number of steps of stage '
+                        f'{stage.name!r} above 0')
   state, meta = ckpts.restore(best, jax.device_get(state))
   ckpts.close()
   summary = {'best_step': best, 'train_seconds': meta['seconds'],
              'steps': total}
-  return state, summary
+  return state_variables(state), summary
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
-  """Trains and evaluates one model per category; writes the report.
+def train_category(config: ml_collections.ConfigDict, workdir: str,
+                   dataset: data_lib.Dataset,
+                   devices: list[jax.Device]) -> tuple[base.Variables, dict]:
+  """Trains (or resumes) every stage of one category's model, in order.
 
-  Every process of a multi-host run calls this; process 0 writes the
-  reports and returns the means over categories, the others return {}.
+  A stage whose checkpoints already reach its step count is not trained
+  again: its best checkpoint is restored, so a run killed in a later stage
+  resumes that stage.
+
+  Returns:
+    (every network's variables from its stage's best checkpoint, summary:
+    best_step of the last stage, train_seconds and steps summed over
+    stages, and per-stage '<stage>/...' entries when there are several).
   """
-  from aad import evaluate  # pylint: disable=g-import-not-at-top
-  devices = parallel.select_devices(config.num_devices)
-  os.makedirs(workdir, exist_ok=True)
-  if parallel.is_primary():
-    report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  categories = data_lib.config_categories(config.dataset)
-  logging.info('Workdir %s; %d device(s) %s in %d process(es); categories %s',
-               workdir, len(devices), devices[0].platform,
-               jax.process_count(), ', '.join(categories))
-  results = {}
-  for category in categories:
-    # Process 0 prepares a missing dataset cache alone; the others then
-    # read it instead of racing to write it.
-    dataset = parallel.primary_first(
-        lambda c=category: data_lib.from_config(config.dataset, c),
-        f'load {category}')
-    cat_dir = os.path.join(workdir, category)
-    state, summary = train_category(config, cat_dir, dataset, devices)
-    results[category] = evaluate.evaluate_category(
-        config, state, dataset, cat_dir, devices, extra=summary)
-  return evaluate.write_summary(config, workdir, results)
+  family = models.create(config,
+                         axis_name=parallel.reduce_axis(len(devices)))
+  shape = input_shape(config, family, dataset.train.images.shape[1:])
+  variables = init_variables(family, config, shape)
+  summaries = []
+  for index in range(len(family.stages)):
+    trained, stage_summary = train_stage(config, family, index, variables,
+                                         workdir, dataset, devices)
+    variables = {**variables, **trained}
+    summaries.append(stage_summary)
+  return variables, merge_summaries(family, summaries)
 
+
+def merge_summaries(family: base.Family, summaries: list[dict]) -> dict:
+  """One training summary from the stages': the last stage's best_step,
+  train_seconds and steps summed, and '<stage>/<key>' for each stage when
+  there are several."""
+  out = {'best_step': summaries[-1]['best_step'],
+         'train_seconds': sum(s['train_seconds'] for s in summaries),
+         'steps': sum(s['steps'] for s in summaries)}
+  if len(summaries) > 1:
+    for stage, summary in zip(family.stages, summaries):
+      out.update({f'{stage.name}/{k}': v for k, v in summary.items()})
+  return out

@@ -1,5 +1,6 @@
-"""Reading back a training run: its config, categories, best checkpoints and
-calibrated thresholds (what `aad.evaluate` and `aad.predict` start from)."""
+"""Reading back a training run: its config, categories, best checkpoints,
+calibrated thresholds and fitted scorers (what `aad.evaluate` and
+`aad.predict` start from)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,22 @@ import json
 import os
 from typing import Any
 
+from flax import serialization
+import jax
 import ml_collections
+import numpy as np
 
 from aad import checkpoint
+from aad import data as data_lib
 from aad import models
+from aad import report
 from aad import train
 from aad.data.imageio import DataError
+from aad.models import base
 
 CONFIG_FILE = 'config.json'
 THRESHOLDS_FILE = 'thresholds.json'
+FITTED_FILE = 'scorers.msgpack'
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -41,14 +49,12 @@ def trained_categories(workdir: str) -> tuple[str, ...]:
 
 
 def restore_best(config: ml_collections.ConfigDict, workdir: str,
-                 category: str) -> tuple[Any, dict]:
-  """The category's best-val-PSNR checkpoint: (state, training summary).
-
-  The summary is what training reported with it: best_step, train_seconds
-  (up to that checkpoint) and steps.
+                 category: str) -> tuple[base.Variables, dict]:
+  """The category's networks, each from the best checkpoint of the stage
+  that trained it: (variables, training summary as train.train_category).
 
   Raises:
-    DataError: when the category has no checkpoint, naming the folder.
+    DataError: when a stage has no checkpoint, naming the folder.
   """
   directory = os.path.join(workdir, category, 'checkpoints')
   if not os.path.isdir(directory):
@@ -56,22 +62,27 @@ def restore_best(config: ml_collections.ConfigDict, workdir: str,
                     f'it first (python -m aad.main --workdir={workdir}), '
                     'or pick one of the trained categories: '
                     f'{", ".join(trained_categories(workdir)) or "none"}.')
-  ckpts = checkpoint.Checkpoints(directory)
-  try:
-    step = ckpts.best_step()
-    if step is None:
-      raise DataError(f'{directory}: no complete checkpoint yet; rerun '
-                      'training in this workdir to finish it.')
-    # Parameters do not depend on the image size: the smallest valid input
-    # builds the target structure.
-    side = 2 ** config.model.depth
-    target = train.create_train_state(models.create(config.model), config,
-                                      (side, side, config.dataset.channels))
-    state, meta = ckpts.restore(step, target)
-  finally:
-    ckpts.close()
-  return state, {'best_step': step, 'train_seconds': meta['seconds'],
-                 'steps': config.train.num_steps}
+  family = models.create(config)
+  h, w = data_lib.image_size(config.dataset)
+  shape = train.input_shape(config, family, (h, w, config.dataset.channels))
+  variables = train.init_variables(family, config, shape)
+  summaries = []
+  for stage in family.stages:
+    ckpts = checkpoint.Checkpoints(os.path.join(directory, stage.name))
+    try:
+      step = ckpts.best_step()
+      if step is None:
+        raise DataError(f'{ckpts.directory}: no complete checkpoint of stage '
+                        f'{stage.name!r} yet; rerun training in this '
+                        'workdir to finish it.')
+      target = train.create_train_state(stage, variables, config)
+      state, meta = ckpts.restore(step, target)
+    finally:
+      ckpts.close()
+    variables = {**variables, **train.state_variables(state)}
+    summaries.append({'best_step': step, 'train_seconds': meta['seconds'],
+                      'steps': stage.num_steps})
+  return variables, train.merge_summaries(family, summaries)
 
 
 def load_thresholds(workdir: str, category: str) -> dict:
@@ -83,3 +94,21 @@ def load_thresholds(workdir: str, category: str) -> dict:
                     'or give a threshold with --threshold.')
   with open(path) as f:
     return json.load(f)
+
+
+def save_fitted(out_dir: str, fitted: dict):
+  """Saves what the scorers learnt from the training images (the
+  `aad.scorers.fit` result), so scoring new images needs no training data."""
+  data = serialization.msgpack_serialize(
+      jax.tree.map(np.asarray, jax.device_get(fitted)))
+  report.write_bytes(os.path.join(out_dir, FITTED_FILE), data)
+
+
+def load_fitted(workdir: str, category: str) -> dict:
+  """The scorers' fitted arrays saved by `save_fitted` ({} if none learn)."""
+  path = os.path.join(workdir, category, FITTED_FILE)
+  if not os.path.isfile(path):
+    raise DataError(f'{path}: not found. It is written when a run is '
+                    f'evaluated (python -m aad.evaluate --workdir={workdir}).')
+  with open(path, 'rb') as f:
+    return serialization.msgpack_restore(f.read())

@@ -72,7 +72,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.dataset.patch_stride = 0     # px; 0 = patch_size // 2
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'aesc'          # 'aesc' (skips) or 'ae' (plain)
+  # The model family (aad/models/): 'aesc' (AE with additive skips), 'ae'
+  # (the same without skips). The fields below, up to train_dropout, are
+  # theirs; other families read the block named after them.
+  c.model.name = 'aesc'
   c.model.depth = 6              # stride-2 levels
   c.model.features = 16          # maps at level 0, doubled per level
   c.model.kernel = 5             # conv kernel size
@@ -135,6 +138,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.plateau_min_delta = 1.0
 
   c.eval = ml_collections.ConfigDict()
+  # Scorers to evaluate (aad/scorers.py and the family modules), the first
+  # being the headline one (heat maps, aad.predict's default); () = the
+  # family's default list (aesc/ae: residual, mc_variance, baseline_mean).
+  c.eval.scorers = ()
   # Map -> image score reductions (aad/evaluation.py): l1 (mean), l2 (root
   # mean square), linf (max), smooth_max (max after a Gaussian filter).
   c.eval.norm = 'l2'             # headline image score, one of `norms`
@@ -150,6 +157,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.threshold_quantile = 0.99
   # aad.predict's masks: pixels above this quantile of the good val maps.
   c.eval.pixel_threshold_quantile = 0.999
+  # > 0: also report pixel precision / recall / F1 of map >= pixel_tau, per
+  # defect type (seed 002's fixed tau, in map units); 0 = off.
+  c.eval.pixel_tau = 0.0
   c.eval.mc_samples = 30         # T, Monte-Carlo dropout passes
   c.eval.mc_chunk = 0            # passes per device call; 0 = from memory
   c.eval.batch_size = 16         # test images per device call

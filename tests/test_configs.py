@@ -6,8 +6,9 @@ import inspect
 import pytest
 
 from aad import corruptions
+from aad import models
+from aad import scorers
 from aad import sweep
-from aad import train
 from configs import default
 
 
@@ -19,9 +20,13 @@ def test_config_files_load_and_are_consistent(name, num_runs):
   assert len(sweep.expand(config)) == num_runs
   runs = [sweep.point_config(config, p) for p in sweep.expand(config)]
   for run in runs or [config]:
-    assert run.dataset.image_size % 2**run.model.depth == 0
+    family = models.create(run)
+    family.check_size(run.dataset.image_size,
+                      run.dataset.image_width or run.dataset.image_size,
+                      'the image size')
+    assert scorers.resolve(run.eval.scorers, family)
     assert run.eval.norm in run.eval.norms
-    assert callable(train.make_corruption(run.corruption))
+    assert callable(corruptions.from_config(run.corruption))
 
 
 @pytest.mark.parametrize('name', sorted(set(corruptions.CORRUPTIONS) -
@@ -39,4 +44,4 @@ def test_unknown_corruption_name_is_named():
   config = default.get_config().corruption
   config.name = 'stains'
   with pytest.raises(ValueError, match='stains'):
-    train.make_corruption(config)
+    corruptions.from_config(config)

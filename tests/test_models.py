@@ -23,7 +23,7 @@ def test_paper_model_parameter_count():
   convs += [(512, 256), (256, 128), (128, 64), (64, 32), (32, 16), (16, 3)]
   expected = sum(25 * i * o + o for i, o in convs)
   expected += 2 * (sum(f) + sum(f[:-1]))                  # BN scale + bias
-  model = models.create(default.get_config().model)
+  model = aesc.build(default.get_config().model)
   variables = jax.eval_shape(model.init, jax.random.key(0),
                              jnp.zeros((1, 256, 256, 3)))
   assert _count(variables['params']) == expected == 8736515
@@ -96,8 +96,8 @@ def test_train_mode_updates_batch_stats():
 
 
 def test_unknown_model_name():
-  config = default.get_config().model
-  config.name = 'vae'
+  config = default.get_config()
+  config.model.name = 'vae'
   with pytest.raises(ValueError, match="'vae' is unknown"):
     models.create(config)
 
@@ -185,9 +185,9 @@ def test_resuming_after_the_deterministic_prefix_matches_whole_passes(rates):
 def test_bfloat16_compute_stays_close_to_float32():
   config = default.get_config().model
   config.depth, config.features = 4, 8
-  f32 = models.create(config)
+  f32 = aesc.build(config)
   config.dtype = 'bfloat16'
-  bf16 = models.create(config)
+  bf16 = aesc.build(config)
   x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
   v = f32.init(jax.random.key(0), x)
   # Parameters stay float32, so the two share one checkpoint.
@@ -215,4 +215,4 @@ def test_bfloat16_compute_stays_close_to_float32():
   assert cos(flat(g16), flat(g32)) > 0.98
   with pytest.raises(ValueError, match="'float16'"):
     config.dtype = 'float16'
-    models.create(config)
+    aesc.build(config)

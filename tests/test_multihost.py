@@ -37,7 +37,7 @@ def _env(devices_per_process):
 def _losses(workdir):
   """The per-step train_loss that process 0 wrote to TensorBoard."""
   acc = event_accumulator.EventAccumulator(
-      str(workdir / 'brick' / 'tensorboard'))
+      str(workdir / 'brick' / 'tensorboard' / 'ae'))
   acc.Reload()
   return np.array([float(tensor_util.make_ndarray(e.tensor_proto))
                    for e in acc.Tensors('train_loss')])

@@ -5,7 +5,6 @@ import numpy as np
 import optax
 import pytest
 
-from aad import corruptions
 from aad import models
 from aad import parallel
 from aad import train
@@ -13,18 +12,20 @@ from configs import test as test_config
 
 
 def _run(config, data, devices, steps):
-  model = models.create(config.model, axis_name=parallel.AXIS)
+  family = models.create(config, axis_name=parallel.AXIS)
+  stage = family.stages[0]
   # Plain SGD: Adam divides by the gradient's magnitude, which turns the
   # round-off-sized gradients of the conv biases that precede BatchNorm
   # (their true gradient is 0) into full-size, order-dependent updates.
   tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.5)
-  state = train.create_train_state(model, config, data.shape[1:], tx)
+  variables = train.init_variables(family, config, data.shape[1:])
+  state = train.create_train_state(stage, variables, config, tx)
   chunk = parallel.replicated_call(
       train.make_train_chunk(
-          corruptions.make('stain'), batch_size=config.train.batch_size,
+          stage, batch_size=config.train.batch_size,
           num_devices=len(devices), num_steps=steps), devices)
   state, metrics = chunk(parallel.replicate(state, devices),
-                         parallel.replicate(data, devices),
+                         parallel.replicate(data, devices), {},
                          jax.random.key(7))
   return jax.device_get(state), jax.device_get(metrics)
 
@@ -49,9 +50,9 @@ def test_four_devices_match_one_device():
 
 
 def test_batch_size_must_split_over_devices():
+  stage = models.create(test_config.get_config()).stages[0]
   with pytest.raises(ValueError, match='batch_size=6 is not divisible'):
-    train.make_train_chunk(corruptions.make('none'), batch_size=6,
-                           num_devices=4, num_steps=1)
+    train.make_train_chunk(stage, batch_size=6, num_devices=4, num_steps=1)
 
 
 def test_host_slice_gives_each_process_an_equal_share(monkeypatch):

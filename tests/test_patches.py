@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from aad import pipeline
 from aad import train
 from configs import test as test_config
 
@@ -39,10 +40,11 @@ def test_patch_mode_trains_on_patches_and_scores_whole_images(
   config.dataset.patch_size = 16
   config.dataset.patch_stride = 8
   config.train.num_steps = 4
-  train.train_and_evaluate(config, str(tmp_path))
+  pipeline.train_and_evaluate(config, str(tmp_path))
   metrics = json.loads((tmp_path / 'metrics.json').read_text())
   assert 0 <= metrics['brick/residual/pixel_auroc'] <= 1
   assert (tmp_path / 'brick' / 'heatmaps.png').stat().st_size > 100
   config.dataset.patch_size = 12
-  with pytest.raises(train.TrainingError, match='multiple of 2\\*\\*model'):
-    train.train_and_evaluate(config, str(tmp_path / 'bad'))
+  with pytest.raises(train.TrainingError,
+                     match='patch_size: .* multiples of 8'):
+    pipeline.train_and_evaluate(config, str(tmp_path / 'bad'))

@@ -14,6 +14,13 @@ from aad import train
 from configs import test as test_config
 
 
+def _target(config):
+  """A train state of the test model's only stage, to restore into."""
+  family = models.create(config)
+  variables = train.init_variables(family, config, (32, 32, 1))
+  return train.create_train_state(family.stages[0], variables, config)
+
+
 @pytest.mark.skipif(jax.local_device_count() < 4,
                     reason='needs 4 (fake) devices: XLA_FLAGS is set in '
                     'tests/conftest.py before JAX starts')
@@ -29,9 +36,8 @@ def test_train_on_four_devices_then_resume_and_evaluate_on_one(
   devices = jax.local_devices()
   workdir = str(tmp_path / 'brick')
   train.train_category(config, workdir, dataset, devices[:4])
-  ckpts = checkpoint.Checkpoints(f'{workdir}/checkpoints')
-  target = train.create_train_state(models.create(config.model), config,
-                                    (32, 32, 1))
+  ckpts = checkpoint.Checkpoints(f'{workdir}/checkpoints/ae')
+  target = _target(config)
   saved, _ = ckpts.restore(ckpts.latest_step(), target)
   ckpts.close()
   assert int(saved.step) == 8
@@ -42,7 +48,7 @@ def test_train_on_four_devices_then_resume_and_evaluate_on_one(
                                          devices[:1])
   assert 'Resuming brick from step 8' in caplog.text
   assert summary['steps'] == 12 and summary['best_step'] in (4, 8, 12)
-  ckpts = checkpoint.Checkpoints(f'{workdir}/checkpoints')
+  ckpts = checkpoint.Checkpoints(f'{workdir}/checkpoints/ae')
   assert ckpts.latest_step() == 12
   resumed, _ = ckpts.restore(12, target)
   ckpts.close()
@@ -64,7 +70,10 @@ def test_train_on_one_device_then_resume_on_four(tmp_path, textures_dir,
                       data_dir=textures_dir)
   devices = jax.local_devices()
   workdir = str(tmp_path / 'brick')
-  first, _ = train.train_category(config, workdir, dataset, devices[:1])
+  train.train_category(config, workdir, dataset, devices[:1])
+  ckpts = checkpoint.Checkpoints(f'{workdir}/checkpoints/ae')
+  first, _ = ckpts.restore(4, _target(config))
+  ckpts.close()
   config.train.num_steps = 8
   with caplog.at_level(logging.INFO):
     resumed, summary = train.train_category(config, workdir, dataset,
@@ -72,8 +81,8 @@ def test_train_on_one_device_then_resume_on_four(tmp_path, textures_dir,
   assert 'Resuming brick from step 4' in caplog.text
   assert 'brick step 8/8' in caplog.text and 'step 4/8' not in caplog.text
   assert summary['steps'] == 8 and summary['best_step'] in (4, 8)
-  ckpts = checkpoint.Checkpoints(f'{workdir}/checkpoints')
-  saved, _ = ckpts.restore(8, jax.device_get(first))
+  ckpts = checkpoint.Checkpoints(f'{workdir}/checkpoints/ae')
+  saved, _ = ckpts.restore(8, _target(config))
   ckpts.close()
   assert int(saved.step) == 8
   # The 4 devices trained on from the 1-device weights of step 4.

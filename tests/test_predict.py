@@ -13,8 +13,8 @@ from PIL import Image
 import pytest
 
 from aad import evaluate
+from aad import pipeline
 from aad import predict
-from aad import train
 from aad.data import imageio
 from configs import test as test_config
 from tests.test_folder_data import make_category
@@ -39,7 +39,7 @@ def run(tmp_path_factory):
   config.dataset.data_dir = str(root / 'tfds')
   config.train.num_steps = 4
   workdir = str(tmp_path_factory.mktemp('run'))
-  train.train_and_evaluate(config, workdir)
+  pipeline.train_and_evaluate(config, workdir)
   return workdir, category
 
 

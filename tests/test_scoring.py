@@ -35,10 +35,11 @@ def _fake_apply(variables, x, mc_dropout=False, rngs=None):
 def test_mc_variance_matches_numpy_and_ignores_batching(chunk):
   images = np.random.default_rng(0).integers(0, 256, (3, 4, 5, 2), np.uint8)
   key = jax.random.key(5)
-  fn = jax.jit(scoring.make_score_fn(_fake_apply, samples=6, chunk=chunk,
-                                     key=key))
+  sampler = scoring.mc_dropout(_fake_apply, samples=6, chunk=chunk)
+  fn = jax.jit(lambda v, images, indices: sampler(
+      v, scoring.to_float(images), scoring.image_keys(key, indices)))
   variables = {'scale': 0.5}
-  out = fn(variables, (images, np.arange(10, 13)))
+  out = fn(variables, images, np.arange(10, 13))
   x = images / 255.0
   for i in range(3):
     keys = jax.random.split(jax.random.fold_in(key, 10 + i), 6)
@@ -48,18 +49,17 @@ def test_mc_variance_matches_numpy_and_ignores_batching(chunk):
     np.testing.assert_allclose(out['mc_mean'][i], samples.mean(0), atol=1e-6)
     np.testing.assert_allclose(out['mc_variance'][i],
                                samples.var(0).mean(-1), atol=1e-6)
-    np.testing.assert_allclose(out['residual'][i],
-                               np.abs(x[i] - 0.5 * x[i]).sum(-1), atol=1e-6)
+    np.testing.assert_allclose(out['reconstruction'][i], 0.5 * x[i],
+                               atol=1e-6)
   # The same image at the same global index gives the same draws alone.
-  alone = fn(variables, (images[1:2], np.array([11])))
+  alone = fn(variables, images[1:2], np.array([11]))
   np.testing.assert_allclose(alone['mc_variance'][0], out['mc_variance'][1],
                              atol=1e-7)
 
 
 def test_chunk_must_divide_samples():
   with pytest.raises(ValueError, match='must divide'):
-    scoring.make_score_fn(_fake_apply, samples=30, chunk=7,
-                          key=jax.random.key(0))
+    scoring.mc_dropout(_fake_apply, samples=30, chunk=7)
 
 
 def test_mc_chunk_size_is_a_divisor_within_budget():
@@ -80,10 +80,10 @@ def test_shared_prefix_scores_equal_whole_passes():
   v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   out = {}
   for shared in (False, True):
-    fn = jax.jit(scoring.make_score_fn(model.apply, samples=4, chunk=2,
-                                       key=jax.random.key(3),
-                                       shared_prefix=shared))
-    out[shared] = fn(v, (images, np.arange(2)))
+    fn = jax.jit(scoring.mc_dropout(model.apply, samples=4, chunk=2,
+                                    shared_prefix=shared))
+    out[shared] = fn(v, scoring.to_float(images),
+                     scoring.image_keys(jax.random.key(3), np.arange(2)))
   assert float(out[True]['mc_variance'].max()) > 1e-6
   for name in out[False]:
     np.testing.assert_allclose(out[True][name], out[False][name], atol=1e-6)

@@ -79,22 +79,27 @@ def test_a_two_by_two_sweep_runs_and_its_summary_lists_every_run(
   table = (tmp_path / 'summary.md').read_text()
   assert table == result.stdout  # what it printed is what it wrote
   header, rows = summary.gather(str(tmp_path))
-  assert header[:3] == ['run', 'corruption.name', 'seed']
-  assert [r[0] for r in rows] == names
-  assert [r[1:3] for r in rows] == [['stain', '0'], ['stain', '1'],
-                                    ['gaussian', '0'], ['gaussian', '1']]
-  auroc = header.index('residual image AUROC')
-  for name, row in zip(names, rows):
-    assert row[-1] == 'done' and f'| {name} |' in table
+  assert header[:5] == ['run', 'corruption.name', 'seed', 'model', 'scorer']
+  scorer_names = ['baseline_mean', 'mc_variance', 'residual']
+  assert [r[0] for r in rows] == [n for n in names for _ in scorer_names]
+  assert [r[4] for r in rows] == scorer_names * 4
+  assert [r[1:3] for r in rows[::3]] == [['stain', '0'], ['stain', '1'],
+                                         ['gaussian', '0'], ['gaussian', '1']]
+  auroc = header.index('image AUROC')
+  for row in rows:
+    name, scorer = row[0], row[4]
+    assert row[-1] == 'done' and row[3] == 'aesc'
+    assert f'| {name} |' in table
     metrics = json.loads((tmp_path / name / 'metrics.json').read_text())
-    assert row[auroc] == f'{metrics["mean/residual/l2/image_auroc"]:.3f}'
+    assert row[auroc] == f'{metrics[f"mean/{scorer}/l2/image_auroc"]:.3f}'
     run_config = json.loads((tmp_path / name / 'config.json').read_text())
     assert run_config['seed'] == int(row[2]) and not run_config['sweep']
   # Different seeds and corruptions train different models.
-  assert len({json.dumps(r[3:-1]) for r in rows}) > 1
+  residual = [r for r in rows if r[4] == 'residual']
+  assert len({json.dumps(r[5:-2]) for r in residual}) > 1
   csv_lines = (tmp_path / 'summary.csv').read_text().splitlines()
-  assert csv_lines[0].startswith('run,corruption.name,seed,') and (
-      len(csv_lines) == 5)
+  assert csv_lines[0].startswith('run,corruption.name,seed,model,scorer,') and (
+      len(csv_lines) == 13)
 
   # Finished points are skipped on a rerun.
   config = test_sweep.get_config()

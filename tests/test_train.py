@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from aad import pipeline
 from aad import train
 from configs import test as test_config
 
@@ -26,7 +27,7 @@ def _config(data_dir, **train_overrides):
 
 
 def test_train_and_evaluate_writes_the_report(tmp_path, textures_dir):
-  means = train.train_and_evaluate(_config(textures_dir), str(tmp_path))
+  means = pipeline.train_and_evaluate(_config(textures_dir), str(tmp_path))
   metrics = json.loads((tmp_path / 'metrics.json').read_text())
   for scorer in ('residual', 'mc_variance', 'baseline_mean'):
     for norm in ('l1', 'l2', 'linf'):
@@ -42,7 +43,7 @@ def test_train_and_evaluate_writes_the_report(tmp_path, textures_dir):
     assert (tmp_path / 'brick' / name).stat().st_size > 100
   # Best-PSNR checkpoint kept for scoring, latest one for resuming.
   steps = sorted(int(p.name) for p in
-                 (tmp_path / 'brick' / 'checkpoints').iterdir()
+                 (tmp_path / 'brick' / 'checkpoints' / 'ae').iterdir()
                  if p.name.isdigit())
   assert steps and steps[-1] == 8
   assert metrics['brick/train/best_step'] in steps
@@ -51,7 +52,7 @@ def test_train_and_evaluate_writes_the_report(tmp_path, textures_dir):
 def test_nan_loss_stops_with_a_clear_message(tmp_path, textures_dir):
   config = _config(textures_dir, learning_rate=float('inf'))
   with pytest.raises(train.TrainingError, match='lower config.train.learning'):
-    train.train_and_evaluate(config, str(tmp_path))
+    pipeline.train_and_evaluate(config, str(tmp_path))
 
 
 def _main(workdir, data_dir, *flags):
@@ -64,7 +65,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, textures_dir):
   flags = ['--config.train.num_steps=200', '--config.train.eval_every=10',
            '--config.train.log_every=10']
   cmd = _main(tmp_path, textures_dir, *flags)
-  ckpt_dir = tmp_path / 'brick' / 'checkpoints'
+  ckpt_dir = tmp_path / 'brick' / 'checkpoints' / 'ae'
   proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   deadline = time.time() + 240

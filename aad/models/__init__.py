@@ -1,39 +1,36 @@
-"""Model registry: models are chosen from the config by name."""
+"""Model families, chosen by config.model.name (see aad/models/base.py).
 
-import jax.numpy as jnp
+Each family module has `family(config, axis_name) -> base.Family`. To add
+one: write aad/models/<name>.py with that function (and any scorers of its
+own outputs, registered with aad.scorers.register), list it below, and give
+it a config file and tests.
+"""
+
 import ml_collections
 
 from aad.models import aesc
+from aad.models import base
 
-_DEFAULT_RATES = {'aesc': aesc.AESC_DROPOUT, 'ae': aesc.AE_DROPOUT}
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+FAMILIES = {
+    'aesc': aesc.family,
+    'ae': aesc.family,
+}
+DTYPES = aesc.DTYPES
 
 
-def create(config: ml_collections.ConfigDict, axis_name: str | None = None):
-  """Builds the Linen module named by `config.name`.
+def create(config: ml_collections.ConfigDict,
+           axis_name: str | None = None) -> base.Family:
+  """The family named by config.model.name, built from the whole config.
 
   Args:
-    config: the `model` block of an experiment config.
-    axis_name: pmap axis over which BatchNorm averages its batch statistics,
-      so N devices normalise exactly like one device with the global batch.
-
-  Returns:
-    An unbound Flax module.
+    config: the experiment config (families read config.model, their own
+      block under it, and what else their stages and outputs need).
+    axis_name: pmap axis over which training BatchNorm averages its batch
+      statistics, so N devices normalise exactly like one device with the
+      global batch.
   """
-  if config.name not in _DEFAULT_RATES:
-    raise ValueError(f'config.model.name={config.name!r} is unknown; '
-                     f'choose one of {sorted(_DEFAULT_RATES)}')
-  rates = tuple(config.dropout_rates) or _DEFAULT_RATES[config.name]
-  if len(rates) < config.depth:
-    raise ValueError(f'config.model.dropout_rates has {len(rates)} entries, '
-                     f'need one per level (depth={config.depth})')
-  dtype = config.get('dtype', 'float32')
-  if dtype not in DTYPES:
-    raise ValueError(f'config.model.dtype={dtype!r}: choose one of '
-                     f'{sorted(DTYPES)}')
-  # The paper's lists are for depth 6; a shallower model keeps the finest.
-  return aesc.AutoEncoder(
-      depth=config.depth, features=config.features, kernel=config.kernel,
-      skips=config.name == 'aesc', dropout_rates=rates[:config.depth],
-      train_dropout=config.train_dropout, bn_axis_name=axis_name,
-      conv_impl=config.conv_impl, dtype=DTYPES[dtype])
+  name = config.model.name
+  if name not in FAMILIES:
+    raise ValueError(f'config.model.name={name!r} is unknown; choose one of '
+                     f'{", ".join(sorted(FAMILIES))}')
+  return FAMILIES[name](config, axis_name)

@@ -12,7 +12,11 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
+from aad import corruptions
+from aad import scoring
+from aad.models import base
 from aad.models import layers
 
 # Keras defaults used by the reference code (METHOD.md 1.1).
@@ -23,6 +27,7 @@ _LEAKY_SLOPE = 0.3
 # MC-dropout rates per level L (index 0 = finest), METHOD.md 1.1.
 AESC_DROPOUT = (0.0, 0.0, 0.1, 0.2, 0.4, 0.5)
 AE_DROPOUT = (0.0, 0.0, 0.0, 0.0, 0.1, 0.2)
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 class AutoEncoder(nn.Module):
@@ -145,3 +150,78 @@ class AutoEncoder(nn.Module):
         y = y + skips[level]
     y = conv(c, 'out_conv', upsample_input=True)(y)
     return nn.sigmoid(y.astype(jnp.float32))
+
+
+def build(m: ml_collections.ConfigDict,
+          axis_name: str | None = None) -> AutoEncoder:
+  """The AutoEncoder of a `config.model` block (name 'aesc' or 'ae').
+
+  Args:
+    m: the model block.
+    axis_name: pmap axis over which training BatchNorm averages its batch
+      statistics (None on one device or for inference).
+  """
+  rates = tuple(m.dropout_rates) or (AESC_DROPOUT if m.name == 'aesc'
+                                     else AE_DROPOUT)
+  if len(rates) < m.depth:
+    raise ValueError(f'config.model.dropout_rates has {len(rates)} entries, '
+                     f'need one per level (depth={m.depth})')
+  dtype = m.get('dtype', 'float32')
+  if dtype not in DTYPES:
+    raise ValueError(f'config.model.dtype={dtype!r}: choose one of '
+                     f'{sorted(DTYPES)}')
+  # The paper's lists are for depth 6; a shallower model keeps the finest.
+  return AutoEncoder(
+      depth=m.depth, features=m.features, kernel=m.kernel,
+      skips=m.name == 'aesc', dropout_rates=rates[:m.depth],
+      train_dropout=m.train_dropout, bn_axis_name=axis_name,
+      conv_impl=m.conv_impl, dtype=DTYPES[dtype])
+
+
+def family(config: ml_collections.ConfigDict,
+           axis_name: str | None = None) -> base.Family:
+  """AESc (config.model.name 'aesc') or the plain AE ('ae') as a family.
+
+  One stage: Adam on the MSE between the reconstruction of corrupted images
+  (config.corruption) and the clean ones. Outputs: the reconstruction and,
+  with config.eval.mc_samples passes of MC dropout, their mean and the
+  per-pixel variance.
+  """
+  m = config.model
+  net, eval_net = build(m, axis_name), build(m)
+
+  def init(key, shape):
+    return {'ae': net.init(key, jnp.zeros((1,) + tuple(shape), jnp.float32))}
+
+  def forward(variables, x, *, train, rngs=None):
+    if not train:
+      return eval_net.apply(variables['ae'], x), {}
+    y, updates = net.apply(variables['ae'], x, train=True,
+                           mutable=['batch_stats'], rngs=rngs)
+    return y, {'ae': updates['batch_stats']}
+
+  samples = config.eval.mc_samples
+
+  def outputs(variables, x, keys, wanted=frozenset()):
+    v = variables['ae']
+    if samples < 1 or not wanted & {'mc_mean', 'mc_variance'}:
+      return {'reconstruction': eval_net.apply(v, x)}
+    # The memory estimate uses the configured batch, not this call's, so
+    # a short last batch samples in the same chunks (same round-off).
+    chunk = config.eval.mc_chunk or scoring.mc_chunk_size(
+        samples, config.eval.batch_size, x.shape[1:], m.features)
+    return scoring.mc_dropout(eval_net.apply, samples=samples, chunk=chunk,
+                              shared_prefix=True)(v, x, keys)
+
+  def notes(wanted):
+    if not wanted & {'mc_mean', 'mc_variance'}:
+      return []
+    return [f'MC dropout: {samples} passes, BatchNorm on running averages.']
+
+  stage = base.Stage('ae', ('ae',), config.train.num_steps, forward,
+                     corruptions.from_config(config.corruption))
+  return base.Family(
+      name=m.name, init=init, stages=(stage,), outputs=outputs,
+      output_names=('reconstruction', 'mc_mean', 'mc_variance'),
+      scorers=('residual', 'mc_variance', 'baseline_mean'),
+      size_multiple=2 ** m.depth, notes=notes)

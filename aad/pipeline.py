@@ -1,0 +1,52 @@
+"""One experiment end to end: per category, train the family's stages, score
+the test split, write the report; then the summary over categories.
+
+Training (aad/train.py) knows nothing of evaluation (aad/evaluate.py); this
+module is the only one that calls both.
+"""
+
+import os
+
+from absl import logging
+import jax
+import ml_collections
+
+from aad import data as data_lib
+from aad import evaluate
+from aad import parallel
+from aad import report
+from aad import train
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+  """Trains and evaluates one model per category; writes the report.
+
+  Every process of a multi-host run calls this; process 0 writes the
+  reports and returns the means over categories, the others return {}.
+  """
+  try:  # A bad model or scorer list fails before any work, in one line.
+    evaluate.configured_scorers(config)
+  except ValueError as e:
+    raise train.TrainingError(str(e)) from None
+  devices = parallel.select_devices(config.num_devices)
+  os.makedirs(workdir, exist_ok=True)
+  if parallel.is_primary():
+    report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  categories = data_lib.config_categories(config.dataset)
+  logging.info('Workdir %s; model %s; %d device(s) %s in %d process(es); '
+               'categories %s', workdir, config.model.name, len(devices),
+               devices[0].platform, jax.process_count(),
+               ', '.join(categories))
+  results = {}
+  for category in categories:
+    # Process 0 prepares a missing dataset cache alone; the others then
+    # read it instead of racing to write it.
+    dataset = parallel.primary_first(
+        lambda c=category: data_lib.from_config(config.dataset, c),
+        f'load {category}')
+    cat_dir = os.path.join(workdir, category)
+    variables, summary = train.train_category(config, cat_dir, dataset,
+                                              devices)
+    results[category] = evaluate.evaluate_category(
+        config, variables, dataset, cat_dir, devices, extra=summary)
+  return evaluate.write_summary(config, workdir, results)

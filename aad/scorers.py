@@ -1,0 +1,140 @@
+"""Scorers: named anomaly maps computed from an input and a family's outputs.
+
+A scorer is a name and a pure function (x, outputs, fitted, cfg) -> map:
+x the input images (N, H, W, C) float in [0, 1], outputs the family's named
+arrays (aad/models/base.py), fitted what the scorer learnt from the
+training images (None if it learns nothing), cfg the config's `eval` block,
+and the map (N, H, W), larger = more anomalous. It runs on device inside
+the scoring call. `config.eval.scorers` lists the scorers to evaluate
+(empty: the family's default list); evaluation, reports, thresholds and
+`aad.predict` iterate that list, so a new scorer is one `register` call,
+here or in the family module whose outputs it reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aad import scoring
+
+
+@dataclasses.dataclass(frozen=True)
+class Scorer:
+  """A registered scorer; see `register` for the fields."""
+  name: str
+  map: Callable[..., jax.Array]
+  needs: tuple[str, ...]
+  label: str
+  fit: Callable[[np.ndarray], Any] | None
+  baseline: bool
+
+
+REGISTRY: dict[str, Scorer] = {}
+
+
+def register(name: str, *, needs: Sequence[str] = ('reconstruction',),
+             label: str = '', fit: Callable[[np.ndarray], Any] | None = None,
+             baseline: bool = False) -> Callable:
+  """Decorator that registers a map function as scorer `name`.
+
+  Args:
+    name: the name used in config.eval.scorers, metrics and reports.
+    needs: family outputs the map reads; a family without them cannot use
+      the scorer.
+    label: column title of the heat-map figures; default the name.
+    fit: optional (train images, uint8 (N, H, W, C)) -> arrays, run once per
+      category before scoring; its result is the map's `fitted` argument
+      and is saved with the run, so `aad.predict` needs no training data.
+    baseline: a no-learning reference (kept out of the per-defect-type
+      tables, which compare the models' scorers).
+  """
+  def wrap(fn):
+    if name in REGISTRY:
+      raise ValueError(f'scorer {name!r} is registered twice')
+    REGISTRY[name] = Scorer(name, fn, tuple(needs), label or name, fit,
+                            baseline)
+    return fn
+  return wrap
+
+
+def resolve(names: Sequence[str], family) -> list[Scorer]:
+  """The scorers `names` (config.eval.scorers; empty = the family's).
+
+  Raises:
+    ValueError: naming config.eval.scorers, for an unknown scorer or one
+      that needs outputs the family does not have.
+  """
+  names = tuple(names) or family.scorers
+  if len(set(names)) != len(names):
+    raise ValueError(f'config.eval.scorers={names} lists a scorer twice.')
+  usable = sorted(n for n, s in REGISTRY.items()
+                  if set(s.needs) <= set(family.output_names))
+  out = []
+  for name in names:
+    if name not in REGISTRY:
+      raise ValueError(f'config.eval.scorers: unknown scorer {name!r}; '
+                       f'model {family.name!r} can use {", ".join(usable)}.')
+    scorer = REGISTRY[name]
+    missing = set(scorer.needs) - set(family.output_names)
+    if missing:
+      raise ValueError(
+          f'config.eval.scorers: {name!r} needs the output(s) '
+          f'{", ".join(sorted(missing))}, which model {family.name!r} does '
+          f'not have; it can use {", ".join(usable)}.')
+    out.append(scorer)
+  return out
+
+
+def needed_outputs(scorers: Sequence[Scorer]) -> frozenset[str]:
+  """The family outputs the scorers read, plus the reconstruction (shown
+  in every report)."""
+  return frozenset({'reconstruction'}.union(*(s.needs for s in scorers)))
+
+
+def make_maps_fn(scorers: Sequence[Scorer], cfg) -> Callable:
+  """fn(fitted, (images uint8, outputs)) -> {scorer: (N, H, W) map}."""
+  def fn(fitted, batch):
+    images, outputs = batch
+    x = scoring.to_float(images)
+    return {s.name: s.map(x, outputs, fitted.get(s.name), cfg)
+            for s in scorers}
+  return fn
+
+
+def fit(scorers: Sequence[Scorer], train_images: np.ndarray) -> dict:
+  """{scorer: fitted arrays} for the scorers that learn from training data."""
+  return {s.name: s.fit(train_images) for s in scorers if s.fit}
+
+
+# The method's own scorers (METHOD.md 4) and a no-learning baseline.
+
+@register('residual')
+def residual(x, outputs, fitted, cfg):
+  """|x - reconstruction| summed over channels (METHOD.md 4.1)."""
+  del fitted, cfg
+  return scoring.residual_map(x, outputs['reconstruction'])
+
+
+@register('mc_variance', needs=('mc_variance',), label='MC variance')
+def mc_variance(x, outputs, fitted, cfg):
+  """Per-pixel variance of the MC-dropout passes (METHOD.md 4.2)."""
+  del x, fitted, cfg
+  return outputs['mc_variance']
+
+
+def _mean_image(train_images: np.ndarray) -> np.ndarray:
+  return train_images.astype(np.float32).mean(0) / 255.0
+
+
+@register('baseline_mean', needs=(), fit=_mean_image, label='mean-image baseline',
+          baseline=True)
+def baseline_mean(x, outputs, fitted, cfg):
+  """|x - mean training image| summed over channels: no learning at all,
+  it shows how hard the data are."""
+  del outputs, cfg
+  return jnp.sum(jnp.abs(x - fitted), axis=-1)

@@ -78,33 +78,37 @@ def _outputs(config, family, variables, images, devices, wanted) -> dict:
 
 
 def scorer_maps(config: ml_collections.ConfigDict, scorers, fitted: dict,
-                images: np.ndarray, outputs: dict,
-                devices: list[jax.Device]) -> dict[str, np.ndarray]:
-  """{scorer: (N, H, W) map} of `images` from the family's `outputs`."""
+                images: np.ndarray, outputs: dict, devices: list[jax.Device]
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """The scorers' maps {scorer: (N, H, W)} of `images` from the family's
+  `outputs`, and the image scores {scorer: (N,)} of those with their own."""
   call = parallel.batched_call(
       scorers_lib.make_maps_fn(scorers, config.eval), devices)
   fitted = parallel.replicate(fitted, devices)
   step = config.eval.batch_size * len(devices)
-  maps = []
+  parts = []
   for start in range(0, len(images), step):
     part = slice(start, start + step)
-    maps.append(jax.device_get(call(
+    parts.append(jax.device_get(call(
         fitted, (images[part], {k: v[part] for k, v in outputs.items()}))))
-  return {s.name: np.concatenate([m[s.name] for m in maps]) for s in scorers}
+  return tuple({k: np.concatenate([p[kind][k] for p in parts])
+                for k in parts[0][kind]} for kind in ('maps', 'image'))
 
 
 def score(config: ml_collections.ConfigDict, variables: Any,
           images: np.ndarray, devices: list[jax.Device], scorers,
-          fitted: dict) -> tuple[dict, dict]:
-  """(family outputs, scorer maps) of `images` with the run's model."""
+          fitted: dict) -> tuple[dict, dict, dict]:
+  """(family outputs, scorer maps, scorers' own image scores) of `images`
+  with the run's model."""
   family = models.create(config)
   wanted = scorers_lib.needed_outputs(scorers)
   outputs = family_outputs(config, family, variables, images, devices,
                            wanted)
   used = set().union(*(s.needs for s in scorers))
-  maps = scorer_maps(config, scorers, fitted, images,
-                     {k: v for k, v in outputs.items() if k in used}, devices)
-  return outputs, maps
+  maps, image_scores = scorer_maps(
+      config, scorers, fitted, images,
+      {k: v for k, v in outputs.items() if k in used}, devices)
+  return outputs, maps, image_scores
 
 
 def configured_scorers(config: ml_collections.ConfigDict):
@@ -181,9 +185,9 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
   # a threshold without looking at a single defect. One call for both
   # splits compiles the score function once; test images keep indices
   # 0..N-1, hence the same MC-dropout keys as when scored alone.
-  both, both_maps = score(config, variables,
-                          np.concatenate([split.images, val.images]),
-                          devices, scorers, fitted)
+  both, both_maps, both_scores = score(
+      config, variables, np.concatenate([split.images, val.images]),
+      devices, scorers, fitted)
   if not parallel.is_primary():
     return {}
   n = len(split.images)
@@ -197,7 +201,9 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
   results = evaluation.evaluate(eval_maps, split.labels, masks,
                                 split.defect_types, protocol,
                                 val_maps=val_maps,
-                                pixel_images=split.has_masks)
+                                pixel_images=split.has_masks,
+                                own_scores={k: v[:n] for k, v in
+                                            both_scores.items()})
   curves = evaluation.curves(eval_maps, split.labels, masks, protocol,
                              pixel_images=split.has_masks)
   thresholds = {s: r[norm]['threshold'] for s, r in results.items()}

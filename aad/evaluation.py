@@ -37,6 +37,7 @@ REDUCTIONS = ('l1', 'l2', 'linf', 'smooth_max')
 RESOLUTIONS = ('model', 'original')
 THRESHOLD_MODES = ('quantile', 'max')
 BY_TYPE = 'by_type'  # Key level that holds the per-defect-type metrics.
+OWN = 'own'  # Reduction name of a scorer's own image score.
 GOOD = 'good'  # Defect type of defect-free images.
 
 
@@ -268,7 +269,7 @@ def deployment_threshold(labels, scores, val_map,
 
 def evaluate_scorer(anomaly_map, labels, masks, defect_types, protocol:
                     Protocol, val_map=None, by_type: bool = True,
-                    pixel_images=None) -> dict:
+                    pixel_images=None, own_scores=None) -> dict:
   """Every metric of one scorer; nested, see the module docstring.
 
   Args:
@@ -283,6 +284,8 @@ def evaluate_scorer(anomaly_map, labels, masks, defect_types, protocol:
     pixel_images: optional bool (N,): the images whose masks are drawn,
       the only ones pixel metrics use (MVTec-layout folders may lack some
       masks); None = all.
+    own_scores: optional (N,) image scores the scorer computes itself,
+      evaluated as one more reduction, 'own'.
 
   Returns:
     {reduction: {image_*[, threshold*]}, pixel_*: ..., 'by_type': {type:
@@ -295,6 +298,8 @@ def evaluate_scorer(anomaly_map, labels, masks, defect_types, protocol:
                      'differ in shape.')
   scores = {r: reduce(anomaly_map, r, protocol.sigma)
             for r in protocol.reductions}
+  if own_scores is not None:
+    scores[OWN] = np.asarray(own_scores, np.float64)
   entry = _image_entry(labels, scores)
   drawn = _pixel_images(pixel_images, len(labels))
   entry.update(pixel_metrics(masks[drawn], anomaly_map[drawn],
@@ -315,14 +320,18 @@ def evaluate_scorer(anomaly_map, labels, masks, defect_types, protocol:
 def evaluate(maps: Mapping[str, np.ndarray], labels, masks, defect_types,
              protocol: Protocol,
              val_maps: Mapping[str, np.ndarray] | None = None,
-             by_type: bool = True, pixel_images=None) -> dict[str, dict]:
+             by_type: bool = True, pixel_images=None,
+             own_scores: Mapping[str, np.ndarray] | None = None
+             ) -> dict[str, dict]:
   """`evaluate_scorer` for every named map; {scorer: nested metrics}.
 
-  Scorers without a validation map get no deployment threshold.
+  Scorers without a validation map get no deployment threshold; those in
+  `own_scores` get their own image score as the reduction 'own'.
   """
-  val_maps = val_maps or {}
+  val_maps, own_scores = val_maps or {}, own_scores or {}
   return {name: evaluate_scorer(m, labels, masks, defect_types, protocol,
-                                val_maps.get(name), by_type, pixel_images)
+                                val_maps.get(name), by_type, pixel_images,
+                                own_scores.get(name))
           for name, m in maps.items()}
 
 

@@ -150,9 +150,9 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
   logging.info('%s: scoring %d images with the model of step %d; %s '
                'threshold %.4g (image), %.4g (pixel)', category, len(paths),
                summary['best_step'], scorer, threshold, pixel_threshold)
-  _, outputs = evaluate.score(config, variables, np.stack(prepared),
-                              parallel.select_devices(num_devices), scorers,
-                              fitted)
+  _, outputs, _ = evaluate.score(config, variables, np.stack(prepared),
+                                 parallel.select_devices(num_devices),
+                                 scorers, fitted)
   norm, sigma = config.eval.norm, config.eval.smooth_sigma
   full = config.eval.resolution == 'original'
   rows, files = [], {}

@@ -32,6 +32,7 @@ class Scorer:
   label: str
   fit: Callable[[np.ndarray], Any] | None
   baseline: bool
+  image: Callable[..., jax.Array] | None = None
 
 
 REGISTRY: dict[str, Scorer] = {}
@@ -39,7 +40,8 @@ REGISTRY: dict[str, Scorer] = {}
 
 def register(name: str, *, needs: Sequence[str] = ('reconstruction',),
              label: str = '', fit: Callable[[np.ndarray], Any] | None = None,
-             baseline: bool = False) -> Callable:
+             baseline: bool = False,
+             image: Callable[..., jax.Array] | None = None) -> Callable:
   """Decorator that registers a map function as scorer `name`.
 
   Args:
@@ -52,12 +54,15 @@ def register(name: str, *, needs: Sequence[str] = ('reconstruction',),
       and is saved with the run, so `aad.predict` needs no training data.
     baseline: a no-learning reference (kept out of the per-defect-type
       tables, which compare the models' scorers).
+    image: optional (x, outputs, fitted, cfg) -> (N,) image score of the
+      scorer's own (a measure whose standard image form is not a norm of
+      its map), reported as the reduction 'own' beside the map's norms.
   """
   def wrap(fn):
     if name in REGISTRY:
       raise ValueError(f'scorer {name!r} is registered twice')
     REGISTRY[name] = Scorer(name, fn, tuple(needs), label or name, fit,
-                            baseline)
+                            baseline, image)
     return fn
   return wrap
 
@@ -97,12 +102,15 @@ def needed_outputs(scorers: Sequence[Scorer]) -> frozenset[str]:
 
 
 def make_maps_fn(scorers: Sequence[Scorer], cfg) -> Callable:
-  """fn(fitted, (images uint8, outputs)) -> {scorer: (N, H, W) map}."""
+  """fn(fitted, (images uint8, outputs)) -> {'maps': {scorer: (N, H, W)},
+  'image': {scorer: (N,)} for the scorers with an image score of their own}.
+  """
   def fn(fitted, batch):
     images, outputs = batch
     x = scoring.to_float(images)
-    return {s.name: s.map(x, outputs, fitted.get(s.name), cfg)
-            for s in scorers}
+    args = lambda s: (x, outputs, fitted.get(s.name), cfg)
+    return {'maps': {s.name: s.map(*args(s)) for s in scorers},
+            'image': {s.name: s.image(*args(s)) for s in scorers if s.image}}
   return fn
 
 

@@ -73,8 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   # The model family (aad/models/): 'aesc' (AE with additive skips), 'ae'
-  # (the same without skips). The fields below, up to train_dropout, are
-  # theirs; other families read the block named after them.
+  # (the same without skips), 'bergmann' (seed 002). The fields below, up
+  # to train_dropout, are aesc's and ae's; other families read the block
+  # named after them.
   c.model.name = 'aesc'
   c.model.depth = 6              # stride-2 levels
   c.model.features = 16          # maps at level 0, doubled per level
@@ -90,6 +91,13 @@ def get_config() -> ml_collections.ConfigDict:
   # METHOD.md Q1: the reference trains without dropout and only switches
   # it on for MC sampling, so False is the default.
   c.model.train_dropout = False
+  # Bergmann-style AE (seed 002, METHOD.md 5.2), model.name='bergmann'.
+  c.model.bergmann = ml_collections.ConfigDict(dict(
+      latent=500,   # size of the 1x1 latent code
+      # 'l2': mean per-pixel squared error; 'l2_norm': mean over images of
+      # ||x - x_hat||_2 (the seed's written form); 'ssim': 1 - SSIM with an
+      # 11x11 Gaussian window (sigma 1.5), as Bergmann et al.
+      loss='l2'))
 
   c.corruption = ml_collections.ConfigDict()
   # Training-input noise: stain, gaussian, scratch, drops, structural,

@@ -10,10 +10,12 @@ import ml_collections
 
 from aad.models import aesc
 from aad.models import base
+from aad.models import bergmann
 
 FAMILIES = {
     'aesc': aesc.family,
     'ae': aesc.family,
+    'bergmann': bergmann.family,
 }
 DTYPES = aesc.DTYPES
 

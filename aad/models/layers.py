@@ -82,8 +82,12 @@ def _im2col_conv(x, kernel, padding, stride=1):
   return y.reshape(x.shape[0], oh, ow, cout)
 
 
-def _conv(x, kernel, padding):
-  """Stride-1 conv; `padding` is 'SAME' or ((top, bottom), (left, right))."""
+def conv(x, kernel, padding):
+  """Stride-1 conv; `padding` is 'SAME' or ((top, bottom), (left, right)).
+
+  Taps that only read padding are dropped, and maps of at most
+  _IM2COL_MAX_PIXELS output pixels run as im2col + matmul (both exact).
+  """
   kernel = kernel.astype(x.dtype)
   kh, kw = kernel.shape[:2]
   if padding == 'SAME':
@@ -135,7 +139,7 @@ def strided_conv_s2d(x, kernel):
   kernel = kernel.transpose(0, 2, 1, 3, 4, 5).reshape(taps, taps, 4 * cin,
                                                       cout)
   lo = (top + 1) // 2
-  return _conv(space_to_depth(x), kernel, ((lo, taps - 1 - lo),) * 2)
+  return conv(space_to_depth(x), kernel, ((lo, taps - 1 - lo),) * 2)
 
 
 def _phase_matrix(k):
@@ -156,7 +160,7 @@ def upsampled_conv_subpixel(x, kernel):
   if 4 * x.shape[1] * x.shape[2] <= _IM2COL_MAX_PIXELS:
     # On maps this small the sub-pixel kernel (4x the weights, rebuilt
     # every call, and its gradient) costs more than the 2.8x MACs saved.
-    return _conv(upsample2(x), kernel, 'SAME')
+    return conv(upsample2(x), kernel, 'SAME')
   k = kernel.shape[0]
   p, lo, hi = _phase_matrix(k)
   cin, cout = kernel.shape[2:]
@@ -168,7 +172,7 @@ def upsampled_conv_subpixel(x, kernel):
   sub = jnp.asarray(taps, kernel.dtype) @ kernel.reshape(k * k, cin * cout)
   sub = sub.reshape(d, d, 2, 2, cin, cout).transpose(0, 1, 4, 2, 3, 5)
   sub = sub.reshape(d, d, cin, 4 * cout)
-  return depth_to_space(_conv(x, sub, ((lo, hi),) * 2))
+  return depth_to_space(conv(x, sub, ((lo, hi),) * 2))
 
 
 class Conv(nn.Module):
@@ -212,5 +216,5 @@ class Conv(nn.Module):
       y = lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), 'SAME',
                                    dimension_numbers=_DIMS)
     else:
-      y = _conv(x, kernel, 'SAME')
+      y = conv(x, kernel, 'SAME')
     return y + bias.astype(y.dtype)

@@ -73,7 +73,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   # The model family (aad/models/): 'aesc' (AE with additive skips), 'ae'
-  # (the same without skips), 'bergmann' (seed 002). The fields below, up
+  # (the same without skips), 'bergmann' (seed 002), 'dae_denoiser' (seed
+  # 000). The fields below, up
   # to train_dropout, are aesc's and ae's; other families read the block
   # named after them.
   c.model.name = 'aesc'
@@ -98,6 +99,21 @@ def get_config() -> ml_collections.ConfigDict:
       # ||x - x_hat||_2 (the seed's written form); 'ssim': 1 - SSIM with an
       # 11x11 Gaussian window (sigma 1.5), as Bergmann et al.
       loss='l2'))
+  # Denoising AE + 20-layer denoiser (seed 000, METHOD.md 5.1; our readings
+  # of its open points are in aad/models/dae.py), model.name=
+  # 'dae_denoiser'. Stage 'ae' trains train.num_steps steps, stage
+  # 'denoiser' (AE frozen) denoiser_steps.
+  c.model.dae_denoiser = ml_collections.ConfigDict(dict(
+      encoder=(128, 256, 512),      # strided 5x5 conv blocks
+      latent=256,                   # dense latent size
+      decoder=(512, 256, 128, 64),  # strided 5x5 transposed-conv blocks
+                                    # before the output one
+      noise_std=0.1,                # stage-1 Gaussian noise std, [0, 1]
+      denoiser_layers=20,
+      denoiser_features=64,         # per layer; C of them accumulated
+      denoiser_residual=True,       # Den(y) = y + sum of the layers' maps
+      denoiser_steps=1000,
+      denoiser_crop=32))            # px, stage-2 training crops; 0 = whole
 
   c.corruption = ml_collections.ConfigDict()
   # Training-input noise: stain, gaussian, scratch, drops, structural,
@@ -168,6 +184,9 @@ def get_config() -> ml_collections.ConfigDict:
   # > 0: also report pixel precision / recall / F1 of map >= pixel_tau, per
   # defect type (seed 002's fixed tau, in map units); 0 = off.
   c.eval.pixel_tau = 0.0
+  # feature_mask scorer (dae_denoiser): |x - Den(AE(x))| times
+  # |Den(AE(x)) - AE(x)| to this power (0: the smooth residual alone).
+  c.eval.feature_mask_power = 1.0
   c.eval.mc_samples = 30         # T, Monte-Carlo dropout passes
   c.eval.mc_chunk = 0            # passes per device call; 0 = from memory
   c.eval.batch_size = 16         # test images per device call

@@ -11,11 +11,13 @@ import ml_collections
 from aad.models import aesc
 from aad.models import base
 from aad.models import bergmann
+from aad.models import dae
 
 FAMILIES = {
     'aesc': aesc.family,
     'ae': aesc.family,
     'bergmann': bergmann.family,
+    'dae_denoiser': dae.family,
 }
 DTYPES = aesc.DTYPES
 

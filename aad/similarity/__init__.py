@@ -46,8 +46,8 @@ from typing import Callable
 import jax
 
 from aad.similarity.common import Result
-from aad.similarity.fsim import fsim
-from aad.similarity.fsim import phase_congruency
+from aad.similarity.feature import fsim
+from aad.similarity.feature import phase_congruency
 from aad.similarity.pixelwise import imed
 from aad.similarity.pixelwise import psnr
 from aad.similarity.pixelwise import rmse

@@ -131,8 +131,8 @@ def imed(x, y, *, sigma: float = 1.0, truncate: float = 4.0) -> Result:
   radius = int(math.ceil(truncate * sigma))
   d = np.arange(-radius, radius + 1)
   taps = np.exp(-d**2 / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
-  u = x - y
+  u = common.planes(x - y)
   smoothed = common.separable_valid(
       common.pad_hw(u, radius, radius, 'constant'), taps)
-  terms = jnp.sum(u * smoothed, axis=-1)
+  terms = jnp.sum(u * smoothed, axis=1)
   return Result(jnp.sum(terms, axis=(1, 2)), terms)

@@ -19,6 +19,8 @@ complex ifft2 (the responses are complex, so rfft2 only fits the forward
 transform, and the full spectrum is cheaper to get by fft2). The median
 that estimates the noise is found by bisection on the float bits, 31
 counting passes instead of a sort (XLA:CPU sorts 65536 floats in ~13 ms).
+On this 2-core CPU the 512 ifft2 of a (16, 256, 256) pair of batches take
+~0.4-0.5 s, the floor of FSIM's cost at that size.
 """
 
 import functools
@@ -115,11 +117,25 @@ def _median(v: jax.Array) -> jax.Array:
 def phase_congruency(images: jax.Array, *, nscale: int = 4, norient: int = 4,
                      min_wavelength: float = 6.0, mult: float = 2.0,
                      sigma_onf: float = 0.55, d_theta_on_sigma: float = 1.2,
-                     k: float = 2.0, epsilon: float = 1e-4) -> jax.Array:
+                     k: float = 2.0, epsilon: float = 1e-4,
+                     noise_stride: int = 1) -> jax.Array:
   """phasecong2's phase congruency of each (H, W) image of (B, H, W).
 
-  Values in [0, 1]; epsilon also guards the final division (the reference
-  has none there), which only matters where there is no signal at all.
+  Args:
+    images: (B, H, W) float; FSIM passes luminance on the 0-255 scale.
+    nscale, norient, min_wavelength, mult, sigma_onf, d_theta_on_sigma, k:
+      the filter bank and noise threshold of phasecong2 (module doc).
+    epsilon: phasecong2's guard against division by zero; here it also
+      guards the final division (the reference has none there), which only
+      matters where there is no signal at all.
+    noise_stride: the noise median is taken over every noise_stride-th row
+      and column. 1 is the reference; 2 takes a quarter of the pixels and
+      about a quarter of the median's time (the median's 31 counting passes
+      cost about a third of FSIM on CPU at 256 x 256) for a noise estimate
+      that differs by a few percent.
+
+  Returns:
+    (B, H, W) phase congruency in [0, 1].
   """
   b, rows, cols = images.shape
   filters, factors = log_gabor_bank(
@@ -130,18 +146,22 @@ def phase_congruency(images: jax.Array, *, nscale: int = 4, norient: int = 4,
   energies, noise, amplitude = [], [], 0.0
   for o in range(norient):  # A few large steps: a Python loop is fine.
     eo = jnp.fft.ifft2(spectrum[:, None] * filters[o])  # (B, S, H, W)
-    even, odd = jnp.real(eo), jnp.imag(eo)
-    an = jnp.abs(eo)
-    sum_e, sum_o = jnp.sum(even, axis=1), jnp.sum(odd, axis=1)
+    # Scales as separate slices added elementwise: XLA:CPU reduced over
+    # the scale axis (not the minor one) several times slower.
+    even = [jnp.real(eo[:, s]) for s in range(nscale)]
+    odd = [jnp.imag(eo[:, s]) for s in range(nscale)]
+    sum_e, sum_o = sum(even), sum(odd)
+    amplitude = amplitude + sum(jnp.sqrt(e * e + d * d)
+                                for e, d in zip(even, odd))
     x_energy = jnp.sqrt(sum_e**2 + sum_o**2) + epsilon
-    mean_e = (sum_e / x_energy)[:, None]
-    mean_o = (sum_o / x_energy)[:, None]
-    energies.append(jnp.sum(even * mean_e + odd * mean_o
-                            - jnp.abs(even * mean_o - odd * mean_e), axis=1))
-    noise.append(an[:, 0] ** 2)
-    amplitude = amplitude + jnp.sum(an, axis=1)
-  median = _median(jnp.stack(noise, axis=1).reshape(b, norient, -1))
-  threshold = jnp.asarray(factors, jnp.float32) * jnp.sqrt(median)  # (B, O)
+    mean_e, mean_o = sum_e / x_energy, sum_o / x_energy
+    energies.append(sum(e * mean_e + d * mean_o
+                        - jnp.abs(e * mean_o - d * mean_e)
+                        for e, d in zip(even, odd)))
+    sample = (even[0] ** 2 + odd[0] ** 2)[:, ::noise_stride, ::noise_stride]
+    noise.append(sample.reshape(b, -1))
+  median = _median(jnp.stack(noise, axis=1))  # (B, O)
+  threshold = jnp.asarray(factors, jnp.float32) * jnp.sqrt(median)
   energy = sum(jnp.maximum(e - threshold[:, o, None, None], 0.0)
                for o, e in enumerate(energies))
   return energy / (amplitude + epsilon)

@@ -649,6 +649,14 @@ def test_issm_hand_value(channels):
                                 use_sample_covariance=False, data_range=1.0)
   expected = 1 - math.e / (0.5 * -8192 + 0.7 * s + math.e)
   np.testing.assert_allclose(_run('issm', x, y)[0], expected, rtol=1e-5)
+  # Constant images: one histogram cell of 1024, no edges in either (rho
+  # 1 by convention), SSIM (2ab + C1) / (a^2 + b^2 + C1).
+  a, b = np.full_like(x, 0.25), np.full_like(x, 0.75)
+  ehs = -1024 * 10
+  s = (2 * 0.25 * 0.75 + 1e-4) / (0.25**2 + 0.75**2 + 1e-4)
+  np.testing.assert_allclose(_run('issm', a, b)[0],
+                             0.7 * s / (0.8 * ehs + 0.7 * s + math.e),
+                             rtol=1e-5)
 
 
 @pytest.mark.parametrize('channels', CHANNELS)

@@ -98,13 +98,15 @@ def edge_correlation(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _bin(v: jax.Array, bins: int) -> jax.Array:
-  """numpy.histogram2d's bins over [min, max] of each row (N, P)."""
+  """numpy.histogram2d's bins over [min, max] of each row (N, P).
+
+  A constant row falls in one bin (numpy's middle one, here the first; the
+  entropy does not depend on which).
+  """
   lo = jnp.min(v, axis=1, keepdims=True)
-  hi = jnp.max(v, axis=1, keepdims=True)
-  flat = hi == lo  # numpy widens an empty range to [v - 0.5, v + 0.5].
-  lo, hi = jnp.where(flat, lo - 0.5, lo), jnp.where(flat, hi + 0.5, hi)
-  index = jnp.floor((v - lo) / (hi - lo) * bins).astype(jnp.int32)
-  return jnp.clip(index, 0, bins - 1)
+  span = jnp.max(v, axis=1, keepdims=True) - lo
+  index = jnp.floor((v - lo) / jnp.where(span > 0, span, 1.0) * bins)
+  return jnp.clip(index.astype(jnp.int32), 0, bins - 1)
 
 
 def _count(index: jax.Array, length: int) -> jax.Array:

@@ -25,15 +25,20 @@ from aad.similarity.common import Result
 def _moments(x, y, taps):
   """Windowed means of x, y, x^2, y^2, xy on planes (N, C, H, W), 'valid'.
 
-  Returns (mean_x, mean_y, var_x, var_y, cov), each (N, C, H', W'); the
-  barrier keeps XLA from fusing the filter into each of its many consumers
-  (which recomputes it).
+  Returns (mean_x, mean_y, var_x, var_y, cov), each (N, C, H', W'). The
+  moments are taken of each image less its mean (the same variances, with
+  less cancellation in E[z^2] - E[z]^2 in float32), and the barrier keeps
+  XLA from fusing the filter into each of its many consumers (which
+  recomputes it).
   """
   px, py = common.planes(x), common.planes(y)
+  ox = jnp.mean(px, axis=(2, 3), keepdims=True)
+  oy = jnp.mean(py, axis=(2, 3), keepdims=True)
+  px, py = px - ox, py - oy
   stack = jnp.stack([px, py, px * px, py * py, px * py])
   mx, my, xx, yy, xy = jax.lax.optimization_barrier(
       common.separable_valid(stack, taps))
-  return mx, my, xx - mx * mx, yy - my * my, xy - mx * my
+  return mx + ox, my + oy, xx - mx * mx, yy - my * my, xy - mx * my
 
 
 def _map_and_score(local: jax.Array, size: int) -> Result:
@@ -76,14 +81,8 @@ def uiq(x, y, *, block_size: int = 8) -> Result:
   The map is 1 - Q per window, averaged over channels.
   """
   common.check_pair(x, y)
-  # Moments of each image less its mean: the same variances, with less
-  # cancellation in E[z^2] - E[z]^2.
-  offset_x = jnp.mean(x, axis=(1, 2), keepdims=True)
-  offset_y = jnp.mean(y, axis=(1, 2), keepdims=True)
   taps = np.full(block_size, 1.0 / block_size)
-  mx, my, var_x, var_y, cov = _moments(x - offset_x, y - offset_y, taps)
-  mx = mx + common.planes(offset_x)
-  my = my + common.planes(offset_y)
+  mx, my, var_x, var_y, cov = _moments(x, y, taps)
 
   def flat(z):
     z = common.planes(z)

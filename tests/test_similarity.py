@@ -681,3 +681,16 @@ def test_sh_hand_values(channels):
   x, _ = _pair(channels)
   np.testing.assert_allclose(_run('sh', x, x[:, :, ::-1])[0], 0, atol=1e-6)
   assert np.all(_run('sh', x, 0.5 * x)[0] > 0.3)
+
+
+def test_in_chunks_matches_the_whole_batch():
+  fn = lambda x, y: similarity.Result(jnp.sum(x * y, axis=(1, 2, 3)),
+                                      x[..., 0] - y[..., 0])
+  nomap = lambda x, y: similarity.Result(jnp.sum(x, axis=(1, 2, 3)), None)
+  x, y = _pair(3, size=8, n=5)
+  whole = fn(x, y)
+  for size in (1, 2, 4, 5, 8):
+    part = jax.jit(similarity.common.in_chunks(fn, size))(x, y)
+    np.testing.assert_allclose(part.score, whole.score, rtol=1e-6)
+    np.testing.assert_allclose(part.map, whole.map, rtol=1e-6)
+    assert similarity.common.in_chunks(nomap, size)(x, y).map is None

@@ -694,3 +694,20 @@ def test_in_chunks_matches_the_whole_batch():
     np.testing.assert_allclose(part.score, whole.score, rtol=1e-6)
     np.testing.assert_allclose(part.map, whole.map, rtol=1e-6)
     assert similarity.common.in_chunks(nomap, size)(x, y).map is None
+
+
+def test_flat_windows_and_uiq_on_partly_flat_images():
+  # 8 x 8 blocks: windows aligned with a block are flat, the others not.
+  rng = np.random.default_rng(8)
+  x = np.kron(rng.random((2, 4, 4, 1)), np.ones((1, 8, 8, 1))).astype(
+      np.float32)
+  planes = np.moveaxis(x, -1, 1)
+  flat = np.asarray(similarity.common.flat_windows(jnp.asarray(planes), 8))
+  view = np.lib.stride_tricks.sliding_window_view(planes, (8, 8), (2, 3))
+  np.testing.assert_array_equal(flat, view.max((-2, -1)) == view.min((-2, -1)))
+  assert 0 < flat.sum() < flat.size
+  y = (0.5 * x + 0.2).astype(np.float32)
+  y[:, 8:16] = np.clip(y[:, 8:16] + 0.1 * rng.standard_normal(
+      y[:, 8:16].shape), 0, 1)
+  np.testing.assert_allclose(_run('uiq', x, y)[0], _uiq_reference(x, y),
+                             atol=2e-5)

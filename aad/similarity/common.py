@@ -9,7 +9,6 @@ convolution library); and SSIM's five filtered quantities stacked as planes
 along C and 600-700 ms for dm-pix's five separate (N, H, W, 3) filterings.
 """
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -79,15 +78,17 @@ def separable_valid(z: jax.Array, taps) -> jax.Array:
   return correlate_valid(correlate_valid(z, taps, -2), taps, -1)
 
 
-def slide_valid(z: jax.Array, size: int, op) -> jax.Array:
-  """op (jnp.maximum, jnp.minimum) over 'valid' size x size windows of the
-  last two axes, separably."""
-  for axis in (z.ndim - 2, z.ndim - 1):
-    length = z.shape[axis] - size + 1
-    parts = [jax.lax.slice_in_dim(z, i, i + length, axis=axis)
-             for i in range(size)]
-    z = functools.reduce(op, parts)
-  return z
+def flat_windows(z: jax.Array, size: int) -> jax.Array:
+  """True where the 'valid' size x size window over the last two axes of z
+  is constant: no two neighbours in it differ (exact, unlike a float32
+  variance, and 5x faster on CPU than sliding max == min)."""
+  h = (z[..., :, 1:] != z[..., :, :-1]).astype(jnp.float32)
+  v = (z[..., 1:, :] != z[..., :-1, :]).astype(jnp.float32)
+  h = correlate_valid(correlate_valid(h, np.ones(size), -2),
+                      np.ones(size - 1), -1)
+  v = correlate_valid(correlate_valid(v, np.ones(size - 1), -2),
+                      np.ones(size), -1)
+  return h + v == 0
 
 
 def pad_hw(z: jax.Array, before: int, after: int, mode: str) -> jax.Array:

@@ -77,19 +77,16 @@ def uiq(x, y, *, block_size: int = 8) -> Result:
   4 s_xy m_x m_y / ((s_x^2 + s_y^2)(m_x^2 + m_y^2)), SSIM with C1 = C2 = 0.
   As in the authors' img_qi.m, a window where both images are flat gets
   2 m_x m_y / (m_x^2 + m_y^2) (1 if both are also 0). Flatness is tested
-  exactly (max == min): in float32 the variance of a flat window is not 0.
+  exactly (common.flat_windows): in float32 the variance of a flat window
+  is not 0.
   The map is 1 - Q per window, averaged over channels.
   """
   common.check_pair(x, y)
   taps = np.full(block_size, 1.0 / block_size)
   mx, my, var_x, var_y, cov = _moments(x, y, taps)
 
-  def flat(z):
-    z = common.planes(z)
-    return (common.slide_valid(z, block_size, jnp.maximum)
-            == common.slide_valid(z, block_size, jnp.minimum))
-
-  flat_x, flat_y = flat(x), flat(y)
+  flat_x = common.flat_windows(common.planes(x), block_size)
+  flat_y = common.flat_windows(common.planes(y), block_size)
   var_x = jnp.where(flat_x, 0.0, jnp.maximum(var_x, 0.0))
   var_y = jnp.where(flat_y, 0.0, jnp.maximum(var_y, 0.0))
   cov = jnp.where(flat_x | flat_y, 0.0, cov)

@@ -712,3 +712,37 @@ def test_flat_windows_and_uiq_on_partly_flat_images():
       y[:, 8:16].shape), 0, 1)
   np.testing.assert_allclose(_run('uiq', x, y)[0], _uiq_reference(x, y),
                              atol=2e-5)
+
+
+def _matlab_downsample(z, f):
+  """conv2(z, ones(f)/f^2, 'same') then z(1:f:end, 1:f:end), per image."""
+  out = []
+  for img in z:
+    full = signal.convolve2d(img, np.ones((f, f)) / f**2, 'full')
+    same = full[f // 2:f // 2 + img.shape[0], f // 2:f // 2 + img.shape[1]]
+    out.append(same[::f, ::f])
+  return np.stack(out)
+
+
+@pytest.mark.parametrize('factor', [2, 3])
+@pytest.mark.parametrize('size', [9, 12])
+def test_matlab_downsample(factor, size):
+  z = np.random.default_rng(9).random((2, size, size + 1))
+  np.testing.assert_allclose(
+      similarity.common.matlab_downsample(jnp.asarray(z, jnp.float32),
+                                          factor),
+      _matlab_downsample(z, factor), rtol=1e-5)
+
+
+def test_fsim_downsamples_large_images():
+  # min(H, W) = 384 rounds to factor 2: FeatureSIM.m's average + subsample.
+  rng = np.random.default_rng(10)
+  x = ndimage.gaussian_filter(rng.random((1, 384, 384, 1)), (0, 3, 3, 0))
+  x = (x - x.min()) / (x.max() - x.min())
+  y = np.clip(x + 0.05 * rng.standard_normal(x.shape), 0, 1)
+  score, amap = _run('fsim', x, y)
+  small = [_matlab_downsample(z[..., 0], 2)[..., None] for z in (x, y)]
+  value, ref_map = _fsim_reference(small[0][0], small[1][0])
+  assert score[0] == pytest.approx(1 - value, abs=2e-5)
+  np.testing.assert_allclose(amap[0, ::2, ::2], ref_map, atol=2e-4)
+  np.testing.assert_allclose(amap[0, 1::2, 1::2], ref_map, atol=2e-4)

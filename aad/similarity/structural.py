@@ -85,8 +85,10 @@ def uiq(x, y, *, block_size: int = 8) -> Result:
   taps = np.full(block_size, 1.0 / block_size)
   mx, my, var_x, var_y, cov = _moments(x, y, taps)
 
-  flat_x = common.flat_windows(common.planes(x), block_size)
-  flat_y = common.flat_windows(common.planes(y), block_size)
+  # Both images in one stack: as two separate computations in one program
+  # XLA:CPU ran UIQ 3 times slower (30 against 10 ms for 2 x 256 x 256 x 3).
+  flat_x, flat_y = common.flat_windows(
+      jnp.stack([common.planes(x), common.planes(y)]), block_size)
   var_x = jnp.where(flat_x, 0.0, jnp.maximum(var_x, 0.0))
   var_y = jnp.where(flat_y, 0.0, jnp.maximum(var_y, 0.0))
   cov = jnp.where(flat_x | flat_y, 0.0, cov)

@@ -43,7 +43,7 @@ def main():
     x = rng.random(shape, np.float32)
     y = np.clip(x + 0.05 * rng.standard_normal(shape), 0, 1).astype(x.dtype)
     x, y = jax.device_put(x), jax.device_put(y)
-    print(f'{text}: ms per batch ({shape[0] / 1:.0f} images)')
+    print(f'{text}: median ms per batch of {shape[0]} images')
     for name, measure in similarity.MEASURES.items():
       ms = _median_ms(jax.jit(measure.fn), x, y, repeats=args.repeats)
       print(f'  {name:5s} {ms:8.1f}')

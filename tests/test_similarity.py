@@ -164,8 +164,9 @@ def test_sre_against_image_similarity_measures_formula(channels):
   x, y = _pair(channels)
   expected = []
   for a, b in zip(x.astype(np.float64), y):
+    pixels = a.shape[0] * a.shape[1]
     ratios = [np.mean(a[..., c]) ** 2
-              / (np.linalg.norm(a[..., c] - b[..., c]) / (a.shape[0] * a.shape[1]))
+              / (np.linalg.norm(a[..., c] - b[..., c]) / pixels)
               for c in range(channels)]
     expected.append(-10 * np.log10(np.mean(ratios)))
   np.testing.assert_allclose(_run('sre', x, y)[0], expected, rtol=1e-5)
@@ -431,7 +432,8 @@ def _phasecong2(im):
     mean_e, mean_o = sum_e / x_energy, sum_o / x_energy
     for s in range(nscale):
       e, d = eo[s].real, eo[s].imag
-      energy = energy + e * mean_e + d * mean_o - np.abs(e * mean_o - d * mean_e)
+      energy = energy + (e * mean_e + d * mean_o
+                         - np.abs(e * mean_o - d * mean_e))
     mean_e2n = -np.median(np.abs(eo[0]) ** 2) / np.log(0.5)
     noise_power = mean_e2n / em_n
     est_sum_an2 = sum(f**2 for f in ifft_filters).sum()

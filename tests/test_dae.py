@@ -3,10 +3,8 @@ two stages with the AE frozen, and a run killed in stage 2 resuming it."""
 
 import json
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import flax.linen as nn
 import jax
@@ -21,6 +19,7 @@ from aad import train
 from aad.models import dae
 from configs import dae_denoiser
 from configs import test as test_config
+from tests import processes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -155,22 +154,9 @@ def test_a_run_killed_in_stage_two_resumes_stage_two(tmp_path, textures_dir):
          '--config.model.dae_denoiser.denoiser_steps=400',
          '--config.train.eval_every=10', '--config.train.log_every=10']
   ckpts = tmp_path / 'brick' / 'checkpoints'
-  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  try:
-    while time.time() < deadline and proc.poll() is None:
-      stage2 = ckpts / 'denoiser'
-      if stage2.is_dir() and any(p.name.isdigit() and int(p.name) >= 20
-                                 for p in stage2.iterdir()):
-        break
-      time.sleep(0.2)
-    assert proc.poll() is None, 'the run ended before it could be killed'
-  finally:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-  saved = max(int(p.name) for p in (ckpts / 'denoiser').iterdir()
-              if p.name.isdigit())
+  processes.kill_when(cmd, lambda: any(
+      s >= 20 for s in processes.saved_steps(ckpts / 'denoiser')), 300)
+  saved = processes.saved_steps(ckpts / 'denoiser')[-1]
   assert 20 <= saved < 400
   ae_files = {p: p.read_bytes() for p in (ckpts / 'ae').rglob('*')
               if p.is_file()}

@@ -2,10 +2,8 @@
 
 import json
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from aad import pipeline
 from aad import train
 from configs import test as test_config
+from tests import processes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -66,20 +65,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, textures_dir):
            '--config.train.log_every=10']
   cmd = _main(tmp_path, textures_dir, *flags)
   ckpt_dir = tmp_path / 'brick' / 'checkpoints' / 'ae'
-  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  deadline = time.time() + 240
-  try:
-    while time.time() < deadline and proc.poll() is None:
-      if ckpt_dir.is_dir() and any(p.name.isdigit() and int(p.name) >= 20
-                                   for p in ckpt_dir.iterdir()):
-        break
-      time.sleep(0.2)
-    assert proc.poll() is None, 'the run ended before it could be killed'
-  finally:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-  saved = max(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+  processes.kill_when(
+      cmd, lambda: any(s >= 20 for s in processes.saved_steps(ckpt_dir)))
+  saved = processes.saved_steps(ckpt_dir)[-1]
   assert 20 <= saved < 200
   rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                          timeout=600, check=False)

@@ -193,13 +193,6 @@ def family(config: ml_collections.ConfigDict,
   def init(key, shape):
     return {'ae': net.init(key, jnp.zeros((1,) + tuple(shape), jnp.float32))}
 
-  def forward(variables, x, *, train, rngs=None):
-    if not train:
-      return eval_net.apply(variables['ae'], x), {}
-    y, updates = net.apply(variables['ae'], x, train=True,
-                           mutable=['batch_stats'], rngs=rngs)
-    return y, {'ae': updates['batch_stats']}
-
   samples = config.eval.mc_samples
 
   def outputs(variables, x, keys, wanted=frozenset()):
@@ -218,7 +211,8 @@ def family(config: ml_collections.ConfigDict,
       return []
     return [f'MC dropout: {samples} passes, BatchNorm on running averages.']
 
-  stage = base.Stage('ae', ('ae',), config.train.num_steps, forward,
+  stage = base.Stage('ae', ('ae',), config.train.num_steps,
+                     base.net_forward('ae', net, eval_net),
                      corruptions.from_config(config.corruption))
   return base.Family(
       name=m.name, init=init, stages=(stage,), outputs=outputs,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 
 from aad.models import losses
@@ -103,3 +104,17 @@ class Family:
       raise ValueError(
           f'{what} {height}x{width} does not suit model {self.name!r}: '
           f'height and width must be positive multiples of {m}.')
+
+
+def net_forward(name: str, net: nn.Module,
+                eval_net: nn.Module) -> Callable[..., tuple[jax.Array, dict]]:
+  """A Stage.forward that runs network `name` alone: `net` in training mode
+  (BatchNorm on batch statistics, returned updated), `eval_net` (the same
+  network without the device axis) on running averages otherwise."""
+  def forward(variables, x, *, train, rngs=None):
+    if not train:
+      return eval_net.apply(variables[name], x), {}
+    y, updates = net.apply(variables[name], x, train=True,
+                           mutable=['batch_stats'], rngs=rngs or {})
+    return y, {name: updates['batch_stats']}
+  return forward

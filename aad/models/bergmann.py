@@ -114,19 +114,12 @@ def family(config: ml_collections.ConfigDict,
   def init(key, shape):
     return {'ae': net.init(key, jnp.zeros((1,) + tuple(shape), jnp.float32))}
 
-  def forward(variables, x, *, train, rngs=None):
-    del rngs
-    if not train:
-      return eval_net.apply(variables['ae'], x), {}
-    y, updates = net.apply(variables['ae'], x, train=True,
-                           mutable=['batch_stats'])
-    return y, {'ae': updates['batch_stats']}
-
   def outputs(variables, x, keys, wanted=frozenset()):
     del keys, wanted
     return {'reconstruction': eval_net.apply(variables['ae'], x)}
 
-  stage = base.Stage('ae', ('ae',), config.train.num_steps, forward,
+  stage = base.Stage('ae', ('ae',), config.train.num_steps,
+                     base.net_forward('ae', net, eval_net),
                      corruptions.from_config(config.corruption),
                      loss=LOSSES[b.loss])
   return base.Family(

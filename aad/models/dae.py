@@ -164,22 +164,6 @@ def family(config: ml_collections.ConfigDict,
   def reconstruct(variables, x):
     return eval_ae.apply(variables['ae'], x)
 
-  def forward_ae(variables, x, *, train, rngs=None):
-    del rngs
-    if not train:
-      return reconstruct(variables, x), {}
-    y, updates = ae.apply(variables['ae'], x, train=True,
-                          mutable=['batch_stats'])
-    return y, {'ae': updates['batch_stats']}
-
-  def forward_denoiser(variables, y, *, train, rngs=None):
-    del rngs
-    if not train:
-      return eval_den.apply(variables['denoiser'], y), {}
-    out, updates = den.apply(variables['denoiser'], y, train=True,
-                             mutable=['batch_stats'])
-    return out, {'denoiser': updates['batch_stats']}
-
   def outputs(variables, x, keys, wanted=frozenset()):
     del keys
     recon = reconstruct(variables, x)
@@ -190,10 +174,12 @@ def family(config: ml_collections.ConfigDict,
 
   noise = corruptions.make('gaussian', {'var': float(d.noise_std) ** 2})
   stages = (
-      base.Stage('ae', ('ae',), config.train.num_steps, forward_ae, noise),
+      base.Stage('ae', ('ae',), config.train.num_steps,
+                 base.net_forward('ae', ae, eval_ae), noise),
       # The denoiser sees the frozen AE's reconstruction of clean images.
       base.Stage('denoiser', ('denoiser',), d.denoiser_steps,
-                 forward_denoiser, corruptions.make('none'),
+                 base.net_forward('denoiser', den, eval_den),
+                 corruptions.make('none'),
                  prepare=reconstruct, crop=d.denoiser_crop),
   )
   return base.Family(

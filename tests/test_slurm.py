@@ -259,10 +259,12 @@ def cluster(tmp_path_factory):
 
 def test_two_tasks_of_two_devices_match_one_process_of_four(
     cluster, tiny_launch, tmp_path):
+  # As README's command line: AAD_CPU_DEVICES gives each task 2 devices.
   # JAX picks its coordinator's port from the job id, the same for every
   # fresh cluster; a free port keeps two test sessions apart.
-  env = cluster.env(**tiny_launch.env(2),
-                    JAX_COORDINATOR_PORT=str(_free_port()))
+  env = cluster.env(**{**tiny_launch.env(2), 'AAD_CPU_DEVICES': '2',
+                       'JAX_COORDINATOR_PORT': str(_free_port())})
+  del env['XLA_FLAGS']
   out = tmp_path / 'job.out'
   job = cluster.sbatch(
       ['--wait', '--nodes=1', '--ntasks-per-node=2', f'--output={out}'],

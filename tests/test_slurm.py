@@ -91,9 +91,20 @@ def _wait_for(condition, seconds: float) -> bool:
   return condition()
 
 
-def _last_line(path: pathlib.Path) -> str:
+# What the daemons log as errors on every start here (no PMIx library,
+# no state saved yet): not why a start failed.
+_NOISE = ('pmix', 'MPI:', 'state file', 'Trying backup')
+
+
+def _why(path: pathlib.Path) -> str:
+  """A daemon's first fatal or error line, else its last line."""
   lines = path.read_text(errors='replace').split('\n') if path.exists() else []
-  return ([l for l in lines if l.strip()] or ['(no output)'])[-1].strip()
+  lines = [l.strip() for l in lines if l.strip()]
+  for level in ('fatal:', 'error:'):
+    for line in lines:
+      if level in line and not any(n in line for n in _NOISE):
+        return line
+  return (lines or ['(no output)'])[-1]
 
 
 class Cluster:
@@ -144,7 +155,7 @@ class Cluster:
         f'--seed-file={self.root}/munged.seed')
     if not _wait_for(lambda: socket_path.exists() or munged.poll() is not None,
                      10) or munged.poll() is not None:
-      return f'munged did not start: {_last_line(self.root / "munged.out")}'
+      return f'munged did not start: {_why(self.root / "munged.out")}'
     # 2 CPUs at least, for the 2-task jobs (config_overrides lets slurmd
     # accept more than the machine has).
     cpus = max(2, len(os.sched_getaffinity(0)))
@@ -155,20 +166,23 @@ class Cluster:
       daemons = [self._start('slurmctld', '-D', '-f', str(self.conf)),
                  self._start('slurmd', '-D', '-N', 'localhost', '-f',
                              str(self.conf))]
-      _wait_for(lambda: self._node_state() == 'idle' or any(
-          d.poll() is not None for d in daemons), 30)
-      if self._node_state() == 'idle':
+
+      def any_exited(daemons=daemons):
+        return any(d.poll() is not None for d in daemons)
+
+      _wait_for(lambda: any_exited() or self._node_state() == 'idle', 30)
+      if not any_exited() and self._node_state() == 'idle':
         self._up = True
         return None
-      reason = (f'slurmctld: {_last_line(self.root / "slurmctld.out")}; '
-                f'slurmd: {_last_line(self.root / "slurmd.out")}')
-      exited = any(d.poll() is not None for d in daemons)
+      reason = (f'slurmctld: {_why(self.root / "slurmctld.out")}; '
+                f'slurmd: {_why(self.root / "slurmd.out")}')
+      # A daemon that exited may have lost a port picked free to another
+      # process before it bound it: retry with other ports.
+      retry = any_exited()
       for d in daemons:
         self._stop(d)
-      if not exited:
+      if not retry:
         break
-      # e.g. a port picked free was taken before the daemon bound it: retry
-      # with others.
     return f'SLURM did not start: {reason}'
 
   def _node_state(self) -> str:

@@ -1,4 +1,4 @@
-"""Test set-up: fake CPU devices for multi-device code, quiet TensorFlow."""
+"""Test set-up: fake CPU devices, quiet TensorFlow, shared tiny runs."""
 
 import functools
 import os

@@ -329,13 +329,16 @@ def test_a_sweep_runs_as_a_job_array_then_its_summary(
     assert f'Sweep point {i + 1}/2: {name}' in logs[f'point-{i}.out']
     assert logs[f'point-{i}.out'].count('Sweep point ') == 1
     assert (root / name / 'metrics.json').exists()
-  header, rows = summary.gather(str(root))
-  assert [r[0] for r in rows] == names and [r[-1] for r in rows] == [
-      'done', 'done']
-  auroc = header.index('residual image AUROC')
-  for name, row in zip(names, rows):
-    metrics = json.loads((root / name / 'metrics.json').read_text())
-    assert row[auroc] == f'{metrics["mean/residual/l2/image_auroc"]:.3f}'
+  header, rows = summary.gather(str(root))  # a row per point and scorer
+  scorers = ['baseline_mean', 'mc_variance', 'residual']
+  assert [r[0] for r in rows] == [n for n in names for _ in scorers]
+  assert [r[header.index('scorer')] for r in rows] == scorers * 2
+  assert {r[-1] for r in rows} == {'done'}
+  auroc = header.index('image AUROC')
+  for row in rows:
+    metrics = json.loads((root / row[0] / 'metrics.json').read_text())
+    scorer = row[header.index('scorer')]
+    assert row[auroc] == f'{metrics[f"mean/{scorer}/l2/image_auroc"]:.3f}'
   table = (root / 'summary.md').read_text()
   assert logs['summary.out'] == table  # printed once, as written
   print(table)

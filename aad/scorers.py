@@ -25,17 +25,51 @@ from aad import scoring
 
 @dataclasses.dataclass(frozen=True)
 class Scorer:
-  """A registered scorer; see `register` for the fields."""
+  """A registered scorer; see `register` for the fields.
+
+  map is None for a scorer without a local form (a global similarity
+  measure): it has only its own image score, so evaluation gives it image
+  metrics only and reports, thresholds and `aad.predict` skip its pixel
+  parts. joint, when given, computes (map or None, image score) in one
+  pass, for measures whose map and score share their work (XLA does not
+  merge two calls of the same loop).
+  """
   name: str
-  map: Callable[..., jax.Array]
+  map: Callable[..., jax.Array] | None
   needs: tuple[str, ...]
   label: str
   fit: Callable[[np.ndarray], Any] | None
   baseline: bool
   image: Callable[..., jax.Array] | None = None
+  joint: Callable[..., tuple[Any, jax.Array]] | None = None
+
+  def __post_init__(self):
+    if self.map is None and self.image is None:
+      raise ValueError(f'scorer {self.name!r} has neither a map nor an '
+                       'image score')
+
+  @property
+  def has_map(self) -> bool:
+    return self.map is not None
+
+  def compute(self, x, outputs, fitted, cfg) -> tuple[Any, Any]:
+    """(map (N, H, W) or None, own image score (N,) or None)."""
+    args = (x, outputs, fitted, cfg)
+    if self.joint:
+      return self.joint(*args)
+    return (self.map(*args) if self.map else None,
+            self.image(*args) if self.image else None)
 
 
 REGISTRY: dict[str, Scorer] = {}
+
+
+def add(scorer: Scorer) -> Scorer:
+  """Registers a `Scorer` built by hand (`register` is the usual way)."""
+  if scorer.name in REGISTRY:
+    raise ValueError(f'scorer {scorer.name!r} is registered twice')
+  REGISTRY[scorer.name] = scorer
+  return scorer
 
 
 def register(name: str, *, needs: Sequence[str] = ('reconstruction',),
@@ -59,10 +93,7 @@ def register(name: str, *, needs: Sequence[str] = ('reconstruction',),
       its map), reported as the reduction 'own' beside the map's norms.
   """
   def wrap(fn):
-    if name in REGISTRY:
-      raise ValueError(f'scorer {name!r} is registered twice')
-    REGISTRY[name] = Scorer(name, fn, tuple(needs), label or name, fit,
-                            baseline, image)
+    add(Scorer(name, fn, tuple(needs), label or name, fit, baseline, image))
     return fn
   return wrap
 
@@ -102,15 +133,21 @@ def needed_outputs(scorers: Sequence[Scorer]) -> frozenset[str]:
 
 
 def make_maps_fn(scorers: Sequence[Scorer], cfg) -> Callable:
-  """fn(fitted, (images uint8, outputs)) -> {'maps': {scorer: (N, H, W)},
-  'image': {scorer: (N,)} for the scorers with an image score of their own}.
+  """fn(fitted, (images uint8, outputs)) -> {'maps': {scorer: (N, H, W)}
+  for the scorers with a map, 'image': {scorer: (N,)} for the scorers with
+  an image score of their own}.
   """
   def fn(fitted, batch):
     images, outputs = batch
     x = scoring.to_float(images)
-    args = lambda s: (x, outputs, fitted.get(s.name), cfg)
-    return {'maps': {s.name: s.map(*args(s)) for s in scorers},
-            'image': {s.name: s.image(*args(s)) for s in scorers if s.image}}
+    out = {'maps': {}, 'image': {}}
+    for s in scorers:
+      amap, own = s.compute(x, outputs, fitted.get(s.name), cfg)
+      if amap is not None:
+        out['maps'][s.name] = amap
+      if own is not None:
+        out['image'][s.name] = own
+    return out
   return fn
 
 

@@ -12,6 +12,10 @@ from aad.models import aesc
 from aad.models import base
 from aad.models import bergmann
 from aad.models import dae
+# Registers the similarity-measure scorers: every scorer lookup goes
+# through a family (scorers.resolve), so importing them here makes them
+# available wherever a model is (aad.scorers itself must not import them).
+from aad.similarity import scorers as similarity_scorers
 
 FAMILIES = {
     'aesc': aesc.family,

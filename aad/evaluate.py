@@ -111,6 +111,16 @@ def score(config: ml_collections.ConfigDict, variables: Any,
   return outputs, maps, image_scores
 
 
+def fit_scorers(config: ml_collections.ConfigDict, variables: Any, scorers,
+                images: np.ndarray, devices: list[jax.Device]) -> dict:
+  """`scorers_lib.fit` on the training `images`, with the family's outputs
+  of them where a scorer is fitted on those (its `fit_needs`)."""
+  wanted = scorers_lib.fit_outputs(scorers)
+  outputs = family_outputs(config, models.create(config), variables, images,
+                           devices, wanted) if wanted else None
+  return scorers_lib.fit(scorers, images, outputs, config.eval)
+
+
 def configured_scorers(config: ml_collections.ConfigDict):
   """The run's scorers: config.eval.scorers, or its family's default list;
   the first is the headline scorer."""
@@ -217,7 +227,8 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
   split, val = dataset.test, dataset.val
   protocol = evaluation.Protocol.from_config(config.eval)
   norm = protocol.headline
-  fitted = scorers_lib.fit(scorers, dataset.train.images)
+  fitted = fit_scorers(config, variables, scorers, dataset.train.images,
+                       devices)
   # Validation images are all good: scoring them like the test images gives
   # a threshold without looking at a single defect. One call for both
   # splits compiles the score function once; test images keep indices

@@ -42,6 +42,7 @@ class Scorer:
   baseline: bool
   image: Callable[..., jax.Array] | None = None
   joint: Callable[..., tuple[Any, jax.Array]] | None = None
+  fit_needs: tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.map is None and self.image is None:
@@ -75,7 +76,8 @@ def add(scorer: Scorer) -> Scorer:
 def register(name: str, *, needs: Sequence[str] = ('reconstruction',),
              label: str = '', fit: Callable[[np.ndarray], Any] | None = None,
              baseline: bool = False,
-             image: Callable[..., jax.Array] | None = None) -> Callable:
+             image: Callable[..., jax.Array] | None = None,
+             fit_needs: Sequence[str] = ()) -> Callable:
   """Decorator that registers a map function as scorer `name`.
 
   Args:
@@ -86,14 +88,19 @@ def register(name: str, *, needs: Sequence[str] = ('reconstruction',),
     fit: optional (train images, uint8 (N, H, W, C)) -> arrays, run once per
       category before scoring; its result is the map's `fitted` argument
       and is saved with the run, so `aad.predict` needs no training data.
+      With `fit_needs` it is called as fit(train images, {output: the
+      family's outputs of the train images}, cfg), cfg the eval block.
     baseline: a no-learning reference (kept out of the per-defect-type
       tables, which compare the models' scorers).
     image: optional (x, outputs, fitted, cfg) -> (N,) image score of the
       scorer's own (a measure whose standard image form is not a norm of
       its map), reported as the reduction 'own' beside the map's norms.
+    fit_needs: family outputs `fit` reads from the training images (the
+      caller computes them, e.g. aad.evaluate.family_outputs).
   """
   def wrap(fn):
-    add(Scorer(name, fn, tuple(needs), label or name, fit, baseline, image))
+    add(Scorer(name, fn, tuple(needs), label or name, fit, baseline, image,
+               fit_needs=tuple(fit_needs)))
     return fn
   return wrap
 
@@ -151,9 +158,32 @@ def make_maps_fn(scorers: Sequence[Scorer], cfg) -> Callable:
   return fn
 
 
-def fit(scorers: Sequence[Scorer], train_images: np.ndarray) -> dict:
-  """{scorer: fitted arrays} for the scorers that learn from training data."""
-  return {s.name: s.fit(train_images) for s in scorers if s.fit}
+def fit_outputs(scorers: Sequence[Scorer]) -> frozenset[str]:
+  """The family outputs of the training images that `fit` needs."""
+  return frozenset().union(*(s.fit_needs for s in scorers if s.fit))
+
+
+def fit(scorers: Sequence[Scorer], train_images: np.ndarray,
+        train_outputs: dict | None = None, cfg=None) -> dict:
+  """{scorer: fitted arrays} for the scorers that learn from training data.
+
+  train_outputs: the family's outputs of `train_images`, at least
+  `fit_outputs(scorers)` (None when that is empty); cfg: the eval block,
+  for the scorers fitted on outputs.
+  """
+  out = {}
+  for s in scorers:
+    if not s.fit:
+      continue
+    if s.fit_needs:
+      if train_outputs is None or not set(s.fit_needs) <= set(train_outputs):
+        raise ValueError(f'scorer {s.name!r} is fitted on the outputs '
+                         f'{", ".join(s.fit_needs)} of the training images')
+      out[s.name] = s.fit(train_images, {k: train_outputs[k]
+                                         for k in s.fit_needs}, cfg)
+    else:
+      out[s.name] = s.fit(train_images)
+  return out
 
 
 # The method's own scorers (METHOD.md 4) and a no-learning baseline.

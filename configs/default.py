@@ -206,6 +206,14 @@ def get_config() -> ml_collections.ConfigDict:
                 t4=200.0, lam=0.03, nscale=4, norient=4, noise_stride=1),
       issm=dict(a=0.3, b=0.5, c=0.7, bins=10, low=100, high=200),
       sh=dict(bins=256)))                     # histogram intersection
+  # Activation-Gaussian scorer (seed 001, METHOD.md 5.4; aad/
+  # activation_gaussian.py), for aesc/ae: vector_size activations sampled
+  # at fixed random positions of each layer (enc0..enc<depth-1>,
+  # dec<depth-2>..dec0; () = all), one Gaussian per layer fitted on the
+  # training images, covariance + reg tr(Sigma) / vector_size on the
+  # diagonal.
+  c.eval.activation_gaussian = ml_collections.ConfigDict(dict(
+      layers=(), vector_size=64, reg=1e-3, seed=0))
   c.eval.mc_samples = 30         # T, Monte-Carlo dropout passes
   c.eval.mc_chunk = 0            # passes per device call; 0 = from memory
   c.eval.batch_size = 16         # test images per device call

@@ -159,8 +159,9 @@ def test_similarity_scorers_with_and_without_maps_end_to_end(run, tmp_path):
   shutil.copytree(workdir, copy)
   config = json.loads((copy / 'config.json').read_text())
   # A map-less headline: its own score picks the examples; predict draws
-  # the first scorer with a map.
-  scorers = ['psnr', 'ssim', 'residual', 'sh']
+  # the first scorer with a map. activation_gaussian is fitted on the
+  # model's outputs of the training images.
+  scorers = ['psnr', 'ssim', 'residual', 'sh', 'activation_gaussian']
   config['eval']['scorers'] = scorers
   (copy / 'config.json').write_text(json.dumps(config))
   evaluate.evaluate_workdir(str(copy))
@@ -168,6 +169,9 @@ def test_similarity_scorers_with_and_without_maps_end_to_end(run, tmp_path):
   assert 'psnr/own/image_auroc' in metrics
   assert 'psnr/pixel_auroc' not in metrics and 'ssim/pixel_auroc' in metrics
   assert 'ssim/own/image_auroc' in metrics
+  # Fitted on the model's activations of the training images, saved.
+  assert 'activation_gaussian/own/image_auroc' in metrics
+  assert (copy / 'widget' / 'scorers.msgpack').is_file()
   text = (copy / 'widget' / 'report.md').read_text()
   ranking = text.split('## Ranking')[1].split('##')[0]
   assert all(f'| {n} ' in ranking for n in scorers)
@@ -178,5 +182,5 @@ def test_similarity_scorers_with_and_without_maps_end_to_end(run, tmp_path):
   rows = predict.predict(str(copy), [f'{category}/test/scratch/000.png'],
                          str(tmp_path / 'out'))
   assert set(rows[0]) == {'file', 'ssim_l2', 'residual_l2', 'psnr_own',
-                          'sh_own', 'decision'}
+                          'sh_own', 'activation_gaussian_own', 'decision'}
   assert (tmp_path / 'out' / '000_map.png').is_file()

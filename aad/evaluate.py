@@ -337,7 +337,8 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
                *(s.label for s in map_columns(scorers)), 'ground truth'],
       notes=notes, grouped=True,
       type_columns=type_table_columns(norm, scorers),
-      ranking=ranking_keys(norm, scorers))
+      ranking=ranking_keys(norm, scorers),
+      roi_previews=split.roi_previews)
   logging.info('%s: image AUROC (%s) / pixel AUROC / AU-PRO: %s; F1 at the '
                'val threshold (%s) %.3f', dataset.category, norm,
                _summary_line(metrics, norm, scorers), headline.name,

@@ -474,6 +474,31 @@ def plot_heatmap_grid(path: str, rows: Sequence[Mapping[str, Any]],
   _save_figure(fig, path)
 
 
+def plot_roi_outlines(path: str, previews: Sequence[tuple], title: str):
+  """Draws images at native size with their peeled ROI outlined.
+
+  Args:
+    path: PNG path.
+    previews: (name, uint8 (H, W, C) image, preprocess.Roi) triples.
+    title: figure title.
+  """
+  fig = Figure(figsize=(3 * len(previews), 3.4))
+  axes = fig.subplots(1, len(previews), squeeze=False)[0]
+  fig.suptitle(title)
+  for ax, (name, image, roi) in zip(axes, previews):
+    top, bottom, left, right = roi.box
+    inside = np.zeros(image.shape[:2], np.float32)
+    inside[top:bottom, left:right] = roi.inside
+    ax.imshow(_to_image(_squeeze(image)), cmap='gray')
+    # The object's boundary (the 0.5 level of its mask) and its crop box.
+    ax.contour(inside, levels=[0.5], colors='lime', linewidths=1.2)
+    ax.plot([left, right, right, left, left], [top, top, bottom, bottom, top],
+            color='yellow', linewidth=0.8, linestyle='--')
+    ax.set_title(name, fontsize=8)
+    ax.set_axis_off()
+  _save_figure(fig, path)
+
+
 def write_category_report(
     out_dir: str, *, category: str, metrics: Mapping[str, Any],
     roc_curves: Mapping[str, Mapping[str, tuple[Any, Any]]],
@@ -489,8 +514,8 @@ def write_category_report(
     heatmap_title: str = 'examples',
     grouped: bool = False,
     type_columns: Sequence[str] = (),
-    ranking: Mapping[str, tuple[str, str | None]] | None = None
-    ) -> dict[str, float]:
+    ranking: Mapping[str, tuple[str, str | None]] | None = None,
+    roi_previews: Sequence[tuple] = ()) -> dict[str, float]:
   """Writes one category's metrics.json, report.md and figures.
 
   Args:
@@ -517,6 +542,9 @@ def write_category_report(
     type_columns: with `grouped`, the keys of the per-defect-type table.
     ranking: {scorer: (image AUROC key, pixel AUROC key or None)}: a
       ranking table first (`ranking_section`); None: none.
+    roi_previews: (name, native image, Roi) of a few images when the ROI
+      peel is on: a figure of their outlines (`plot_roi_outlines`); ():
+      none.
 
   Returns:
     The flattened metrics.
@@ -549,6 +577,10 @@ def write_category_report(
         thresholds, xlabel=f'{image_score or "image"} score')
     figures.append(('image scores, good vs defective',
                     'score_histograms.png'))
+  if roi_previews:
+    plot_roi_outlines(os.path.join(out_dir, 'roi.png'), roi_previews,
+                      f'{category}: peeled ROI (green) and crop (dashed)')
+    figures.append(('ROI peeling', 'roi.png'))
   if heatmap_rows:
     plot_heatmap_grid(os.path.join(out_dir, 'heatmaps.png'), heatmap_rows,
                       columns, f'{category}: {heatmap_title}')

@@ -2,7 +2,8 @@
 
   python -m aad.benchmark --metrics [--num_maps=100 --size=256 --num_types=4]
   python -m aad.benchmark --config=configs/aesc_stain.py [--image_size=256
-      --channels=3 --batch_size=16 --repeats=5]
+      --channels=3 --batch_size=16 --repeats=5 --scorers=residual,ssim
+      --set=eval.similarity.fsim.noise_stride=2]
 
 --metrics times the evaluation protocol of `aad.evaluation` for one scorer
 on synthetic maps: 100 random 256x256 maps, 40% of them good, the others
@@ -21,12 +22,15 @@ good validation maps. Groups, in seconds:
 Adam), deterministic inference, full scoring with T MC-dropout passes,
 compile seconds, achieved GFLOP/s of inference from XLA's cost analysis and
 the process' peak memory. --image_size, --channels and --batch_size
-override the config.
+override the config; --scorers the scored list (config.eval.scorers, comma
+separated; scoring time covers the family outputs they need and their
+maps); --set KEY=VALUE any config field (a Python literal; repeatable).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import json
 import os
@@ -137,9 +141,34 @@ def _parser() -> argparse.ArgumentParser:
                       help='override config.dataset.channels')
   parser.add_argument('--batch_size', type=int, default=None,
                       help='override config.train.batch_size')
+  parser.add_argument('--scorers', default=None,
+                      help='override config.eval.scorers (comma separated)')
+  parser.add_argument('--set', action='append', default=[],
+                      metavar='KEY=VALUE',
+                      help='override a config field, e.g. '
+                      'eval.similarity.fsim.noise_stride=2 (repeatable)')
   parser.add_argument('--repeats', type=int, default=5,
                       help='timed calls after warm-up (median reported)')
   return parser
+
+
+def set_field(config, item: str) -> None:
+  """Applies 'a.b.c=value' (value a Python literal, else a string)."""
+  key, sep, text = item.partition('=')
+  if not sep:
+    raise SystemExit(f'--set={item}: expected KEY=VALUE, e.g. '
+                     'eval.similarity.fsim.noise_stride=2')
+  *path, field = key.split('.')
+  block = config
+  for part in path:
+    block = block.get(part) if hasattr(block, 'get') else None
+  if block is None or not hasattr(block, 'get') or field not in block:
+    raise SystemExit(f'--set={item}: the config has no field {key!r}')
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
+  block[field] = value
 
 
 def _speed(args: argparse.Namespace) -> dict[str, object]:
@@ -158,6 +187,10 @@ def _speed(args: argparse.Namespace) -> dict[str, object]:
                               (args.batch_size, 'train', 'batch_size')):
     if value is not None:
       config[block][field] = value
+  if args.scorers is not None:
+    config.eval.scorers = tuple(n for n in args.scorers.split(',') if n)
+  for item in args.set:
+    set_field(config, item)
   # Before aad.speed imports JAX: the CPU device count is fixed at start-up.
   host_devices.configure(config.num_devices, config.train.batch_size,
                          config.dataset.image_size)

@@ -111,6 +111,16 @@ def score(config: ml_collections.ConfigDict, variables: Any,
   return outputs, maps, image_scores
 
 
+def fit_scorers(config: ml_collections.ConfigDict, variables: Any, scorers,
+                images: np.ndarray, devices: list[jax.Device]) -> dict:
+  """`scorers_lib.fit` on the training `images`, with the family's outputs
+  of them where a scorer is fitted on those (its `fit_needs`)."""
+  wanted = scorers_lib.fit_outputs(scorers)
+  outputs = family_outputs(config, models.create(config), variables, images,
+                           devices, wanted) if wanted else None
+  return scorers_lib.fit(scorers, images, outputs, config.eval)
+
+
 def configured_scorers(config: ml_collections.ConfigDict):
   """The run's scorers: config.eval.scorers, or its family's default list;
   the first is the headline scorer."""
@@ -119,9 +129,37 @@ def configured_scorers(config: ml_collections.ConfigDict):
 
 def type_table_columns(norm: str, scorers) -> list[str]:
   """Keys of the per-defect-type table: the headline metrics (image AUROC,
-  pixel AUROC, AU-PRO) of the scorers that are not baselines."""
+  pixel AUROC, AU-PRO) of the scorers that are not baselines; a scorer
+  without a map has its own image AUROC only."""
   return [f'{s.name}/{m}' for s in scorers if not s.baseline
-          for m in (f'{norm}/image_auroc', 'pixel_auroc', 'pixel_au_pro')]
+          for m in ((f'{norm}/image_auroc', 'pixel_auroc', 'pixel_au_pro')
+                    if s.has_map else (f'{evaluation.OWN}/image_auroc',))]
+
+
+def headline_keys(norm: str, scorers) -> list[str]:
+  """Summary table keys: image AUROC (headline reduction, 'own' without a
+  map), then pixel AUROC and AU-PRO of the scorers with maps."""
+  image = [f'{s.name}/{norm if s.has_map else evaluation.OWN}/image_auroc'
+           for s in scorers]
+  mapped = [s for s in scorers if s.has_map]
+  return (image + [f'{s.name}/pixel_auroc' for s in mapped] +
+          [f'{s.name}/pixel_au_pro' for s in mapped])
+
+
+RANKING_NOTE = (
+    'Ranking: scorers sorted by image AUROC, of their own image score '
+    "('own') where they have one (the similarity measures), else of the "
+    'headline {norm} reduction of the map; the pixel rank is by pixel AUROC '
+    'among the scorers with maps. Ties share a rank.')
+
+
+def ranking_keys(norm: str, scorers) -> dict[str, tuple[str, str | None]]:
+  """{scorer: (its image AUROC key, its pixel AUROC key or None)}, by the
+  rule of RANKING_NOTE."""
+  return {s.name: (f'{s.name}/{evaluation.OWN if s.image else norm}/'
+                   'image_auroc',
+                   f'{s.name}/pixel_auroc' if s.has_map else None)
+          for s in scorers}
 
 
 def _example_rows(split, outputs, maps, scores, count, scorers):
@@ -147,17 +185,26 @@ def _example_rows(split, outputs, maps, scores, count, scorers):
                           f'{split.defect_types[i]}, score {scores[i]:.3g}',
         'input': split.images[i],
         'reconstruction': outputs['reconstruction'][i],
-        **{s.label: maps[s.name][i] for s in scorers[:MAX_MAP_COLUMNS]},
+        **{s.label: maps[s.name][i] for s in map_columns(scorers)},
         'ground truth': split.masks[i],
     })
   return rows
 
 
+def map_columns(scorers) -> list:
+  """The scorers drawn in the heat-map grid: the first with maps."""
+  return [s for s in scorers if s.has_map][:MAX_MAP_COLUMNS]
+
+
 def _summary_line(metrics: dict, norm: str, scorers) -> str:
+  def cell(key):
+    return f'{metrics[key]:.3f}' if key in metrics else '-'
   return ', '.join(
-      f'{s.name} {metrics[f"{s.name}/{norm}/image_auroc"]:.3f} / '
-      f'{metrics[f"{s.name}/pixel_auroc"]:.3f} / '
-      f'{metrics[f"{s.name}/pixel_au_pro"]:.3f}' for s in scorers)
+      f'{s.name} {cell(f"{s.name}/{norm}/image_auroc")} / '
+      f'{cell(f"{s.name}/pixel_auroc")} / '
+      f'{cell(f"{s.name}/pixel_au_pro")}' if s.has_map else
+      f'{s.name} {cell(f"{s.name}/{evaluation.OWN}/image_auroc")} (own, '
+      'no map)' for s in scorers)
 
 
 def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
@@ -180,7 +227,8 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
   split, val = dataset.test, dataset.val
   protocol = evaluation.Protocol.from_config(config.eval)
   norm = protocol.headline
-  fitted = scorers_lib.fit(scorers, dataset.train.images)
+  fitted = fit_scorers(config, variables, scorers, dataset.train.images,
+                       devices)
   # Validation images are all good: scoring them like the test images gives
   # a threshold without looking at a single defect. One call for both
   # splits compiles the score function once; test images keep indices
@@ -203,10 +251,16 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
                                 val_maps=val_maps,
                                 pixel_images=split.has_masks,
                                 own_scores={k: v[:n] for k, v in
-                                            both_scores.items()})
+                                            both_scores.items()},
+                                val_own_scores={k: v[n:] for k, v in
+                                                both_scores.items()})
+  # Report order = config order (map-less scorers come last otherwise).
+  results = {s.name: results[s.name] for s in scorers}
   curves = evaluation.curves(eval_maps, split.labels, masks, protocol,
                              pixel_images=split.has_masks)
-  thresholds = {s: r[norm]['threshold'] for s, r in results.items()}
+  thresholds = {
+      s: r[evaluation.threshold_reduction(r, norm)]['threshold']
+      for s, r in results.items()}
   write_thresholds(out_dir, config, thresholds, model_val_maps)
   workdir_lib.save_fitted(out_dir, fitted)
   metrics = report.flatten(results)
@@ -227,6 +281,7 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
   quantile = (f'the {protocol.threshold_quantile:g} quantile'
               if protocol.threshold_mode == 'quantile' else 'the maximum')
   headline = scorers[0]
+  headline_reduction = norm if headline.has_map else evaluation.OWN
   notes = [
       f'Model: {config.model.name}; scorers: '
       f'{", ".join(s.name for s in scorers)} (the first is the headline).',
@@ -252,8 +307,17 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
         f'pixel_tau_*: pixel precision, recall and F1 of map >= '
         f'{protocol.pixel_tau:g} (a fixed threshold, seed 002), over all '
         'test images and per defect type.')
+  mapless = [s.name for s in scorers if not s.has_map]
+  if mapless:
+    notes.append(
+        f'{", ".join(mapless)}: global measures without a local map; they '
+        "have image metrics of their own score ('own') only, a deployment "
+        'threshold on the own scores of the good validation images, and no '
+        'pixel metrics, curves or heat maps.')
+  notes.append(RANKING_NOTE.format(norm=norm))
   notes += models.create(config).notes(scorers_lib.needed_outputs(scorers))
-  scores = evaluation.reduce(eval_maps[headline.name], norm, protocol.sigma)
+  scores = (evaluation.reduce(eval_maps[headline.name], norm, protocol.sigma)
+            if headline.has_map else both_scores[headline.name][:n])
   labels = np.asarray(split.labels)
   report.write_category_report(
       out_dir, category=dataset.category, metrics=metrics,
@@ -268,15 +332,18 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
                                  config.eval.heatmap_rows, scorers),
       heatmap_title=('highest- and lowest-scored defective and '
                      'highest-scored good test images\n'
-                     f'(by the {headline.name} {norm} score)'),
+                     f'(by the {headline.name} {headline_reduction} score)'),
       columns=['input', 'reconstruction',
-               *(s.label for s in scorers[:MAX_MAP_COLUMNS]), 'ground truth'],
+               *(s.label for s in map_columns(scorers)), 'ground truth'],
       notes=notes, grouped=True,
-      type_columns=type_table_columns(norm, scorers))
+      type_columns=type_table_columns(norm, scorers),
+      ranking=ranking_keys(norm, scorers),
+      roi_previews=split.roi_previews)
   logging.info('%s: image AUROC (%s) / pixel AUROC / AU-PRO: %s; F1 at the '
                'val threshold (%s) %.3f', dataset.category, norm,
                _summary_line(metrics, norm, scorers), headline.name,
-               metrics[f'{headline.name}/{norm}/threshold_f1'])
+               metrics[f'{headline.name}/{headline_reduction}/'
+                       'threshold_f1'])
   return metrics
 
 
@@ -318,9 +385,7 @@ def write_summary(config: ml_collections.ConfigDict, workdir: str,
     return {}
   norm = config.eval.norm
   scorers = configured_scorers(config)
-  headline = ([f'{s.name}/{norm}/image_auroc' for s in scorers] +
-              [f'{s.name}/pixel_auroc' for s in scorers] +
-              [f'{s.name}/pixel_au_pro' for s in scorers])
+  headline = headline_keys(norm, scorers)
   baselines = [s.name for s in scorers if s.baseline]
   means = report.write_summary_report(
       workdir, per_category=per_category,
@@ -335,9 +400,12 @@ def write_summary(config: ml_collections.ConfigDict, workdir: str,
              f'thresholds: {config.eval.threshold_mode} of the good '
              'validation scores (see the category reports).',
              'Per-defect-type means exist only for types every category '
-             'has; each category\'s metrics.json has all of them.'],
+             'has; each category\'s metrics.json has all of them.',
+             RANKING_NOTE.format(norm=norm) + ' Ranked on the means over '
+             'categories.'],
       headline_keys=headline, grouped=True,
-      type_columns=type_table_columns(norm, scorers))
+      type_columns=type_table_columns(norm, scorers),
+      ranking=ranking_keys(norm, scorers))
   logging.info('Mean over %d categories, image AUROC (%s) / pixel AUROC / '
                'AU-PRO: %s. Report: %s/report.md', len(per_category), norm,
                _summary_line(means, norm, scorers), workdir)

@@ -317,22 +317,64 @@ def evaluate_scorer(anomaly_map, labels, masks, defect_types, protocol:
   return entry
 
 
+def evaluate_image_only(scores, labels, defect_types, protocol: Protocol,
+                        val_scores=None, by_type: bool = True) -> dict:
+  """Metrics of a scorer with its own image score and no map.
+
+  Args:
+    scores: (N,) the scorer's image scores of the test images.
+    labels, defect_types, protocol, by_type: as `evaluate_scorer`.
+    val_scores: optional (M,) its scores of the good validation images;
+      they give the deployment threshold, as the headline reduction's do
+      for a map.
+
+  Returns:
+    {'own': {image_*[, threshold*]}[, 'by_type': {type: {'own': ...}}]}.
+  """
+  labels = np.asarray(labels)
+  scores = np.asarray(scores, np.float64)
+  entry = _image_entry(labels, {OWN: scores})
+  if val_scores is not None:
+    entry[OWN].update(threshold_metrics(labels, scores, calibrate_threshold(
+        val_scores, protocol.threshold_mode, protocol.threshold_quantile)))
+  if by_type:
+    entry[BY_TYPE] = {
+        t: _image_entry(labels[idx], {OWN: scores[idx]})
+        for t, idx in type_subsets(labels, defect_types).items()}
+  return entry
+
+
+def threshold_reduction(entry: Mapping, headline: str) -> str:
+  """The reduction a scorer's deployment threshold is on: the headline one,
+  or 'own' for a scorer without a map."""
+  return headline if headline in entry else OWN
+
+
 def evaluate(maps: Mapping[str, np.ndarray], labels, masks, defect_types,
              protocol: Protocol,
              val_maps: Mapping[str, np.ndarray] | None = None,
              by_type: bool = True, pixel_images=None,
-             own_scores: Mapping[str, np.ndarray] | None = None
+             own_scores: Mapping[str, np.ndarray] | None = None,
+             val_own_scores: Mapping[str, np.ndarray] | None = None
              ) -> dict[str, dict]:
   """`evaluate_scorer` for every named map; {scorer: nested metrics}.
 
   Scorers without a validation map get no deployment threshold; those in
-  `own_scores` get their own image score as the reduction 'own'.
+  `own_scores` get their own image score as the reduction 'own'. A scorer
+  in `own_scores` and not in `maps` has no map: `evaluate_image_only`,
+  its threshold from `val_own_scores`.
   """
   val_maps, own_scores = val_maps or {}, own_scores or {}
-  return {name: evaluate_scorer(m, labels, masks, defect_types, protocol,
-                                val_maps.get(name), by_type, pixel_images,
-                                own_scores.get(name))
-          for name, m in maps.items()}
+  val_own_scores = val_own_scores or {}
+  out = {name: evaluate_scorer(m, labels, masks, defect_types, protocol,
+                               val_maps.get(name), by_type, pixel_images,
+                               own_scores.get(name))
+         for name, m in maps.items()}
+  for name, scores in own_scores.items():
+    if name not in maps:
+      out[name] = evaluate_image_only(scores, labels, defect_types, protocol,
+                                      val_own_scores.get(name), by_type)
+  return out
 
 
 def curves(maps: Mapping[str, np.ndarray], labels, masks,

@@ -249,8 +249,11 @@ def batched_call(fn: Callable, devices) -> Callable:
   """
   n = len(devices)
   rows = _local_rows(devices)
-  mapped = jax.pmap(fn, axis_name=AXIS, in_axes=(None, 0), out_axes=0,
-                    devices=devices)
+  # The replicated argument carries one extra scalar leaf: with jax 0.10.2,
+  # pmap given an in_axes=None argument without leaves ({} when no scorer
+  # is fitted) left the device axis on the batch's first leaf.
+  mapped = jax.pmap(lambda r, b: fn(r[0], b), axis_name=AXIS,
+                    in_axes=(None, 0), out_axes=0, devices=devices)
 
   def call(replicated, batch):
     size = jax.tree.leaves(batch)[0].shape[0]
@@ -260,7 +263,8 @@ def batched_call(fn: Callable, devices) -> Callable:
       if pad:
         x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
       return x.reshape((n, -1) + x.shape[1:])[rows[0]:rows[-1] + 1]
-    out = mapped(replicated, jax.tree.map(split, batch))
+    out = mapped((replicated, np.zeros((), np.int32)),
+                 jax.tree.map(split, batch))
     if jax.process_count() > 1:
       # pmap returns this process's rows; every process needs all of them.
       out = multihost_utils.process_allgather(out, tiled=True)

@@ -118,11 +118,19 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
   """
   config = workdir_lib.load_config(workdir)
   scorers = evaluate.configured_scorers(config)
-  names = [s.name for s in scorers]
+  # Global similarity measures have an image score and no map: they get a
+  # score column, and cannot draw maps, masks or decisions.
+  names = [s.name for s in scorers if s.has_map]
+  mapless = [s.name for s in scorers if not s.has_map]
+  if not names:
+    raise imageio.DataError(
+        f'{workdir}: config.eval.scorers has no scorer with a map '
+        f'({", ".join(mapless)}); aad.predict draws maps.')
   scorer = scorer or names[0]
   if scorer not in names:
     raise imageio.DataError(f'--scorer={scorer}: the run evaluated '
-                            f'{", ".join(names)}; choose one of them.')
+                            f'{", ".join(names)} with maps; choose one of '
+                            'them.')
   category = _choose_category(workdir, category)
   paths = collect_inputs(inputs)
   stems = output_names(paths)
@@ -150,7 +158,7 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
   logging.info('%s: scoring %d images with the model of step %d; %s '
                'threshold %.4g (image), %.4g (pixel)', category, len(paths),
                summary['best_step'], scorer, threshold, pixel_threshold)
-  _, outputs, _ = evaluate.score(config, variables, np.stack(prepared),
+  _, outputs, own = evaluate.score(config, variables, np.stack(prepared),
                                  parallel.select_devices(num_devices),
                                  scorers, fitted)
   norm, sigma = config.eval.norm, config.eval.smooth_sigma
@@ -171,6 +179,8 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
     files[f'{stem}_mask.png'] = (amap >= pixel_threshold).astype(
         np.uint8) * 255
     rows.append({'file': path, **{f'{s}_{norm}': scores[s] for s in names},
+                 **{f'{s}_{evaluation.OWN}': float(own[s][i])
+                    for s in mapless},
                  'decision': ('anomalous' if scores[scorer] >= threshold
                               else 'good')})
   _write_outputs(output, files, rows, scorer, norm, threshold)

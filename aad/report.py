@@ -214,6 +214,41 @@ def metric_sections(flat: Mapping[str, float],
   return lines
 
 
+def _ranks(values: Mapping[str, float]) -> dict[str, int]:
+  """Competition ranks, 1 = largest; equal values share the rank."""
+  return {k: 1 + sum(other > v for other in values.values())
+          for k, v in values.items()}
+
+
+def ranking_section(flat: Mapping[str, float],
+                    ranking: Mapping[str, tuple[str, str | None]]
+                    ) -> list[str]:
+  """Markdown lines ranking scorers by image AUROC, then pixel AUROC.
+
+  Args:
+    flat: flattened metrics.
+    ranking: {scorer: (image AUROC key, pixel AUROC key or None)}; scorers
+      whose image key is missing from `flat` are left out.
+
+  Returns:
+    A '## Ranking' section: one row per scorer, sorted by image AUROC,
+    with the image score used, both AUROCs and both ranks.
+  """
+  image = {n: flat[k] for n, (k, _) in ranking.items() if k in flat}
+  if not image:
+    return []
+  pixel = {n: flat[k] for n, (_, k) in ranking.items()
+           if n in image and k and k in flat}
+  image_rank, pixel_rank = _ranks(image), _ranks(pixel)
+  order = sorted(image, key=lambda n: (image_rank[n], -pixel.get(n, -1), n))
+  rows = [[n, ranking[n][0].split('/')[-2], _fmt(image[n]),
+           str(image_rank[n]), _fmt(pixel.get(n)),
+           str(pixel_rank[n]) if n in pixel_rank else '—'] for n in order]
+  return ['## Ranking', '', *markdown_table(
+      ['scorer', 'image score', 'image AUROC', 'image rank', 'pixel AUROC',
+       'pixel rank'], rows), '']
+
+
 def _notes(notes: Sequence[str]) -> list[str]:
   return ['## Notes', '', *(f'- {n}' for n in notes), ''] if notes else []
 
@@ -439,6 +474,31 @@ def plot_heatmap_grid(path: str, rows: Sequence[Mapping[str, Any]],
   _save_figure(fig, path)
 
 
+def plot_roi_outlines(path: str, previews: Sequence[tuple], title: str):
+  """Draws images at native size with their peeled ROI outlined.
+
+  Args:
+    path: PNG path.
+    previews: (name, uint8 (H, W, C) image, preprocess.Roi) triples.
+    title: figure title.
+  """
+  fig = Figure(figsize=(3 * len(previews), 3.4))
+  axes = fig.subplots(1, len(previews), squeeze=False)[0]
+  fig.suptitle(title)
+  for ax, (name, image, roi) in zip(axes, previews):
+    top, bottom, left, right = roi.box
+    inside = np.zeros(image.shape[:2], np.float32)
+    inside[top:bottom, left:right] = roi.inside
+    ax.imshow(_to_image(_squeeze(image)), cmap='gray')
+    # The object's boundary (the 0.5 level of its mask) and its crop box.
+    ax.contour(inside, levels=[0.5], colors='lime', linewidths=1.2)
+    ax.plot([left, right, right, left, left], [top, top, bottom, bottom, top],
+            color='yellow', linewidth=0.8, linestyle='--')
+    ax.set_title(name, fontsize=8)
+    ax.set_axis_off()
+  _save_figure(fig, path)
+
+
 def write_category_report(
     out_dir: str, *, category: str, metrics: Mapping[str, Any],
     roc_curves: Mapping[str, Mapping[str, tuple[Any, Any]]],
@@ -453,7 +513,9 @@ def write_category_report(
     image_score: str = '',
     heatmap_title: str = 'examples',
     grouped: bool = False,
-    type_columns: Sequence[str] = ()) -> dict[str, float]:
+    type_columns: Sequence[str] = (),
+    ranking: Mapping[str, tuple[str, str | None]] | None = None,
+    roi_previews: Sequence[tuple] = ()) -> dict[str, float]:
   """Writes one category's metrics.json, report.md and figures.
 
   Args:
@@ -478,6 +540,11 @@ def write_category_report(
     grouped: lay the metrics out by level with `metric_sections` (image,
       pixel, thresholds, per type); False: one scorer x metric table.
     type_columns: with `grouped`, the keys of the per-defect-type table.
+    ranking: {scorer: (image AUROC key, pixel AUROC key or None)}: a
+      ranking table first (`ranking_section`); None: none.
+    roi_previews: (name, native image, Roi) of a few images when the ROI
+      peel is on: a figure of their outlines (`plot_roi_outlines`); ():
+      none.
 
   Returns:
     The flattened metrics.
@@ -510,13 +577,18 @@ def write_category_report(
         thresholds, xlabel=f'{image_score or "image"} score')
     figures.append(('image scores, good vs defective',
                     'score_histograms.png'))
+  if roi_previews:
+    plot_roi_outlines(os.path.join(out_dir, 'roi.png'), roi_previews,
+                      f'{category}: peeled ROI (green) and crop (dashed)')
+    figures.append(('ROI peeling', 'roi.png'))
   if heatmap_rows:
     plot_heatmap_grid(os.path.join(out_dir, 'heatmaps.png'), heatmap_rows,
                       columns, f'{category}: {heatmap_title}')
     figures.append(('examples', 'heatmaps.png'))
   tables = (['## Metrics', '', *metric_sections(flat, type_columns)]
             if grouped else [*_metrics_table(flat), ''])
-  lines = [f'# {category}', '', *tables]
+  lines = [f'# {category}', '', *ranking_section(flat, ranking or {}),
+           *tables]
   lines += ['## Figures', ''] + [f'![{c}]({n})\n' for c, n in figures]
   lines += _notes(notes)
   _write_text(os.path.join(out_dir, 'report.md'), lines)
@@ -528,7 +600,9 @@ def write_summary_report(
     workdir: str, *, per_category: Mapping[str, Mapping[str, Any]],
     title: str, notes: Sequence[str],
     headline_keys: Sequence[str], grouped: bool = False,
-    type_columns: Sequence[str] = ()) -> dict[str, float]:
+    type_columns: Sequence[str] = (),
+    ranking: Mapping[str, tuple[str, str | None]] | None = None
+    ) -> dict[str, float]:
   """Writes the cross-category metrics.json and report.md.
 
   Args:
@@ -540,6 +614,8 @@ def write_summary_report(
     grouped: lay the table of means out by level and scorer with
       `metric_sections`; False: one scorer x metric table.
     type_columns: with `grouped`, the keys of the per-defect-type table.
+    ranking: as `write_category_report`'s, ranking the means over
+      categories.
 
   Returns:
     key -> unweighted mean over categories, for the keys every category has.
@@ -559,7 +635,8 @@ def write_summary_report(
       [cat, *(_fmt(f.get(k)) for k in headline_keys)]
       for cat, f in flats.items()] + [
           ['**mean**', *(_fmt(mean.get(k)) for k in headline_keys)]])
-  lines += ['', '## All metrics (mean over categories)', '']
+  lines += ['', *ranking_section(mean, ranking or {})]
+  lines += ['## All metrics (mean over categories)', '']
   lines += (metric_sections(mean, type_columns) if grouped
             else [*_metrics_table(mean), ''])
   lines += _notes(notes)

@@ -25,23 +25,59 @@ from aad import scoring
 
 @dataclasses.dataclass(frozen=True)
 class Scorer:
-  """A registered scorer; see `register` for the fields."""
+  """A registered scorer; see `register` for the fields.
+
+  map is None for a scorer without a local form (a global similarity
+  measure): it has only its own image score, so evaluation gives it image
+  metrics only and reports, thresholds and `aad.predict` skip its pixel
+  parts. joint, when given, computes (map or None, image score) in one
+  pass, for measures whose map and score share their work (XLA does not
+  merge two calls of the same loop).
+  """
   name: str
-  map: Callable[..., jax.Array]
+  map: Callable[..., jax.Array] | None
   needs: tuple[str, ...]
   label: str
   fit: Callable[[np.ndarray], Any] | None
   baseline: bool
   image: Callable[..., jax.Array] | None = None
+  joint: Callable[..., tuple[Any, jax.Array]] | None = None
+  fit_needs: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    if self.map is None and self.image is None:
+      raise ValueError(f'scorer {self.name!r} has neither a map nor an '
+                       'image score')
+
+  @property
+  def has_map(self) -> bool:
+    return self.map is not None
+
+  def compute(self, x, outputs, fitted, cfg) -> tuple[Any, Any]:
+    """(map (N, H, W) or None, own image score (N,) or None)."""
+    args = (x, outputs, fitted, cfg)
+    if self.joint:
+      return self.joint(*args)
+    return (self.map(*args) if self.map else None,
+            self.image(*args) if self.image else None)
 
 
 REGISTRY: dict[str, Scorer] = {}
 
 
+def add(scorer: Scorer) -> Scorer:
+  """Registers a `Scorer` built by hand (`register` is the usual way)."""
+  if scorer.name in REGISTRY:
+    raise ValueError(f'scorer {scorer.name!r} is registered twice')
+  REGISTRY[scorer.name] = scorer
+  return scorer
+
+
 def register(name: str, *, needs: Sequence[str] = ('reconstruction',),
              label: str = '', fit: Callable[[np.ndarray], Any] | None = None,
              baseline: bool = False,
-             image: Callable[..., jax.Array] | None = None) -> Callable:
+             image: Callable[..., jax.Array] | None = None,
+             fit_needs: Sequence[str] = ()) -> Callable:
   """Decorator that registers a map function as scorer `name`.
 
   Args:
@@ -52,17 +88,19 @@ def register(name: str, *, needs: Sequence[str] = ('reconstruction',),
     fit: optional (train images, uint8 (N, H, W, C)) -> arrays, run once per
       category before scoring; its result is the map's `fitted` argument
       and is saved with the run, so `aad.predict` needs no training data.
+      With `fit_needs` it is called as fit(train images, {output: the
+      family's outputs of the train images}, cfg), cfg the eval block.
     baseline: a no-learning reference (kept out of the per-defect-type
       tables, which compare the models' scorers).
     image: optional (x, outputs, fitted, cfg) -> (N,) image score of the
       scorer's own (a measure whose standard image form is not a norm of
       its map), reported as the reduction 'own' beside the map's norms.
+    fit_needs: family outputs `fit` reads from the training images (the
+      caller computes them, e.g. aad.evaluate.family_outputs).
   """
   def wrap(fn):
-    if name in REGISTRY:
-      raise ValueError(f'scorer {name!r} is registered twice')
-    REGISTRY[name] = Scorer(name, fn, tuple(needs), label or name, fit,
-                            baseline, image)
+    add(Scorer(name, fn, tuple(needs), label or name, fit, baseline, image,
+               fit_needs=tuple(fit_needs)))
     return fn
   return wrap
 
@@ -102,21 +140,50 @@ def needed_outputs(scorers: Sequence[Scorer]) -> frozenset[str]:
 
 
 def make_maps_fn(scorers: Sequence[Scorer], cfg) -> Callable:
-  """fn(fitted, (images uint8, outputs)) -> {'maps': {scorer: (N, H, W)},
-  'image': {scorer: (N,)} for the scorers with an image score of their own}.
+  """fn(fitted, (images uint8, outputs)) -> {'maps': {scorer: (N, H, W)}
+  for the scorers with a map, 'image': {scorer: (N,)} for the scorers with
+  an image score of their own}.
   """
   def fn(fitted, batch):
     images, outputs = batch
     x = scoring.to_float(images)
-    args = lambda s: (x, outputs, fitted.get(s.name), cfg)
-    return {'maps': {s.name: s.map(*args(s)) for s in scorers},
-            'image': {s.name: s.image(*args(s)) for s in scorers if s.image}}
+    out = {'maps': {}, 'image': {}}
+    for s in scorers:
+      amap, own = s.compute(x, outputs, fitted.get(s.name), cfg)
+      if amap is not None:
+        out['maps'][s.name] = amap
+      if own is not None:
+        out['image'][s.name] = own
+    return out
   return fn
 
 
-def fit(scorers: Sequence[Scorer], train_images: np.ndarray) -> dict:
-  """{scorer: fitted arrays} for the scorers that learn from training data."""
-  return {s.name: s.fit(train_images) for s in scorers if s.fit}
+def fit_outputs(scorers: Sequence[Scorer]) -> frozenset[str]:
+  """The family outputs of the training images that `fit` needs."""
+  return frozenset().union(*(s.fit_needs for s in scorers if s.fit))
+
+
+def fit(scorers: Sequence[Scorer], train_images: np.ndarray,
+        train_outputs: dict | None = None, cfg=None) -> dict:
+  """{scorer: fitted arrays} for the scorers that learn from training data.
+
+  train_outputs: the family's outputs of `train_images`, at least
+  `fit_outputs(scorers)` (None when that is empty); cfg: the eval block,
+  for the scorers fitted on outputs.
+  """
+  out = {}
+  for s in scorers:
+    if not s.fit:
+      continue
+    if s.fit_needs:
+      if train_outputs is None or not set(s.fit_needs) <= set(train_outputs):
+        raise ValueError(f'scorer {s.name!r} is fitted on the outputs '
+                         f'{", ".join(s.fit_needs)} of the training images')
+      out[s.name] = s.fit(train_images, {k: train_outputs[k]
+                                         for k in s.fit_needs}, cfg)
+    else:
+      out[s.name] = s.fit(train_images)
+  return out
 
 
 # The method's own scorers (METHOD.md 4) and a no-learning baseline.

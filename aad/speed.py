@@ -109,7 +109,11 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5) -> dict:
     result['infer_gflops_per_s'] = flops / median / 1e9
 
   scorers = scorers_lib.resolve(config.eval.scorers, eval_family)
-  fitted = scorers_lib.fit(scorers, data)
+  fit_wanted = scorers_lib.fit_outputs(scorers)
+  train_outputs = jax.device_get(jax.jit(
+      lambda v, x: eval_family.outputs(v, x, keys, fit_wanted))(
+          variables, x)) if fit_wanted else None
+  fitted = scorers_lib.fit(scorers, data[:batch], train_outputs, config.eval)
   wanted = scorers_lib.needed_outputs(scorers)
   maps_fn = scorers_lib.make_maps_fn(scorers, config.eval)
 

@@ -187,6 +187,33 @@ def get_config() -> ml_collections.ConfigDict:
   # feature_mask scorer (dae_denoiser): |x - Den(AE(x))| times
   # |Den(AE(x)) - AE(x)| to this power (0: the smooth residual alone).
   c.eval.feature_mask_power = 1.0
+  # Similarity-measure scorers (aad/similarity/scorers.py; METHOD.md 5.3):
+  # keyword arguments per measure, the papers' values. Grey levels in
+  # [0, 1]; fsim's scale maps them to the paper's 0..255 constants.
+  c.eval.similarity = ml_collections.ConfigDict(dict(
+      se={}, rmse={}, zncc={}, sam={},
+      psnr=dict(max_val=1.0, max_db=200.0),   # -PSNR, capped (identity)
+      sre=dict(max_db=200.0),
+      imed=dict(sigma=1.0, truncate=4.0),     # Gaussian metric, px
+      ssim=dict(max_val=1.0, filter_size=11, filter_sigma=1.5, k1=0.01,
+                k2=0.03),                     # Wang et al. 2004
+      uiq=dict(block_size=8),                 # Wang & Bovik 2002
+      gmsd=dict(c=170.0 / 255.0**2),          # Xue et al. 2014
+      # Zhang et al. 2011; noise_stride > 1 takes the phase-congruency
+      # noise median on every n-th row and column (1 = the reference;
+      # 2 about halves FSIM's cost on CPU).
+      fsim=dict(chroma=True, scale=255.0, t1=0.85, t2=160.0, t3=200.0,
+                t4=200.0, lam=0.03, nscale=4, norient=4, noise_stride=1),
+      issm=dict(a=0.3, b=0.5, c=0.7, bins=10, low=100, high=200),
+      sh=dict(bins=256)))                     # histogram intersection
+  # Activation-Gaussian scorer (seed 001, METHOD.md 5.4; aad/
+  # activation_gaussian.py), for aesc/ae: vector_size activations sampled
+  # at fixed random positions of each layer (enc0..enc<depth-1>,
+  # dec<depth-2>..dec0; () = all), one Gaussian per layer fitted on the
+  # training images, covariance + reg tr(Sigma) / vector_size on the
+  # diagonal.
+  c.eval.activation_gaussian = ml_collections.ConfigDict(dict(
+      layers=(), vector_size=64, reg=1e-3, seed=0))
   c.eval.mc_samples = 30         # T, Monte-Carlo dropout passes
   c.eval.mc_chunk = 0            # passes per device call; 0 = from memory
   c.eval.batch_size = 16         # test images per device call

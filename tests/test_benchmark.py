@@ -56,11 +56,25 @@ def test_unimplemented_or_missing_benchmark_is_an_error(argv, message,
 
 
 def test_config_benchmark_prints_speed_figures(capsys):
-  assert benchmark.main(['--config=configs/test.py', '--repeats=1']) == 0
+  assert benchmark.main(['--config=configs/test.py', '--repeats=1',
+                         '--scorers=residual,mc_variance,psnr,ssim']) == 0
   result = json.loads(capsys.readouterr().out.strip())
   assert result['benchmark'] == 'speed' and result['image_size'] == 32
   for key in ('train_images_per_s', 'infer_images_per_s',
               'score_images_per_s'):
     assert result[key] > 0
   assert result['mc_samples'] == 4
-  assert result['scorers'] == ['residual', 'mc_variance', 'baseline_mean']
+  assert result['scorers'] == ['residual', 'mc_variance', 'psnr', 'ssim']
+
+
+def test_set_field_overrides_nested_fields_and_names_bad_keys():
+  from configs import default
+  config = default.get_config()
+  benchmark.set_field(config, 'eval.similarity.fsim.noise_stride=2')
+  benchmark.set_field(config, 'eval.norm=linf')
+  assert config.eval.similarity.fsim.noise_stride == 2
+  assert config.eval.norm == 'linf'
+  with pytest.raises(SystemExit, match="no field 'eval.nrom'"):
+    benchmark.set_field(config, 'eval.nrom=l1')
+  with pytest.raises(SystemExit, match='KEY=VALUE'):
+    benchmark.set_field(config, 'eval.norm')

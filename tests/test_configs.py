@@ -15,7 +15,8 @@ from configs import default
 @pytest.mark.parametrize('name, num_runs', [
     ('default', 0), ('aesc_stain', 0), ('mvtec_ad', 0), ('test', 0),
     ('ae_l2', 0), ('ae_ssim', 0), ('dae_denoiser', 0),
-    ('aesc_stain_sweep', 18), ('test_sweep', 4), ('compare_families', 4)])
+    ('aesc_stain_sweep', 18), ('test_sweep', 4), ('compare_families', 4),
+    ('compare_scorers', 0)])
 def test_config_files_load_and_are_consistent(name, num_runs):
   config = importlib.import_module(f'configs.{name}').get_config()
   assert len(sweep.expand(config)) == num_runs
@@ -46,3 +47,11 @@ def test_unknown_corruption_name_is_named():
   config.name = 'stains'
   with pytest.raises(ValueError, match='stains'):
     corruptions.from_config(config)
+
+
+def test_compare_scorers_lists_every_scorer_aesc_can_use():
+  config = importlib.import_module('configs.compare_scorers').get_config()
+  family = models.create(config)
+  usable = {n for n, s in scorers.REGISTRY.items()
+            if set(s.needs) <= set(family.output_names)}
+  assert set(config.eval.scorers) == usable

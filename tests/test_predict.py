@@ -151,3 +151,36 @@ def test_cli_errors_name_the_problem_and_keep_old_outputs(run, tmp_path):
                                    'good_000', 'crack_000', '001']
   with pytest.raises(imageio.DataError, match='would both write stray_a_'):
     predict.output_names([str(stray / 'a.png'), str(stray / 'a.png')])
+
+
+def test_similarity_scorers_with_and_without_maps_end_to_end(run, tmp_path):
+  workdir, category = run
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  config = json.loads((copy / 'config.json').read_text())
+  # A map-less headline: its own score picks the examples; predict draws
+  # the first scorer with a map. activation_gaussian is fitted on the
+  # model's outputs of the training images.
+  scorers = ['psnr', 'ssim', 'residual', 'sh', 'activation_gaussian']
+  config['eval']['scorers'] = scorers
+  (copy / 'config.json').write_text(json.dumps(config))
+  evaluate.evaluate_workdir(str(copy))
+  metrics = json.loads((copy / 'widget' / 'metrics.json').read_text())
+  assert 'psnr/own/image_auroc' in metrics
+  assert 'psnr/pixel_auroc' not in metrics and 'ssim/pixel_auroc' in metrics
+  assert 'ssim/own/image_auroc' in metrics
+  # Fitted on the model's activations of the training images, saved.
+  assert 'activation_gaussian/own/image_auroc' in metrics
+  assert (copy / 'widget' / 'scorers.msgpack').is_file()
+  text = (copy / 'widget' / 'report.md').read_text()
+  ranking = text.split('## Ranking')[1].split('##')[0]
+  assert all(f'| {n} ' in ranking for n in scorers)
+  assert '## Ranking' in (copy / 'report.md').read_text()
+  thresholds = json.loads((copy / 'widget' / 'thresholds.json').read_text())
+  assert set(thresholds['image']) == set(scorers)
+  assert set(thresholds['pixel']) == {'ssim', 'residual'}
+  rows = predict.predict(str(copy), [f'{category}/test/scratch/000.png'],
+                         str(tmp_path / 'out'))
+  assert set(rows[0]) == {'file', 'ssim_l2', 'residual_l2', 'psnr_own',
+                          'sh_own', 'activation_gaussian_own', 'decision'}
+  assert (tmp_path / 'out' / '000_map.png').is_file()

@@ -125,3 +125,28 @@ def test_write_summary_report(tmp_path):
   with pytest.raises(ValueError, match='mean'):
     report.write_summary_report(str(tmp_path), per_category={'mean': {}},
                                 title='', notes=[], headline_keys=[])
+
+
+@pytest.mark.parametrize('roi', ['peel', 'none'])
+def test_roi_figure_is_written_only_when_the_peel_is_on(roi, tmp_path):
+  from aad import data as data_lib  # pylint: disable=g-import-not-at-top
+  # A bright disk on a dark background: the peel finds the disk.
+  yy, xx = np.mgrid[:40, :48]
+  disk = ((yy - 20)**2 + (xx - 26)**2 < 12**2).astype(np.uint8) * 200 + 20
+  images = [np.repeat(disk[..., None], 3, -1) for _ in range(5)]
+  split = data_lib.Split(
+      images=images, labels=np.zeros(5, np.int32),
+      masks=[np.zeros((40, 48), np.uint8)] * 5, defect_types=('good',) * 5,
+      names=tuple(f'{i}.png' for i in range(5)))
+  prepared = data_lib._prepare(split, (16, 16), 1, roi, 2)  # pylint: disable=protected-access
+  assert len(prepared.roi_previews) == (data_lib.ROI_PREVIEWS
+                                        if roi == 'peel' else 0)
+  out = tmp_path / 'disk'
+  report.write_category_report(
+      str(out), category='disk', metrics={'r': {'l2': {'image_auroc': 1.0}}},
+      roc_curves={}, heatmap_rows=[], columns=[], notes=[],
+      roi_previews=prepared.roi_previews)
+  assert (out / 'roi.png').is_file() == (roi == 'peel')
+  assert ('](roi.png)' in (out / 'report.md').read_text()) == (roi == 'peel')
+  if roi == 'peel':
+    _assert_png(out / 'roi.png')

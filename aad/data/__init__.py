@@ -35,6 +35,9 @@ class Split:
       when the source has no native size to offer.
     has_masks: optional bool (N,): False for defective images scored
       image-level only (their mask is missing, all 0); None = all drawn.
+    roi_previews: with roi='peel', (name, native uint8 image, its
+      preprocess.Roi) of the first ROI_PREVIEWS images, for the report's
+      ROI figure; () otherwise.
   """
   images: np.ndarray
   labels: np.ndarray
@@ -43,6 +46,7 @@ class Split:
   names: tuple[str, ...]
   native_masks: np.ndarray | None = None
   has_masks: np.ndarray | None = None
+  roi_previews: tuple = ()
 
   def __len__(self) -> int:
     return len(self.images)
@@ -130,15 +134,22 @@ def prepare_image(image: np.ndarray, name: str, *, size, channels: int,
   return preprocess.convert_channels(image[None], channels)[0], found
 
 
+ROI_PREVIEWS = 4  # images per split kept at native size for the report
+
+
 def _prepare(split: Split, size: tuple[int, int], channels: int, roi: str,
              roi_margin: int) -> Split:
   images, masks = list(split.images), list(split.masks)
+  previews = []
   for i, name in enumerate(split.names):
+    native = images[i]
     images[i], found = prepare_image(images[i], name, size=size,
                                      channels=channels, roi=roi,
                                      roi_margin=roi_margin)
     if found is not None:
       masks[i] = preprocess.crop_mask(masks[i], found)
+      if len(previews) < ROI_PREVIEWS:
+        previews.append((name, native, found))
   if split.native_masks is not None and roi == 'none':
     native = split.native_masks
   else:
@@ -147,7 +158,8 @@ def _prepare(split: Split, size: tuple[int, int], channels: int, roi: str,
       native = np.stack(native)
   return dataclasses.replace(
       split, images=np.stack(images),
-      masks=preprocess.resize_masks(masks, size), native_masks=native)
+      masks=preprocess.resize_masks(masks, size), native_masks=native,
+      roi_previews=tuple(previews))
 
 
 def _subset(split: Split, idx) -> Split:

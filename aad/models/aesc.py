@@ -13,6 +13,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from aad import corruptions
 from aad import scoring
@@ -135,6 +136,9 @@ class AutoEncoder(nn.Module):
         y = encode(y, level)
       if until_dropout and level == first:
         return y, tuple(skips)
+      # Level outputs for the activation-Gaussian scorer; sow stores
+      # nothing unless 'intermediates' is mutable.
+      self.sow('intermediates', f'enc{level}', y)
       y = drop(y, 'enc', level)
       skips.append(y)
     if until_dropout:  # No dropout at all: the prefix is the encoder.
@@ -148,6 +152,7 @@ class AutoEncoder(nn.Module):
       y = drop(y, 'dec', level)
       if self.skips:
         y = y + skips[level]
+      self.sow('intermediates', f'dec{level}', y)
     y = conv(c, 'out_conv', upsample_input=True)(y)
     return nn.sigmoid(y.astype(jnp.float32))
 
@@ -178,6 +183,41 @@ def build(m: ml_collections.ConfigDict,
       conv_impl=m.conv_impl, dtype=DTYPES[dtype])
 
 
+def layer_names(depth: int) -> tuple[str, ...]:
+  """The layers whose activations can be sampled: encoder then decoder
+  levels ('enc0' finest ... 'dec0')."""
+  return (tuple(f'enc{l}' for l in range(depth)) +
+          tuple(f'dec{l}' for l in reversed(range(depth - 1))))
+
+
+def sample_positions(shapes: dict, g: ml_collections.ConfigDict
+                     ) -> dict[str, np.ndarray]:
+  """{layer: flat (h, w, c) indices of its vector_size samples}.
+
+  One random mask per layer (seed 001), drawn from g.seed and the layer's
+  index, so every image and every run with that seed uses the same one.
+
+  Raises:
+    ValueError: naming config.eval.activation_gaussian, for an unknown
+      layer or one with fewer values than vector_size.
+  """
+  names = list(shapes)
+  chosen = tuple(g.layers) or tuple(names)
+  out = {}
+  for layer in chosen:
+    if layer not in shapes:
+      raise ValueError(f'config.eval.activation_gaussian.layers: unknown '
+                       f'layer {layer!r}; choose from {", ".join(names)}.')
+    size = int(np.prod(shapes[layer]))
+    if size < g.vector_size:
+      raise ValueError(
+          f'config.eval.activation_gaussian.vector_size={g.vector_size} is '
+          f'more than the {size} values of layer {layer!r}.')
+    rng = np.random.default_rng([g.seed, names.index(layer)])
+    out[layer] = np.sort(rng.choice(size, g.vector_size, replace=False))
+  return out
+
+
 def family(config: ml_collections.ConfigDict,
            axis_name: str | None = None) -> base.Family:
   """AESc (config.model.name 'aesc') or the plain AE ('ae') as a family.
@@ -195,16 +235,33 @@ def family(config: ml_collections.ConfigDict,
 
   samples = config.eval.mc_samples
 
+  def activations(v, x):
+    """(reconstruction, (N, L, V) samples of the chosen layers' outputs)."""
+    y, state = eval_net.apply(v, x, mutable=['intermediates'])
+    acts = {k: a[0] for k, a in state['intermediates'].items()}
+    positions = sample_positions(
+        {k: acts[k].shape[1:] for k in layer_names(m.depth)},
+        config.eval.activation_gaussian)
+    return y, jnp.stack(
+        [acts[k].reshape(len(x), -1)[:, p].astype(jnp.float32)
+         for k, p in positions.items()], axis=1)
+
   def outputs(variables, x, keys, wanted=frozenset()):
     v = variables['ae']
+    out = {}
+    if 'activations' in wanted:
+      out['reconstruction'], out['activations'] = activations(v, x)
     if samples < 1 or not wanted & {'mc_mean', 'mc_variance'}:
-      return {'reconstruction': eval_net.apply(v, x)}
+      if 'reconstruction' not in out:
+        out['reconstruction'] = eval_net.apply(v, x)
+      return out
     # The memory estimate uses the configured batch, not this call's, so
     # a short last batch samples in the same chunks (same round-off).
     chunk = config.eval.mc_chunk or scoring.mc_chunk_size(
         samples, config.eval.batch_size, x.shape[1:], m.features)
-    return scoring.mc_dropout(eval_net.apply, samples=samples, chunk=chunk,
-                              shared_prefix=True)(v, x, keys)
+    return {**out, **scoring.mc_dropout(
+        eval_net.apply, samples=samples, chunk=chunk,
+        shared_prefix=True)(v, x, keys)}
 
   def notes(wanted):
     if not wanted & {'mc_mean', 'mc_variance'}:
@@ -216,6 +273,7 @@ def family(config: ml_collections.ConfigDict,
                      corruptions.from_config(config.corruption))
   return base.Family(
       name=m.name, init=init, stages=(stage,), outputs=outputs,
-      output_names=('reconstruction', 'mc_mean', 'mc_variance'),
+      output_names=('reconstruction', 'mc_mean', 'mc_variance',
+                    'activations'),
       scorers=('residual', 'mc_variance', 'baseline_mean'),
       size_multiple=2 ** m.depth, notes=notes)

@@ -23,6 +23,8 @@ COLUMNS = (
     ('AU-PRO', 'pixel_au_pro'),
     ('F1 at val threshold', '{norm}/threshold_f1'),
 )
+# In ROOT/<run>/timings.json (not metrics.json: timings differ between
+# identical runs).
 TRAIN_SECONDS = 'mean/train/train_seconds'
 
 
@@ -78,7 +80,9 @@ def gather(root: str) -> tuple[list[str], list[list[str]]]:
       continue
     metrics = _read_json(metrics_file)
     norm = config.get('eval', {}).get('norm', 'l2')
-    seconds = metrics.get(TRAIN_SECONDS)
+    timings_file = os.path.join(root, name, 'timings.json')
+    seconds = (_read_json(timings_file).get(TRAIN_SECONDS)
+               if os.path.exists(timings_file) else None)
     for scorer in _scorers(metrics):
       values = [metrics.get(f'mean/{scorer}/' + key.format(norm=norm))
                 for _, key in COLUMNS]

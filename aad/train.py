@@ -28,6 +28,7 @@ import optax
 from aad import checkpoint
 from aad import corruptions
 from aad import data as data_lib
+from aad import errors
 from aad import models
 from aad import parallel
 from aad import scoring
@@ -40,7 +41,7 @@ class TrainState(train_state.TrainState):
   batch_stats: Any = None
 
 
-class TrainingError(RuntimeError):
+class TrainingError(errors.UserError, RuntimeError):
   """Training cannot go on (e.g. a NaN loss); the message says what to do."""
 
 
@@ -405,11 +406,16 @@ def train_stage(config: ml_collections.ConfigDict, family: base.Family,
         metrics = jax.device_get(metrics)
         loss = float(np.mean(metrics['loss']))
         if not np.all(np.isfinite(metrics['loss'])):
+          ckpts.wait()
+          last = ckpts.latest_step()
+          kept = (f'the checkpoint of step {last} is kept in '
+                  f'{ckpts.directory}' if last is not None else
+                  'no checkpoint had been saved yet')
           raise TrainingError(
-              f'{label}: the training loss became {loss} near '
-              f'step {step}. The last good checkpoint is kept in '
-              f'{ckpts.directory}; lower config.train.learning_rate and '
-              'rerun the same command to resume from it.')
+              f'{label}: the training loss became {loss} near step {step} '
+              f'(config.train.learning_rate='
+              f'{config.train.learning_rate:g}); {kept}. Rerun with a lower '
+              'config.train.learning_rate in a new --workdir.')
         now = time.time()
         rate = (step - step_log) * config.train.batch_size / (now - t_log)
         eta = (total - step) * config.train.batch_size / max(rate, 1e-9)

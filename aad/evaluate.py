@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from aad import data as data_lib
+from aad import errors
 from aad import evaluation
 from aad import models
 from aad import parallel
@@ -483,6 +484,7 @@ def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
     output = workdir if not other else os.path.join(
         workdir, 'eval', os.path.basename(os.path.normpath(path)) if path
         else dataset)
+  errors.writable_dir(output, '--output')
   # The run's own device count where possible: batch splits change float
   # round-off, so the same count reproduces the figures to the last digit.
   if not num_devices and config.num_devices <= len(jax.local_devices()):
@@ -518,10 +520,10 @@ def main(argv):
   host_devices.configure_convolutions()  # before JAX starts
   logs.setup()
   f = flags.FLAGS
-  logs.exit_on(data_lib.DataError, evaluate_workdir, f.workdir,
-               output=f.output, dataset=f.dataset, path=f.path,
-               categories=f.categories or (),
-               model_category=f.model_category, num_devices=f.num_devices)
+  evaluate_workdir(f.workdir, output=f.output, dataset=f.dataset,
+                   path=f.path, categories=f.categories or (),
+                   model_category=f.model_category,
+                   num_devices=f.num_devices)
 
 
 def _define_flags():
@@ -544,6 +546,6 @@ def _define_flags():
 if __name__ == '__main__':
   # Flags are defined here, not at import: aad.main imports this module and
   # has its own --workdir.
-  from absl import app as absl_app  # pylint: disable=g-import-not-at-top
+  from aad import logs  # pylint: disable=g-import-not-at-top
   _define_flags()
-  absl_app.run(main)
+  logs.run(main)

@@ -97,7 +97,7 @@ def exit_on(errors_, fn, *args, **kwargs):
 
 def _config_override(argv, message: str) -> str:
   """The --config.x.y argument a config error is about, if one names it."""
-  names = re.findall(r"'(\w+)'", message)
+  names = re.findall(r"['\"](\w+)['\"]", message)[:1]  # the missing one
   for arg in argv[1:]:
     path = arg.split('=', 1)[0]
     if path.startswith('--config.') and any(
@@ -121,18 +121,20 @@ def parse_flags(argv):
           OSError) as e:
     if _debug():
       raise
-    message = _one_line(e.args[0] if e.args else e)
-    override = _config_override(argv, message)
+    raw = _one_line(str(e.args[0] if e.args else e).replace(
+        "\\'", "'").replace('\\n', ' '))
+    override = _config_override(argv, raw)
+    message = raw.strip("'\" ")
     if 'earlier failure to load' in message:
       found = re.search(r'Attempted \[Relative path\]: (\S+) (.*)', message)
       message = (f'--config={found.group(1)}: cannot load it ({found.group(2)})'
                  if found else message)
     elif override:
-      message = (f'{override}: no such config field '
-                 f'({message.strip(chr(39))}); see configs/default.py for '
-                 'the fields.')
-    sys.stderr.write(f'{os.path.basename(argv[0])}: {message}\n'
-                     'Pass --helpshort or --helpfull to see help on flags.\n')
+      hint = (raw.split(' ', 1)[1] if ' ' in raw else '').rstrip("'")
+      message = (f'{override}: no such config field. {hint} '
+                 'configs/default.py lists the fields.')
+    sys.stderr.write(f'{os.path.basename(argv[0])}: {message} (--helpshort '
+                     'lists the flags)\n')
     sys.exit(2)
   return rest
 

@@ -115,4 +115,5 @@ if __name__ == '__main__':
   # Defined here only, so that aad.sweep can import this module.
   flags.DEFINE_string('workdir', None, 'Root folder of the runs.')
   flags.mark_flag_as_required('workdir')
-  app.run(main)
+  from aad import logs  # pylint: disable=g-import-not-at-top
+  logs.run(main)

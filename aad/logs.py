@@ -46,21 +46,6 @@ def _one_line(text: str) -> str:
   return ' '.join(str(text).split())
 
 
-def _fail(message: str, status: int):
-  """Logs `message` as one line and exits with `status`.
-
-  Exits at once (os._exit): after a failed checkpoint save orbax's
-  background threads would otherwise print dozens of tracebacks while the
-  interpreter shuts down. Files already written are closed and complete
-  (every write is atomic), so nothing saved is lost.
-  """
-  logging.error('%s', _one_line(message))
-  py_logging.shutdown()
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os._exit(status)  # pylint: disable=protected-access
-
-
 def user_error(error: BaseException) -> errors.UserError | None:
   """The UserError `error` is, or stands for (a full disk, an unwritable
   path); None for a bug."""
@@ -92,7 +77,11 @@ def exit_on(errors_, fn, *args, **kwargs):
       error = errors.UsageError(str(e))
     if error is None or _debug():
       raise
-    _fail(str(error), 2 if isinstance(error, errors.UsageError) else 1)
+    logging.error('%s', _one_line(str(error)))
+    # The error rides along for callers in Python (tests); the command
+    # line prints nothing more.
+    raise SystemExit(2 if isinstance(error, errors.UsageError) else 1
+                     ) from error
 
 
 def _config_override(argv, message: str) -> str:
@@ -143,4 +132,27 @@ def run(main):
   """app.run(main) for every command line: a bad flag or config override,
   a usage error of `main` or a user error (aad.errors.UserError, a full
   disk, an unwritable path) is one line, status 2 for usage, 1 else."""
-  app.run(lambda argv: exit_on(None, main, argv), flags_parser=parse_flags)
+  app.run(lambda argv: _exit_now(exit_on, None, main, argv),
+          flags_parser=parse_flags)
+
+
+def _exit_now(fn, *args):
+  """Runs `fn`; a SystemExit leaves at once (os._exit).
+
+  After a failed checkpoint save, orbax's background threads would
+  otherwise print dozens of tracebacks while the interpreter shuts down.
+  Every file is written atomically, so what was saved stays complete.
+  """
+  try:
+    return fn(*args)
+  except (SystemExit, KeyboardInterrupt) as e:
+    if isinstance(e, KeyboardInterrupt):
+      logging.error('Interrupted. What was saved is kept; rerun the same '
+                    'command to resume.')
+      status = 130
+    else:
+      status = e.code if isinstance(e.code, int) else 1
+    py_logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # pylint: disable=protected-access

@@ -202,7 +202,14 @@ def restore_best(config: ml_collections.ConfigDict, workdir: str,
                         f'{stage.name!r} yet; rerun training in this '
                         'workdir to finish it.')
       target = train.create_train_state(stage, variables, config)
-      state, meta = ckpts.restore(step, target)
+      try:
+        state, meta = ckpts.restore(step, target)
+      except (ValueError, KeyError, TypeError) as e:
+        raise DataError(
+            f'{ckpts.directory}: the checkpoint of step {step} does not fit '
+            f'the model of {os.path.join(workdir, CONFIG_FILE)} (was the '
+            'file edited or copied from another run?); restore the run\'s '
+            'own config.json or train again.') from e
     finally:
       ckpts.close()
     variables = {**variables, **train.state_variables(state)}

@@ -81,13 +81,13 @@ def check_config(config: ml_collections.ConfigDict):
   if config.eval.resolution not in ('model', 'original'):
     _fail('eval.resolution', config.eval.resolution,
           "must be 'model' or 'original'")
-  checks = (('config.model', lambda: models.create(config)),
+  checks = (('config.corruption', lambda: corruptions.from_config(
+                config.corruption)),
+            ('config.model', lambda: models.create(config)),
             ('config.eval.scorers', lambda: scorers_lib.resolve(
                 config.eval.scorers, models.create(config))),
             ('config.eval', lambda: evaluation.Protocol.from_config(
-                config.eval)),
-            ('config.corruption', lambda: corruptions.from_config(
-                config.corruption)))
+                config.eval)))
   for block, check in checks:
     try:
       check()

@@ -113,7 +113,7 @@ def parse_flags(argv):
     raw = _one_line(str(e.args[0] if e.args else e).replace(
         "\\'", "'").replace('\\n', ' '))
     override = _config_override(argv, raw)
-    message = raw.strip("'\" ")
+    message = raw
     if 'earlier failure to load' in message:
       found = re.search(r'Attempted \[Relative path\]: (\S+) (.*)', message)
       message = (f'--config={found.group(1)}: cannot load it ({found.group(2)})'

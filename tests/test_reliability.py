@@ -341,7 +341,7 @@ DATA_ERRORS = {
                     r'ground-truth mask.*000_mask.png',
     'mask_size_mismatch': r'000_mask.png: mask of size 20x20',
     'missing_test': r'no test/ folder',
-    'symlink_loop': r'train/good/loop.png',
+    'symlink_loop': r'train/good/loop.png: a symbolic link to nothing',
     'tiny_image': r'train/good/001.png: the image is 1x1 px',
     'missing_path': r'cat.*(no such folder|does not exist)',
 }
@@ -354,7 +354,7 @@ def test_bad_data_is_named_and_nothing_is_written(tmp_path, io, case):
   workdir = tmp_path / 'run'
   config = _config(tmp_path / 'tfds', **{
       'dataset.name': 'folder', 'dataset.path': str(root),
-      'dataset.channels': 3})
+      'dataset.channels': 3, 'dataset.categories': ()})
   expect_exit(io, pipeline.train_and_evaluate, config, str(workdir),
               match=DATA_ERRORS[case])
   # Refused before config.json, checkpoints or reports were written.
@@ -381,10 +381,11 @@ def test_supported_files_load(tmp_path, io, case):
     shutil.move(good / '001.png', good / 'größe_ÆØ_001.png')
   config = _config(tmp_path / 'tfds', **{
       'dataset.name': 'folder', 'dataset.path': str(root),
-      'dataset.channels': 3})
-  capfd.readouterr()
+      'dataset.channels': 3, 'dataset.categories': ()})
+  capfd, caplog = io
   dataset = logs.exit_on(None, data.from_config, config.dataset, 'cat')
-  assert 'Traceback' not in capfd.readouterr().err
+  assert 'Traceback' not in capfd.readouterr().err + caplog.text
+  assert not [r for r in caplog.records if r.levelname == 'ERROR']
   images = np.concatenate([dataset.train.images, dataset.val.images])
   assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
 

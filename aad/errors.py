@@ -8,6 +8,7 @@ A message names the file or config key and says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -134,7 +135,9 @@ def writable_dir(path: str, flag: str) -> str:
     probe = os.path.join(path, f'.aad-write-test-{os.getpid()}')
     with open(probe, 'w') as f:
       f.write('ok')
-    os.remove(probe)
+    # Another process's start-up may have removed it already (debris).
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(probe)
   except OSError as e:
     if is_disk_full(e):
       raise disk_full(path) from None

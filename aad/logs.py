@@ -63,16 +63,16 @@ def user_error(error: BaseException) -> errors.UserError | None:
   return None
 
 
-def exit_on(errors_, fn, *args, **kwargs):
+def exit_on(fn, *args, **kwargs):
   """Runs `fn`; a user-facing error (`aad.errors.UserError`, whose message
-  names the file or key and the fix, a full disk or an unwritable path,
-  or any of `errors_`) becomes one logged line and exit status 1 (2 for a
-  usage error), without a traceback (unless AAD_DEBUG=1)."""
+  names the file or key and the fix; a full disk; an unwritable path; an
+  absl UsageError) becomes one logged line and SystemExit with status 1
+  (2 for usage), without a traceback (unless AAD_DEBUG=1). Anything else
+  is a bug and keeps its traceback."""
   try:
     return fn(*args, **kwargs)
   except Exception as e:  # pylint: disable=broad-except
-    error = user_error(e) or (e if errors_ and isinstance(e, errors_)
-                              else None)
+    error = user_error(e)
     if isinstance(e, app.UsageError):
       error = errors.UsageError(str(e))
     if error is None or _debug():
@@ -132,7 +132,7 @@ def run(main):
   """app.run(main) for every command line: a bad flag or config override,
   a usage error of `main` or a user error (aad.errors.UserError, a full
   disk, an unwritable path) is one line, status 2 for usage, 1 else."""
-  app.run(lambda argv: _exit_now(exit_on, None, main, argv),
+  app.run(lambda argv: _exit_now(exit_on, main, argv),
           flags_parser=parse_flags)
 
 

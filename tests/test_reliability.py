@@ -117,7 +117,7 @@ def expect_exit(io_, fn, *args, status=1, match, **kwargs):
   capfd.readouterr()
   caplog.clear()
   with pytest.raises(SystemExit) as exit_info:
-    logs.exit_on(None, fn, *args, **kwargs)
+    logs.exit_on(fn, *args, **kwargs)
   out, err = capfd.readouterr()
   assert exit_info.value.code == status
   message = str(exit_info.value.__cause__)
@@ -197,6 +197,13 @@ def test_free_fields_may_change_on_a_rerun(finished):
       'dataset.data_dir': '/elsewhere', 'train.log_every': 1,
       'distributed.coordinator_address': 'localhost:1234'})
   workdir_lib.check_rerun(config, str(finished.workdir))  # no error
+  # eval.* changes pass when asked for; training changes never do.
+  workdir_lib.check_rerun(_config(finished.data_dir, **{
+      'eval.mc_samples': 8}), str(finished.workdir), allow_eval_changes=True)
+  with pytest.raises(errors.UserError, match='config.seed 0 -> 1'):
+    workdir_lib.check_rerun(_config(finished.data_dir, seed=1,
+                                    **{'eval.mc_samples': 8}),
+                            str(finished.workdir), allow_eval_changes=True)
   assert saved['dataset']['data_dir'] == finished.data_dir
   changed = workdir_lib.changed_fields(saved, _config(
       finished.data_dir, **{'eval.norms': ('l2',)}))
@@ -383,7 +390,7 @@ def test_supported_files_load(tmp_path, io, case):
       'dataset.name': 'folder', 'dataset.path': str(root),
       'dataset.channels': 3, 'dataset.categories': ()})
   capfd, caplog = io
-  dataset = logs.exit_on(None, data.from_config, config.dataset, 'cat')
+  dataset = logs.exit_on(data.from_config, config.dataset, 'cat')
   assert 'Traceback' not in capfd.readouterr().err + caplog.text
   assert not [r for r in caplog.records if r.levelname == 'ERROR']
   images = np.concatenate([dataset.train.images, dataset.val.images])
@@ -491,11 +498,16 @@ def test_killed_at_random_moments_resumes_to_the_same_result(
     attempts += 1
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(0.5, latest))
+    delay = rng.uniform(0.5, latest)
+    time.sleep(delay)
     if proc.poll() is None:
       proc.send_signal(signal.SIGKILL)
       kills += 1
     proc.wait()
+    ckpts = workdir / 'brick' / 'checkpoints' / 'ae'
+    state = 'killed' if proc.returncode < 0 else 'ended'
+    print(f'attempt {attempts}: {state} after {delay:.1f} s; in '
+          f'checkpoints/ae: {sorted(p.name for p in ckpts.glob("*"))}')
   assert kills >= 5
   result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600, check=False)

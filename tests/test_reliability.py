@@ -481,33 +481,42 @@ def test_two_runs_give_identical_metrics_and_reports(finished, tmp_path):
   assert 'train_seconds' not in (again / 'metrics.json').read_text()
 
 
+# Log lines that mark a moment of a run, and where a kill right after one
+# lands: start-up, training, a checkpoint save (it follows the validation
+# line), scoring, report writing (after a category's report, the summary's).
+MOMENTS = {'start-up': 'Workdir ', 'training': 'step 4/8',
+           'checkpoint save': 'val psnr', 'scoring': 'scored 16/',
+           'report writing': 'image AUROC'}
+
+
 def test_killed_at_random_moments_resumes_to_the_same_result(
     finished, tmp_path):
-  """At least 5 SIGKILLs at seeded random moments (start-up, training,
-  checkpoint saves, scoring, report writing), then a run to the end."""
+  """At least 5 SIGKILLs at seeded random moments (a random moment of the
+  run, then a random delay of up to 0.3 s), then a run to the end."""
   rng = random.Random(14)
   workdir = tmp_path / 'killed'
   cmd = _main_cmd(workdir, finished.data_dir)
   env = _env(finished.cache)
-  # A start-up takes a few seconds, a whole warm run ~finished.seconds;
-  # every attempt has at least the re-evaluation left to do, so kills
-  # inside (0.5 s, most of a run) land while it works.
-  latest = min(0.6 * finished.seconds, 12.0)
   kills = attempts = 0
   while kills < 5 and attempts < 12:
     attempts += 1
+    moment = rng.choice(sorted(MOMENTS))
+    delay = rng.uniform(0, 0.3)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    delay = rng.uniform(0.5, latest)
-    time.sleep(delay)
-    if proc.poll() is None:
-      proc.send_signal(signal.SIGKILL)
-      kills += 1
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # ends when the run does
+      if MOMENTS[moment] in line:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        break
+    proc.stderr.close()
     proc.wait()
+    killed = proc.returncode == -signal.SIGKILL
+    kills += killed
     ckpts = workdir / 'brick' / 'checkpoints' / 'ae'
-    state = 'killed' if proc.returncode < 0 else 'ended'
-    print(f'attempt {attempts}: {state} after {delay:.1f} s; in '
-          f'checkpoints/ae: {sorted(p.name for p in ckpts.glob("*"))}')
+    print(f'attempt {attempts}: {moment} + {delay:.2f} s: '
+          f'{"killed" if killed else "ended first"}; checkpoints/ae holds '
+          f'{sorted(p.name for p in ckpts.glob("*"))}')
   assert kills >= 5
   result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600, check=False)

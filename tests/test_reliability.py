@@ -253,7 +253,8 @@ def _predict_cases(run: pathlib.Path, tmp_path: pathlib.Path):
                                   'output_holds_other_files',
                                   'missing_input', 'zero_mc_samples',
                                   'evaluate_not_a_run',
-                                  'evaluate_output_is_a_file'])
+                                  'evaluate_output_is_a_file',
+                                  'evaluate_edited_config'])
 def test_predict_and_evaluate_refuse_before_scoring(finished, tmp_path,
                                                     io, case):
   run = finished.copy(tmp_path)
@@ -273,10 +274,19 @@ def test_predict_and_evaluate_refuse_before_scoring(finished, tmp_path,
   elif case == 'evaluate_not_a_run':
     expect_exit(io, evaluate.evaluate_workdir, str(images),
                 match=r'images/config.json: not found')
-  else:
+  elif case == 'evaluate_output_is_a_file':
     expect_exit(io, evaluate.evaluate_workdir, str(run),
                 output=str(tmp_path / 'a_file'),
                 match=r'--output=.*a_file: is a file')
+  else:  # config.json edited by hand: no orbax traceback
+    config = json.loads((run / 'config.json').read_text())
+    config['model']['features'] = 8
+    (run / 'config.json').write_text(json.dumps(config))
+    expect_exit(io, evaluate.evaluate_workdir, str(run),
+                match=r'checkpoints/ae: the checkpoint of step \d+ does not '
+                r'fit the model of .*config.json')
+    (run / 'config.json').write_bytes(
+        (finished.workdir / 'config.json').read_bytes())
   assert snapshot(images) == inputs_before
   assert snapshot(run) == finished.hashes
   assert not (tmp_path / 'out').exists()
@@ -457,6 +467,30 @@ def test_full_disk_is_one_line_and_keeps_the_finished_run(finished, tmp_path):
     assert re.search(r'\(\d+ KB free', lines[0])
     assert snapshot(run) == finished.hashes
     assert not [p for p in run.rglob('*') if DEBRIS.search(p.name)]
+  finally:
+    subprocess.run(['umount', str(disk)], check=False)
+
+
+def test_full_disk_during_a_checkpoint_save_is_one_line(finished, tmp_path):
+  disk = tmp_path / 'disk'
+  # Room for the first checkpoint of configs/test.py, not for the second.
+  _tmpfs(disk, '200k')
+  try:
+    run = disk / 'run'
+    result = subprocess.run(
+        _main_cmd(run, finished.data_dir), cwd=REPO,
+        env=_env(finished.cache), capture_output=True, text=True,
+        timeout=300, check=False)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    lines = [l for l in result.stderr.splitlines() if ' E' in l[:30] or
+             l.startswith('E')]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert re.search(rf'{run}/brick/checkpoints/ae: no space left on the '
+                     r'device \(\d+ KB free; this write needs about \d+ KB\)',
+                     lines[0]), lines[0]
+    assert sorted(p.name for p in (run / 'brick/checkpoints/ae').iterdir()
+                  ) == ['4']  # the first checkpoint, complete
   finally:
     subprocess.run(['umount', str(disk)], check=False)
 

@@ -48,17 +48,26 @@ def layer_distances(vectors, fitted) -> jnp.ndarray:
 
 
 def fit(train_images, outputs, cfg) -> dict:
-  """The scorer's fit: the Gaussians of the training images' vectors."""
+  """The scorer's fit: the Gaussians of the training images' vectors.
+
+  In patch mode the activations are (N, tiles, L, V): every tile of every
+  training image is one sample.
+  """
   del train_images
-  return fit_gaussian(outputs['activations'],
+  v = outputs['activations']
+  return fit_gaussian(v.reshape((-1,) + v.shape[-2:]),
                       float(cfg.activation_gaussian.reg))
 
 
 def score(x, outputs, fitted, cfg):
-  """sqrt(sum over layers of squared Mahalanobis distances), (N,)."""
+  """sqrt(sum over layers of squared Mahalanobis distances), (N,); in
+  patch mode ((N, tiles, L, V) activations) the largest over an image's
+  tiles, so that a defect in one tile is not averaged away."""
   del x, cfg
-  d = layer_distances(outputs['activations'], fitted)
-  return jnp.sqrt(jnp.sum(d**2, axis=1))
+  v = outputs['activations']
+  d = layer_distances(v.reshape((-1,) + v.shape[-2:]), fitted)
+  per_vector = jnp.sqrt(jnp.sum(d**2, axis=1)).reshape(v.shape[:-2])
+  return per_vector.max(axis=1) if per_vector.ndim == 2 else per_vector
 
 
 scorers.add(scorers.Scorer(

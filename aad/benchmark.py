@@ -3,7 +3,7 @@
   python -m aad.benchmark --metrics [--num_maps=100 --size=256 --num_types=4]
   python -m aad.benchmark --config=configs/aesc_stain.py [--image_size=256
       --channels=3 --batch_size=16 --repeats=5 --scorers=residual,ssim
-      --set=eval.similarity.fsim.noise_stride=2]
+      --versus=residual --set=eval.similarity.fsim.noise_stride=2]
 
 --metrics times the evaluation protocol of `aad.evaluation` for one scorer
 on synthetic maps: 100 random 256x256 maps, 40% of them good, the others
@@ -24,7 +24,9 @@ compile seconds, achieved GFLOP/s of inference from XLA's cost analysis and
 the process' peak memory. --image_size, --channels and --batch_size
 override the config; --scorers the scored list (config.eval.scorers, comma
 separated; scoring time covers the family outputs they need and their
-maps); --set KEY=VALUE any config field (a Python literal; repeatable).
+maps); --versus another list timed in the same rounds, call after call
+(score_cost_ratio = scorers' time / versus' time, a ratio measured side by
+side); --set KEY=VALUE any config field (a Python literal; repeatable).
 """
 
 from __future__ import annotations
@@ -143,6 +145,10 @@ def _parser() -> argparse.ArgumentParser:
                       help='override config.train.batch_size')
   parser.add_argument('--scorers', default=None,
                       help='override config.eval.scorers (comma separated)')
+  parser.add_argument('--versus', default=None,
+                      help='also time this scorer list (comma separated) in '
+                      'the same rounds and print score_cost_ratio, e.g. '
+                      '--versus=residual')
   parser.add_argument('--set', action='append', default=[],
                       metavar='KEY=VALUE',
                       help='override a config field, e.g. '
@@ -191,12 +197,14 @@ def _speed(args: argparse.Namespace) -> dict[str, object]:
     config.eval.scorers = tuple(n for n in args.scorers.split(',') if n)
   for item in args.set:
     set_field(config, item)
+  versus = (None if args.versus is None else
+            tuple(n for n in args.versus.split(',') if n))
   # Before aad.speed imports JAX: the CPU device count is fixed at start-up.
   host_devices.configure(config.num_devices, config.train.batch_size,
                          config.dataset.image_size)
   from aad import speed  # pylint: disable=g-import-not-at-top
   return {'benchmark': 'speed', 'config': args.config,
-          **speed.run(config, repeats=args.repeats)}
+          **speed.run(config, repeats=args.repeats, versus=versus)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

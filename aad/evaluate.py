@@ -42,7 +42,11 @@ def family_outputs(config: ml_collections.ConfigDict, family, variables: Any,
   """The family's outputs of `images` (uint8 NHWC), on the host.
 
   In patch mode (config.dataset.patch_size > 0) the images are scored as
-  overlapping tiles and the outputs stitched back (aad/tiling.py).
+  overlapping tiles: outputs with the tiles' (patch, patch) spatial axes
+  are stitched back to the images (aad/tiling.py); the others, such as
+  the sampled 'activations' (tiles, L, V), are grouped per image as
+  (N, tiles per image, ...), for scorers that handle tiles (the
+  activation Gaussian scores an image by its most distant tile).
   """
   patch = config.dataset.patch_size
   if patch:
@@ -51,7 +55,9 @@ def family_outputs(config: ml_collections.ConfigDict, family, variables: Any,
     logging.info('patch mode: %d images -> %d tiles of %dx%d', len(images),
                  len(tiles), patch, patch)
     out = _outputs(config, family, variables, tiles, devices, wanted)
-    return {k: tiling.stitch(v, images.shape[1:3], stride)
+    spatial = lambda v: v.ndim >= 3 and v.shape[1:3] == (patch, patch)
+    return {k: tiling.stitch(v, images.shape[1:3], stride) if spatial(v)
+            else v.reshape((len(images), -1) + v.shape[1:])
             for k, v in out.items()}
   return _outputs(config, family, variables, images, devices, wanted)
 

@@ -46,13 +46,66 @@ def _flops(fn: Callable, *args) -> float | None:
   return float(cost['flops']) if cost and 'flops' in cost else None
 
 
-def run(config: ml_collections.ConfigDict, repeats: int = 5) -> dict:
+class _ScoringCall:
+  """One batch's whole scoring call for a list of scorers: the family
+  outputs they need and their maps and image scores, on `devices`."""
+
+  def __init__(self, config, family, variables, images, names, devices):
+    scorers = scorers_lib.resolve(names, family)
+    self.names = [s.name for s in scorers]
+    keys = scoring.image_keys(jax.random.key(1), np.arange(len(images)))
+    fit_wanted = scorers_lib.fit_outputs(scorers)
+    train_outputs = jax.device_get(jax.jit(
+        lambda v, x: family.outputs(v, x, keys, fit_wanted))(
+            variables, scoring.to_float(images))) if fit_wanted else None
+    fitted = scorers_lib.fit(scorers, images, train_outputs, config.eval)
+    wanted = scorers_lib.needed_outputs(scorers)
+    maps_fn = scorers_lib.make_maps_fn(scorers, config.eval)
+
+    def score_fn(replicated, batch):
+      v, fitted = replicated
+      images, indices = batch
+      out = family.outputs(v, scoring.to_float(images),
+                           scoring.image_keys(jax.random.key(1), indices),
+                           wanted)
+      return maps_fn(fitted, (images, out))
+
+    self._call = parallel.batched_call(score_fn, devices)
+    self._replicated = parallel.replicate((variables, fitted), devices)
+    self._batch = (images, np.arange(len(images)))
+
+  def __call__(self):
+    return self._call(self._replicated, self._batch)
+
+
+def _timed_together(calls: dict[str, Callable[[], Any]], repeats: int
+                    ) -> dict[str, tuple[float, float]]:
+  """{name: (seconds of the first call, median seconds of `repeats` later
+  calls)}, the calls taking turns in each round."""
+  first, times = {}, {name: [] for name in calls}
+  for name, fn in calls.items():
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    first[name] = time.perf_counter() - t0
+  for _ in range(repeats):
+    for name, fn in calls.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[name].append(time.perf_counter() - t0)
+  return {name: (first[name], statistics.median(times[name]))
+          for name in calls}
+
+
+def run(config: ml_collections.ConfigDict, repeats: int = 5,
+        versus: tuple[str, ...] | None = None) -> dict:
   """Measures the configured model; returns a flat dict of figures.
 
   Training times the first stage of the family; inference its
   deterministic reconstruction; scoring the whole scoring call of the
   configured scorers (for AESc: reconstruction, T MC-dropout passes,
-  residual and variance maps).
+  residual and variance maps). With `versus` (a list of scorer names)
+  that list's scoring call is timed in the same rounds, and
+  score_cost_ratio is the configured scorers' time over its time.
   """
   devices = parallel.select_devices(config.num_devices)
   size, channels = config.dataset.image_size, config.dataset.channels
@@ -108,31 +161,20 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5) -> dict:
   if flops:
     result['infer_gflops_per_s'] = flops / median / 1e9
 
-  scorers = scorers_lib.resolve(config.eval.scorers, eval_family)
-  fit_wanted = scorers_lib.fit_outputs(scorers)
-  train_outputs = jax.device_get(jax.jit(
-      lambda v, x: eval_family.outputs(v, x, keys, fit_wanted))(
-          variables, x)) if fit_wanted else None
-  fitted = scorers_lib.fit(scorers, data[:batch], train_outputs, config.eval)
-  wanted = scorers_lib.needed_outputs(scorers)
-  maps_fn = scorers_lib.make_maps_fn(scorers, config.eval)
-
-  def score_fn(replicated, batch):
-    v, fitted = replicated
-    images, indices = batch
-    out = eval_family.outputs(v, scoring.to_float(images),
-                              scoring.image_keys(jax.random.key(1), indices),
-                              wanted)
-    return maps_fn(fitted, (images, out))
-
-  score = parallel.batched_call(score_fn, devices)
-  replicated = parallel.replicate((variables, fitted), devices)
-  indices = np.arange(batch)
-  first, median = _timed(lambda: score(replicated, (data[:batch], indices)),
-                         max(1, repeats // 2))
-  result['score_compile_s'] = first - median
-  result['score_images_per_s'] = batch / median
-  result['scorers'] = [s.name for s in scorers]
+  calls = {name: _ScoringCall(config, eval_family, variables, data[:batch],
+                               names, devices)
+           for name, names in (('score', config.eval.scorers),
+                               ('versus', versus)) if names is not None}
+  timed = _timed_together(calls, max(1, repeats // 2))
+  result['score_compile_s'] = timed['score'][0] - timed['score'][1]
+  result['score_images_per_s'] = batch / timed['score'][1]
+  result['scorers'] = calls['score'].names
+  if 'versus' in calls:
+    # Timed in the same loop, call after call, so that the machine's drift
+    # moves both alike (speed is a ratio measured side by side).
+    result['versus_scorers'] = calls['versus'].names
+    result['versus_images_per_s'] = batch / timed['versus'][1]
+    result['score_cost_ratio'] = timed['score'][1] / timed['versus'][1]
   result['peak_rss_gib'] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                             / 2**20)
   return result

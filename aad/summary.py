@@ -16,7 +16,10 @@ import os
 from absl import app
 from absl import flags
 
-# (column, metric key after 'mean/<scorer>/'); {norm} is each run's eval.norm.
+# (column, metric key after 'mean/<scorer>/'); {norm} is the scorer's image
+# score: its own where it has one (the similarity measures, the activation
+# Gaussian), else the run's eval.norm reduction of its map, as the reports'
+# ranking tables.
 COLUMNS = (
     ('image AUROC', '{norm}/image_auroc'),
     ('pixel AUROC', 'pixel_auroc'),
@@ -52,10 +55,19 @@ def _fmt_value(value) -> str:
 
 
 def _scorers(metrics: dict) -> list[str]:
-  """The scorers a run evaluated, from its metrics' keys, sorted."""
+  """The scorers a run evaluated, from its metrics' keys, sorted: those with
+  a map have 'mean/<scorer>/pixel_auroc', the map-less ones (global
+  similarity measures, the activation Gaussian) only
+  'mean/<scorer>/own/image_auroc'."""
   return sorted({k.split('/')[1] for k in metrics
-                 if k.startswith('mean/') and k.endswith('/pixel_auroc')
-                 and k.count('/') == 2})
+                 if k.startswith('mean/') and (
+                     (k.endswith('/pixel_auroc') and k.count('/') == 2) or
+                     (k.endswith('/own/image_auroc') and k.count('/') == 3))})
+
+
+def _image_score(metrics: dict, scorer: str, norm: str) -> str:
+  """'own' where the scorer has its own image score, else `norm`."""
+  return 'own' if f'mean/{scorer}/own/image_auroc' in metrics else norm
 
 
 def gather(root: str) -> tuple[list[str], list[list[str]]]:
@@ -84,7 +96,8 @@ def gather(root: str) -> tuple[list[str], list[list[str]]]:
     seconds = (_read_json(timings_file).get(TRAIN_SECONDS)
                if os.path.exists(timings_file) else None)
     for scorer in _scorers(metrics):
-      values = [metrics.get(f'mean/{scorer}/' + key.format(norm=norm))
+      image = _image_score(metrics, scorer, norm)
+      values = [metrics.get(f'mean/{scorer}/' + key.format(norm=image))
                 for _, key in COLUMNS]
       rows.append(row + [scorer] + [
           '' if v is None else f'{v:.3f}' for v in values] + [

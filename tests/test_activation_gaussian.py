@@ -100,3 +100,21 @@ def test_scorer_is_fitted_on_the_outputs_it_declares():
                              train.mean(0), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match='fitted on the outputs activations'):
     scorers.fit([s], np.zeros((50, 2, 2, 1), np.uint8))
+
+
+def test_patch_mode_fits_every_tile_and_scores_an_image_by_its_worst():
+  tiles, _, _ = _known(60, seed=4)              # (60, L, V): 12 images x 5
+  fitted = ag.fit({}, {'activations': tiles.reshape(12, 5, 2, 5)},
+                  test_config.get_config().eval)
+  flat = ag.fit_gaussian(tiles, reg=1e-3)
+  for k in flat:
+    np.testing.assert_allclose(fitted[k], flat[k], rtol=1e-5)
+  test, _, _ = _known(12, seed=5)
+  test[7] += 4.0                                  # one far tile of image 2
+  per_tile = ag.score(None, {'activations': test}, flat, None)
+  per_image = ag.score(None, {'activations': test.reshape(4, 3, 2, 5)},
+                       flat, None)
+  np.testing.assert_allclose(per_image,
+                             np.asarray(per_tile).reshape(4, 3).max(1),
+                             rtol=1e-6)
+  assert int(np.argmax(per_image)) == 2

@@ -57,7 +57,8 @@ def test_unimplemented_or_missing_benchmark_is_an_error(argv, message,
 
 def test_config_benchmark_prints_speed_figures(capsys):
   assert benchmark.main(['--config=configs/test.py', '--repeats=1',
-                         '--scorers=residual,mc_variance,psnr,ssim']) == 0
+                         '--scorers=residual,mc_variance,psnr,ssim',
+                         '--versus=residual']) == 0
   result = json.loads(capsys.readouterr().out.strip())
   assert result['benchmark'] == 'speed' and result['image_size'] == 32
   for key in ('train_images_per_s', 'infer_images_per_s',
@@ -65,6 +66,9 @@ def test_config_benchmark_prints_speed_figures(capsys):
     assert result[key] > 0
   assert result['mc_samples'] == 4
   assert result['scorers'] == ['residual', 'mc_variance', 'psnr', 'ssim']
+  assert result['versus_scorers'] == ['residual']
+  assert result['score_cost_ratio'] == pytest.approx(
+      result['versus_images_per_s'] / result['score_images_per_s'])
 
 
 def test_set_field_overrides_nested_fields_and_names_bad_keys():

@@ -40,9 +40,13 @@ def test_patch_mode_trains_on_patches_and_scores_whole_images(
   config.dataset.patch_size = 16
   config.dataset.patch_stride = 8
   config.train.num_steps = 4
+  # The activation Gaussian's non-spatial outputs are grouped per image
+  # (N, tiles, L, V), not stitched.
+  config.eval.scorers = ('residual', 'activation_gaussian')
   pipeline.train_and_evaluate(config, str(tmp_path))
   metrics = json.loads((tmp_path / 'metrics.json').read_text())
   assert 0 <= metrics['brick/residual/pixel_auroc'] <= 1
+  assert 0 <= metrics['brick/activation_gaussian/own/image_auroc'] <= 1
   assert (tmp_path / 'brick' / 'heatmaps.png').stat().st_size > 100
   config.dataset.patch_size = 12
   with pytest.raises(train.TrainingError,

@@ -6,10 +6,14 @@ plateau logic), so a rerun in the same workdir resumes exactly and
 `aad.evaluate` can rebuild the model without the original config file.
 """
 
+import contextlib
 import os
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
+
+from aad import errors
 
 BEST_METRIC = 'val'  # the stage's validation metric, higher is better
 
@@ -38,12 +42,44 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return self._manager.best_step()
 
+  @contextlib.contextmanager
+  def _disk_errors(self):
+    """A full disk (orbax reports it from its writer threads, as
+    RESOURCE_EXHAUSTED) becomes one UserError naming the folder and the
+    space a checkpoint needs; the complete checkpoints stay as they were."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      if not errors.is_disk_full(e):
+        raise
+      step = self._manager.latest_step()
+      needed = (errors.size_of(os.path.join(self.directory, str(step)))
+                if step is not None else None)
+      raise errors.disk_full(self.directory, needed) from e
+
+  def _check_space(self, state: Any):
+    """Refuses to start a save the disk cannot hold: orbax's writer
+    threads fail noisily half-way, and a full disk is common on clusters."""
+    # orbax's save waits for the previous one anyway; waiting first lets
+    # its size be measured.
+    self.wait()
+    last = self._manager.latest_step()
+    size = max(errors.size_of(os.path.join(self.directory, str(last)))
+               if last is not None else 0,
+               sum(getattr(x, 'nbytes', 0) for x in jax.tree.leaves(state)))
+    needed = int(1.25 * size) + 2**16  # orbax's metadata and manifests
+    free = errors.free_bytes(self.directory)
+    if free is not None and free < needed:
+      raise errors.disk_full(self.directory, needed)
+
   def save(self, step: int, state: Any, meta: dict, val: float):
-    self._manager.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                meta=ocp.args.JsonSave(meta)),
-        metrics={BEST_METRIC: float(val)})
+    self._check_space(state)
+    with self._disk_errors():
+      self._manager.save(
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  meta=ocp.args.JsonSave(meta)),
+          metrics={BEST_METRIC: float(val)})
 
   def restore(self, step: int, target: Any) -> tuple[Any, dict]:
     """Restores (state, meta) of `step` into the structure of `target`."""
@@ -59,8 +95,10 @@ class Checkpoints:
     return out.meta
 
   def wait(self):
-    self._manager.wait_until_finished()
+    with self._disk_errors():
+      self._manager.wait_until_finished()
 
   def close(self):
-    self._manager.wait_until_finished()
+    with self._disk_errors():
+      self._manager.wait_until_finished()
     self._manager.close()

@@ -8,6 +8,7 @@ they are (METHOD.md 6.1). The good validation images are scored the same
 way, to set each scorer's deployment threshold without defect labels.
 """
 
+import json
 import os
 import time
 from typing import Any
@@ -21,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from aad import data as data_lib
+from aad import errors
 from aad import evaluation
 from aad import models
 from aad import parallel
@@ -229,6 +231,7 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
     The category's flattened metrics ('residual/l2/image_auroc', ...) on
     process 0; {} on the others.
   """
+  t_start = time.time()
   scorers = configured_scorers(config)
   split, val = dataset.test, dataset.val
   protocol = evaluation.Protocol.from_config(config.eval)
@@ -270,8 +273,14 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
   write_thresholds(out_dir, config, thresholds, model_val_maps)
   workdir_lib.save_fitted(out_dir, fitted)
   metrics = report.flatten(results)
+  # Timings go to timings.json, not metrics.json: identical runs must give
+  # identical metrics files.
+  timings = {}
   for key, value in (extra or {}).items():
-    metrics[f'train/{key}'] = value
+    if key.split('/')[-1].endswith('seconds'):
+      timings[f'train/{key}'] = value
+    else:
+      metrics[f'train/{key}'] = value
   size = 'x'.join(map(str, masks.shape[1:]))
   model_size = 'x'.join(map(str, split.masks.shape[1:]))
   if config.eval.resolution == 'original':
@@ -345,6 +354,8 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
       type_columns=type_table_columns(norm, scorers),
       ranking=ranking_keys(norm, scorers),
       roi_previews=split.roi_previews)
+  timings['eval/seconds'] = time.time() - t_start
+  report.write_json(os.path.join(out_dir, workdir_lib.TIMINGS_FILE), timings)
   logging.info('%s: image AUROC (%s) / pixel AUROC / AU-PRO: %s; F1 at the '
                'val threshold (%s) %.3f', dataset.category, norm,
                _summary_line(metrics, norm, scorers), headline.name,
@@ -412,10 +423,28 @@ def write_summary(config: ml_collections.ConfigDict, workdir: str,
       headline_keys=headline, grouped=True,
       type_columns=type_table_columns(norm, scorers),
       ranking=ranking_keys(norm, scorers))
+  write_timings(workdir, per_category)
   logging.info('Mean over %d categories, image AUROC (%s) / pixel AUROC / '
                'AU-PRO: %s. Report: %s/report.md', len(per_category), norm,
                _summary_line(means, norm, scorers), workdir)
   return means
+
+
+def write_timings(workdir: str, categories) -> dict:
+  """workdir/timings.json: each category's timings.json and their means
+  (wall-clock seconds; they differ between identical runs)."""
+  per = {}
+  for category in categories:
+    path = os.path.join(workdir, category, workdir_lib.TIMINGS_FILE)
+    if os.path.isfile(path):
+      with open(path) as f:
+        per[category] = json.load(f)
+  out = {f'{c}/{k}': v for c, t in per.items() for k, v in t.items()}
+  for key in sorted({k for t in per.values() for k in t}):
+    values = [t[key] for t in per.values() if key in t]
+    out[f'mean/{key}'] = float(np.mean(values))
+  report.write_json(os.path.join(workdir, workdir_lib.TIMINGS_FILE), out)
+  return out
 
 
 def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
@@ -461,6 +490,7 @@ def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
     output = workdir if not other else os.path.join(
         workdir, 'eval', os.path.basename(os.path.normpath(path)) if path
         else dataset)
+  errors.writable_dir(output, '--output')
   # The run's own device count where possible: batch splits change float
   # round-off, so the same count reproduces the figures to the last digit.
   if not num_devices and config.num_devices <= len(jax.local_devices()):
@@ -496,10 +526,10 @@ def main(argv):
   host_devices.configure_convolutions()  # before JAX starts
   logs.setup()
   f = flags.FLAGS
-  logs.exit_on(data_lib.DataError, evaluate_workdir, f.workdir,
-               output=f.output, dataset=f.dataset, path=f.path,
-               categories=f.categories or (),
-               model_category=f.model_category, num_devices=f.num_devices)
+  evaluate_workdir(f.workdir, output=f.output, dataset=f.dataset,
+                   path=f.path, categories=f.categories or (),
+                   model_category=f.model_category,
+                   num_devices=f.num_devices)
 
 
 def _define_flags():
@@ -522,6 +552,6 @@ def _define_flags():
 if __name__ == '__main__':
   # Flags are defined here, not at import: aad.main imports this module and
   # has its own --workdir.
-  from absl import app as absl_app  # pylint: disable=g-import-not-at-top
+  from aad import logs  # pylint: disable=g-import-not-at-top
   _define_flags()
-  absl_app.run(main)
+  logs.run(main)

@@ -1,8 +1,16 @@
-"""Terminal logging: our progress lines, not the libraries' chatter."""
+"""Terminal logging: our progress lines, not the libraries' chatter; and
+the one error exit of every command line (`run`, `exit_on`)."""
 
 import logging as py_logging
+import os
+import re
+import sys
 
+from absl import app
+from absl import flags
 from absl import logging
+
+from aad import errors
 
 _QUIET = ('/orbax/', '/etils/', '/clu/', '/tensorflow_datasets/')
 
@@ -14,6 +22,10 @@ class _LibraryInfoFilter(py_logging.Filter):
     if '/tensorflow_datasets/' in record.pathname and str(
         record.msg).startswith('Using custom data configuration'):
       return False  # every user folder is a custom tfds config, by design
+    if any(part in record.pathname for part in _QUIET) and (
+        errors.is_disk_full(Exception(record.getMessage())) or (
+            record.exc_info and errors.is_disk_full(record.exc_info[1]))):
+      return False  # orbax's threads' echo of the error we report once
     if record.levelno >= py_logging.WARNING:
       return True
     return not any(part in record.pathname for part in _QUIET)
@@ -25,12 +37,122 @@ def setup():
   logging.get_absl_handler().addFilter(_LibraryInfoFilter())
 
 
-def exit_on(errors, fn, *args, **kwargs):
-  """Runs `fn`; a user-facing error of type `errors` (whose message names
-  the file or key and the fix) becomes one logged line and exit status 1,
-  without a traceback."""
+def _debug() -> bool:
+  """AAD_DEBUG=1 keeps the traceback of user errors (for bug reports)."""
+  return os.environ.get('AAD_DEBUG', '') not in ('', '0')
+
+
+def _one_line(text: str) -> str:
+  return ' '.join(str(text).split())
+
+
+def user_error(error: BaseException) -> errors.UserError | None:
+  """The UserError `error` is, or stands for (a full disk, an unwritable
+  path); None for a bug."""
+  if isinstance(error, errors.UserError):
+    return error
+  if errors.is_disk_full(error):
+    path = getattr(error, 'filename', None)
+    if not path:
+      found = re.search(r'local file "([^"]+)"', str(error)) or re.search(
+          r'local file "([^"]+)"', str(error.__cause__ or ''))
+      path = found.group(1) if found else '?'
+    return errors.disk_full(path)
+  if isinstance(error, OSError):
+    return errors.from_os_error(error)
+  return None
+
+
+def exit_on(fn, *args, **kwargs):
+  """Runs `fn`; a user-facing error (`aad.errors.UserError`, whose message
+  names the file or key and the fix; a full disk; an unwritable path; an
+  absl UsageError) becomes one logged line and SystemExit with status 1
+  (2 for usage), without a traceback (unless AAD_DEBUG=1). Anything else
+  is a bug and keeps its traceback."""
   try:
     return fn(*args, **kwargs)
-  except errors as e:
-    logging.error('%s', e)
-    raise SystemExit(1) from e
+  except Exception as e:  # pylint: disable=broad-except
+    error = user_error(e)
+    if isinstance(e, app.UsageError):
+      error = errors.UsageError(str(e))
+    if error is None or _debug():
+      raise
+    logging.error('%s', _one_line(str(error)))
+    # The error rides along for callers in Python (tests); the command
+    # line prints nothing more.
+    raise SystemExit(2 if isinstance(error, errors.UsageError) else 1
+                     ) from error
+
+
+def _config_override(argv, message: str) -> str:
+  """The --config.x.y argument a config error is about, if one names it."""
+  names = re.findall(r"['\"](\w+)['\"]", message)[:1]  # the missing one
+  for arg in argv[1:]:
+    path = arg.split('=', 1)[0]
+    if path.startswith('--config.') and any(
+        n in path.split('.')[1:] for n in names):
+      return path
+  return ''
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with every failure one line and exit status 2:
+  an unknown flag, a bad value, a missing config file, a mistyped config
+  field (absl would print a 50-line traceback for the last two)."""
+  try:
+    rest = flags.FLAGS(argv)
+    for name in ('config',):  # a config file that failed to load
+      if name in flags.FLAGS:
+        value = flags.FLAGS[name].value
+        if value is not None:
+          getattr(value, 'keys', None)
+  except (flags.Error, AttributeError, KeyError, ValueError, TypeError,
+          OSError) as e:
+    if _debug():
+      raise
+    raw = _one_line(str(e.args[0] if e.args else e).replace(
+        "\\'", "'").replace('\\n', ' '))
+    override = _config_override(argv, raw)
+    message = raw
+    if 'earlier failure to load' in message:
+      found = re.search(r'Attempted \[Relative path\]: (\S+) (.*)', message)
+      message = (f'--config={found.group(1)}: cannot load it ({found.group(2)})'
+                 if found else message)
+    elif override:
+      hint = (raw.split(' ', 1)[1] if ' ' in raw else '').rstrip("'")
+      message = (f'{override}: no such config field. {hint} '
+                 'configs/default.py lists the fields.')
+    sys.stderr.write(f'{os.path.basename(argv[0])}: {message} (--helpshort '
+                     'lists the flags)\n')
+    sys.exit(2)
+  return rest
+
+
+def run(main):
+  """app.run(main) for every command line: a bad flag or config override,
+  a usage error of `main` or a user error (aad.errors.UserError, a full
+  disk, an unwritable path) is one line, status 2 for usage, 1 else."""
+  app.run(lambda argv: _exit_now(exit_on, main, argv),
+          flags_parser=parse_flags)
+
+
+def _exit_now(fn, *args):
+  """Runs `fn`; a SystemExit leaves at once (os._exit).
+
+  After a failed checkpoint save, orbax's background threads would
+  otherwise print dozens of tracebacks while the interpreter shuts down.
+  Every file is written atomically, so what was saved stays complete.
+  """
+  try:
+    return fn(*args)
+  except (SystemExit, KeyboardInterrupt) as e:
+    if isinstance(e, KeyboardInterrupt):
+      logging.error('Interrupted. What was saved is kept; rerun the same '
+                    'command to resume.')
+      status = 130
+    else:
+      status = e.code if isinstance(e.code, int) else 1
+    py_logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # pylint: disable=protected-access

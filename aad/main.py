@@ -18,6 +18,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Output directory (checkpoints, reports); rerunning '
     'with the same one resumes. Default: runs/<config.name>.')
+_ALLOW_EVAL_CHANGES = flags.DEFINE_bool(
+    'allow_eval_changes', False, 'Rerun a workdir with other eval.* values: '
+    're-evaluates its trained model with them (changes of what training '
+    'depends on are always refused).')
 
 
 def main(argv):
@@ -29,11 +33,9 @@ def main(argv):
   host_devices.configure(config.num_devices, config.train.batch_size,
                          config.dataset.image_size)
   import jax  # pylint: disable=g-import-not-at-top
-  from aad import data  # pylint: disable=g-import-not-at-top
   from aad import logs  # pylint: disable=g-import-not-at-top
   from aad import parallel  # pylint: disable=g-import-not-at-top
   from aad import pipeline  # pylint: disable=g-import-not-at-top
-  from aad import train  # pylint: disable=g-import-not-at-top
   logs.setup()
   workdir = _WORKDIR.value or os.path.join('runs', config.name)
   if config.sweep:
@@ -41,15 +43,18 @@ def main(argv):
         f'{config_flags.get_config_filename(flags.FLAGS["config"])} '
         'declares a sweep: run it with python -m aad.sweep (every run, or '
         '--point=K for one).')
+  from aad import validate  # pylint: disable=g-import-not-at-top
+  validate.check_config(config)  # before any work, in one line
   parallel.initialize(config.distributed)
   if not jax.config.jax_compilation_cache_dir:
     # Every category compiles the same step functions (about 7 s each on
     # CPU); with the cache only the first does, and reruns reuse them.
     jax.config.update('jax_compilation_cache_dir',
                       os.path.join(workdir, 'xla_cache'))
-  logs.exit_on((train.TrainingError, data.DataError),
-               pipeline.train_and_evaluate, config, workdir)
+  pipeline.train_and_evaluate(config, workdir,
+                              allow_eval_changes=_ALLOW_EVAL_CHANGES.value)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from aad import logs  # pylint: disable=g-import-not-at-top
+  logs.run(main)

@@ -12,38 +12,45 @@ import jax
 import ml_collections
 
 from aad import data as data_lib
+from aad import errors
 from aad import evaluate
 from aad import parallel
-from aad import report
 from aad import train
+from aad import validate
+from aad import workdir as workdir_lib
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_eval_changes: bool = False):
   """Trains and evaluates one model per category; writes the report.
+
+  Nothing is written before the config, the workdir and the first
+  category's data are checked: a refused rerun leaves a finished workdir
+  exactly as it was.
 
   Every process of a multi-host run calls this; process 0 writes the
   reports and returns the means over categories, the others return {}.
   """
-  try:  # A bad model or scorer list fails before any work, in one line.
-    evaluate.configured_scorers(config)
-  except ValueError as e:
-    raise train.TrainingError(str(e)) from None
+  validate.check_config(config)
+  workdir_lib.check_rerun(config, workdir, allow_eval_changes)
   devices = parallel.select_devices(config.num_devices)
-  os.makedirs(workdir, exist_ok=True)
+  errors.writable_dir(workdir, '--workdir')
   if parallel.is_primary():
-    report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+    workdir_lib.clean_debris(workdir)
   categories = data_lib.config_categories(config.dataset)
   logging.info('Workdir %s; model %s; %d device(s) %s in %d process(es); '
                'categories %s', workdir, config.model.name, len(devices),
                devices[0].platform, jax.process_count(),
                ', '.join(categories))
   results = {}
-  for category in categories:
+  for index, category in enumerate(categories):
     # Process 0 prepares a missing dataset cache alone; the others then
     # read it instead of racing to write it.
     dataset = parallel.primary_first(
         lambda c=category: data_lib.from_config(config.dataset, c),
         f'load {category}')
+    if index == 0 and parallel.is_primary():
+      workdir_lib.write_config(config, workdir)
     cat_dir = os.path.join(workdir, category)
     variables, summary = train.train_category(config, cat_dir, dataset,
                                               devices)

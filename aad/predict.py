@@ -33,6 +33,7 @@ from absl import logging
 import numpy as np
 
 from aad import data as data_lib
+from aad import errors
 from aad import evaluate
 from aad import evaluation
 from aad import parallel
@@ -70,6 +71,69 @@ def collect_inputs(inputs) -> list[str]:
   if not paths:
     raise imageio.DataError('--input names no images.')
   return paths
+
+
+def split_inputs(values) -> list[str]:
+  """--input values: each an existing path as given (commas and all), or a
+  comma-separated list of paths (the older form)."""
+  out = []
+  for value in values or ():
+    if os.path.exists(os.path.expanduser(value)):
+      out.append(value)
+    else:
+      out.extend(v for v in value.split(',') if v)
+  return out
+
+
+MANIFEST = '.aad-predict-files'  # in --output: the files aad.predict wrote
+
+
+def check_output(output: str, paths: list[str], targets: list[str], *,
+                 allow_inside_input: bool = False) -> str:
+  """Checks, before anything is scored, that `output` can take `targets`.
+
+  Refuses an output folder that is, or lies inside, a folder of the inputs
+  (unless `allow_inside_input`), an existing file of a target's name that
+  aad.predict did not write there, and a folder that cannot be written.
+  Removes staging folders of killed predictions beside it.
+
+  Raises:
+    DataError: naming the folder or file and what to do.
+  """
+  real = os.path.realpath(output)
+  if os.path.exists(real) and not os.path.isdir(real):
+    raise imageio.DataError(f'--output={output}: is a file, not a folder; '
+                            'choose a folder.')
+  if not allow_inside_input:
+    for folder in sorted({os.path.realpath(p if os.path.isdir(p) else
+                                           os.path.dirname(p) or '.')
+                          for p in paths}):
+      if real == folder or real.startswith(folder + os.sep):
+        raise imageio.DataError(
+            f'--output={output}: lies in the input folder {folder}, whose '
+            'files its outputs could overwrite; choose a folder outside the '
+            'inputs (or pass --allow_output_in_input).')
+  ours = set()
+  manifest = os.path.join(real, MANIFEST)
+  if os.path.isfile(manifest):
+    with open(manifest) as f:
+      ours = set(f.read().split('\n'))
+  for name in targets:
+    path = os.path.join(real, name)
+    if os.path.lexists(path) and name not in ours:
+      raise imageio.DataError(
+          f'{path}: exists and was not written by aad.predict; move it or '
+          'choose another --output (nothing is overwritten that aad.predict '
+          'did not write).')
+  errors.writable_dir(real, '--output')
+  parent, base = os.path.split(real)
+  for name in os.listdir(parent):
+    if name.startswith(f'.{base}.{_STAGING}'):
+      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+  return real
+
+
+_STAGING = 'aad-staging-'
 
 
 def output_names(paths: list[str]) -> list[str]:
@@ -110,7 +174,8 @@ def _choose_category(workdir: str, category: str) -> str:
 def predict(workdir: str, inputs, output: str, *, category: str = '',
             scorer: str = '', threshold: float | None = None,
             pixel_threshold: float | None = None,
-            mc_samples: int | None = None, num_devices: int = 0) -> list[dict]:
+            mc_samples: int | None = None, num_devices: int = 0,
+            allow_output_in_input: bool = False) -> list[dict]:
   """Scores `inputs` with the run's best model; writes to `output`.
 
   Returns:
@@ -134,6 +199,11 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
   category = _choose_category(workdir, category)
   paths = collect_inputs(inputs)
   stems = output_names(paths)
+  targets = [f'{stem}_{kind}.png' for stem in stems
+             for kind in ('map', 'overlay', 'mask')] + ['scores.csv']
+  if mc_samples is not None and mc_samples < 1:
+    raise imageio.DataError(f'--mc_samples={mc_samples}: must be at least '
+                            '1.')
   size = data_lib.image_size(config.dataset)
   originals, prepared, rois = [], [], []
   for path in paths:  # all read and checked before anything is written
@@ -144,6 +214,8 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
     originals.append(image)
     prepared.append(ready)
     rois.append(roi)
+  output = check_output(output, paths, targets,
+                        allow_inside_input=allow_output_in_input)
   if threshold is None or pixel_threshold is None:
     saved = workdir_lib.load_thresholds(workdir, category)
     threshold = saved['image'][scorer] if threshold is None else threshold
@@ -152,8 +224,6 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
   variables, summary = workdir_lib.restore_best(config, workdir, category)
   fitted = workdir_lib.load_fitted(workdir, category)
   if mc_samples is not None:
-    if mc_samples < 1:
-      raise imageio.DataError('--mc_samples must be at least 1.')
     config.eval.mc_samples = mc_samples
   logging.info('%s: scoring %d images with the model of step %d; %s '
                'threshold %.4g (image), %.4g (pixel)', category, len(paths),
@@ -196,7 +266,8 @@ def _write_outputs(output: str, files: dict, rows: list[dict], scorer: str,
   output = os.path.abspath(output)
   parent = os.path.dirname(output)
   os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(output)}.')
+  staging = tempfile.mkdtemp(
+      dir=parent, prefix=f'.{os.path.basename(output)}.{_STAGING}')
   try:
     for name, image in files.items():
       report.write_png(os.path.join(staging, name), image)
@@ -205,6 +276,14 @@ def _write_outputs(output: str, files: dict, rows: list[dict], scorer: str,
                      [[r[k] for k in rows[0]] + [f'{scorer}_{norm}',
                                                  threshold] for r in rows])
     os.makedirs(output, exist_ok=True)
+    # The manifest first: a file moved in is then always one it lists.
+    manifest = os.path.join(output, MANIFEST)
+    listed = set()
+    if os.path.isfile(manifest):
+      with open(manifest) as f:
+        listed = set(f.read().split('\n')) - {''}
+    report.write_text(manifest, '\n'.join(
+        sorted(listed | set(files) | {'scores.csv'})) + '\n')
     for name in list(files) + ['scores.csv']:
       os.replace(os.path.join(staging, name), os.path.join(output, name))
   finally:
@@ -215,8 +294,10 @@ def _define_flags():
   """Defined when run as a program only, so importing this module (tests,
   notebooks) does not clash with other entry points' flags."""
   flags.DEFINE_string('workdir', None, 'A trained run.', required=True)
-  flags.DEFINE_list('input', None, 'Image files and/or folders, '
-                    'comma-separated.', required=True)
+  flags.DEFINE_multi_string(
+      'input', None, 'Image files and/or folders: repeat the flag, or '
+      'separate them with commas (a path that exists is taken whole, commas '
+      'and all).', required=True)
   flags.DEFINE_string('output', None, 'Folder for the outputs.',
                       required=True)
   flags.DEFINE_string('category', '', "The run's category whose model to "
@@ -231,6 +312,9 @@ def _define_flags():
   flags.DEFINE_integer('mc_samples', None, "MC-dropout passes; default: the "
                        "run's config.")
   flags.DEFINE_integer('num_devices', 0, 'Local devices; 0 = all.')
+  flags.DEFINE_bool('allow_output_in_input', False, 'Allow --output in (or '
+                    'equal to) an input folder; files aad.predict did not '
+                    'write are still never overwritten.')
 
 
 def main(argv):
@@ -241,12 +325,14 @@ def main(argv):
   host_devices.configure_convolutions()  # before JAX starts
   logs.setup()
   f = flags.FLAGS
-  logs.exit_on(imageio.DataError, predict, f.workdir, f.input, f.output,
-               category=f.category, scorer=f.scorer, threshold=f.threshold,
-               pixel_threshold=f.pixel_threshold, mc_samples=f.mc_samples,
-               num_devices=f.num_devices)
+  predict(f.workdir, split_inputs(f.input), f.output, category=f.category,
+          scorer=f.scorer, threshold=f.threshold,
+          pixel_threshold=f.pixel_threshold, mc_samples=f.mc_samples,
+          num_devices=f.num_devices,
+          allow_output_in_input=f.allow_output_in_input)
 
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  from aad import logs  # pylint: disable=g-import-not-at-top
+  logs.run(main)

@@ -21,6 +21,7 @@ from typing import Any
 from matplotlib.figure import Figure
 import numpy as np
 
+from aad import errors
 from aad import evaluation
 
 # Heat-map grid columns drawn as images (gray or RGB); others are maps.
@@ -44,9 +45,11 @@ def _atomic_write(path: str, write: Callable[[Any], None], mode: str = 'w'):
       os.fsync(f.fileno())
     os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are for sharing.
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
+    if errors.is_disk_full(e):  # the old file, if any, is untouched
+      raise errors.disk_full(path) from e
     raise
 
 

@@ -26,6 +26,8 @@ COLUMNS = (
     ('AU-PRO', 'pixel_au_pro'),
     ('F1 at val threshold', '{norm}/threshold_f1'),
 )
+# In ROOT/<run>/timings.json (not metrics.json: timings differ between
+# identical runs).
 TRAIN_SECONDS = 'mean/train/train_seconds'
 
 
@@ -90,7 +92,9 @@ def gather(root: str) -> tuple[list[str], list[list[str]]]:
       continue
     metrics = _read_json(metrics_file)
     norm = config.get('eval', {}).get('norm', 'l2')
-    seconds = metrics.get(TRAIN_SECONDS)
+    timings_file = os.path.join(root, name, 'timings.json')
+    seconds = (_read_json(timings_file).get(TRAIN_SECONDS)
+               if os.path.exists(timings_file) else None)
     for scorer in _scorers(metrics):
       image = _image_score(metrics, scorer, norm)
       values = [metrics.get(f'mean/{scorer}/' + key.format(norm=image))
@@ -124,4 +128,5 @@ if __name__ == '__main__':
   # Defined here only, so that aad.sweep can import this module.
   flags.DEFINE_string('workdir', None, 'Root folder of the runs.')
   flags.mark_flag_as_required('workdir')
-  app.run(main)
+  from aad import logs  # pylint: disable=g-import-not-at-top
+  logs.run(main)

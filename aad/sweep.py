@@ -130,7 +130,7 @@ def run(config: ml_collections.ConfigDict, root: str,
   from aad import parallel  # pylint: disable=g-import-not-at-top
   from aad import pipeline  # pylint: disable=g-import-not-at-top
   from aad import report  # pylint: disable=g-import-not-at-top
-  from aad import train  # pylint: disable=g-import-not-at-top
+  from aad import errors  # pylint: disable=g-import-not-at-top
   points = expand(config)
   if parallel.is_primary():
     report.write_json(os.path.join(root, 'sweep.json'), {
@@ -149,7 +149,7 @@ def run(config: ml_collections.ConfigDict, root: str,
     logging.info('Sweep point %d/%d: %s', i + 1, len(points), point.name)
     try:
       pipeline.train_and_evaluate(point_config(config, point), workdir)
-    except train.TrainingError as e:
+    except errors.UserError as e:  # the point's own problem: go on
       logging.error('Sweep point %s failed: %s', point.name, e)
       failed.append(point.name)
   return failed
@@ -216,4 +216,5 @@ def _define_flags():
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  from aad import logs  # pylint: disable=g-import-not-at-top
+  logs.run(main)

@@ -28,6 +28,7 @@ import optax
 from aad import checkpoint
 from aad import corruptions
 from aad import data as data_lib
+from aad import errors
 from aad import models
 from aad import parallel
 from aad import scoring
@@ -40,7 +41,7 @@ class TrainState(train_state.TrainState):
   batch_stats: Any = None
 
 
-class TrainingError(RuntimeError):
+class TrainingError(errors.UserError, RuntimeError):
   """Training cannot go on (e.g. a NaN loss); the message says what to do."""
 
 
@@ -386,11 +387,23 @@ def train_stage(config: ml_collections.ConfigDict, family: base.Family,
     return float(np.mean(val_fn(variables, (dataset.val.images,
                                             val_positions))))
 
-  # Only process 0 writes summaries; every process takes part in the
-  # checkpoints (orbax coordinates them and writes host arrays once).
+  # Only process 0 writes summaries, and only when there is training to
+  # do (a finished stage's folder stays as it was); every process takes
+  # part in the checkpoints (orbax coordinates them and writes host arrays
+  # once).
   writer = (metric_writers.SummaryWriter(
       os.path.join(workdir, 'tensorboard', stage.name))
-            if parallel.is_primary() else metric_writers.MultiWriter([]))
+            if parallel.is_primary() and start < total
+            else metric_writers.MultiWriter([]))
+  # Scalars are written once the checkpoint that covers their step is
+  # saved: a run killed in between resumes from that checkpoint and logs
+  # those steps again, which TensorBoard would show twice.
+  pending = []
+
+  def write_upto(saved):
+    for item in [p for p in pending if p[0] <= saved]:
+      writer.write_scalars(*item)
+      pending.remove(item)
   state = parallel.replicate(state, devices)
   step, t_start, seconds0 = start, time.time(), meta['seconds']
   t_log, step_log = t_start, start
@@ -405,21 +418,26 @@ def train_stage(config: ml_collections.ConfigDict, family: base.Family,
         metrics = jax.device_get(metrics)
         loss = float(np.mean(metrics['loss']))
         if not np.all(np.isfinite(metrics['loss'])):
+          ckpts.wait()
+          last = ckpts.latest_step()
+          kept = (f'the checkpoint of step {last} is kept in '
+                  f'{ckpts.directory}' if last is not None else
+                  'no checkpoint had been saved yet')
           raise TrainingError(
-              f'{label}: the training loss became {loss} near '
-              f'step {step}. The last good checkpoint is kept in '
-              f'{ckpts.directory}; lower config.train.learning_rate and '
-              'rerun the same command to resume from it.')
+              f'{label}: the training loss became {loss} near step {step} '
+              f'(config.train.learning_rate='
+              f'{config.train.learning_rate:g}); {kept}. Rerun with a lower '
+              'config.train.learning_rate in a new --workdir.')
         now = time.time()
         rate = (step - step_log) * config.train.batch_size / (now - t_log)
         eta = (total - step) * config.train.batch_size / max(rate, 1e-9)
         logging.info('%s step %d/%d  loss %.5f  %.1f img/s  ETA %s', label,
                      step, total, loss, rate, _format_eta(eta))
-        writer.write_scalars(step, {
+        pending.append((step, {
             'train_loss': loss,
             'train_grad_norm': float(np.mean(metrics['grad_norm'])),
             'learning_rate': float(metrics['learning_rate'][-1]),
-            'images_per_second': rate})
+            'images_per_second': rate}))
         t_log, step_log = now, step
       if step % config.train.eval_every == 0 or step == total:
         val = validate(state)
@@ -433,18 +451,23 @@ def train_stage(config: ml_collections.ConfigDict, family: base.Family,
                          new_lr)
             state = _set_lr(state, new_lr)
         logging.info('%s step %d  %s %.2f', label, step, val_name, val)
-        writer.write_scalars(step, {val_name.replace(' ', '_'): val})
+        pending.append((step, {val_name.replace(' ', '_'): val}))
         meta['plateau'] = {'best': plateau.best, 'wait': plateau.wait}
         meta['seconds'] = seconds0 + time.time() - t_start
+        ckpts.wait()  # the previous save is complete: log up to it
+        write_upto(ckpts.latest_step() or 0)
         ckpts.save(step, jax.device_get(state), meta, val)
   except KeyboardInterrupt:
     ckpts.close()
+    write_upto(ckpts.latest_step() or 0)
+    writer.flush()
     logging.warning('Interrupted at step %d; the last checkpoint (step %s) is '
                     'kept in %s. Rerun the same command to resume.', step,
                     ckpts.latest_step(), ckpts.directory)
     raise
-  writer.flush()
   ckpts.wait()
+  write_upto(total)
+  writer.flush()
   best = ckpts.best_step()
   if best is None:
     raise TrainingError(f'no checkpoint in {ckpts.directory}: set the '

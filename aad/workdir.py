@@ -1,12 +1,16 @@
-"""Reading back a training run: its config, categories, best checkpoints,
-calibrated thresholds and fitted scorers (what `aad.evaluate` and
-`aad.predict` start from)."""
+"""A training run's folder: who may write it (the same experiment only),
+the debris a killed run leaves, and reading the run back: its config,
+categories, best checkpoints, calibrated thresholds and fitted scorers
+(what `aad.evaluate` and `aad.predict` start from)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import shutil
 
+from absl import logging
 from flax import serialization
 import jax
 import ml_collections
@@ -14,6 +18,7 @@ import numpy as np
 
 from aad import checkpoint
 from aad import data as data_lib
+from aad import errors
 from aad import models
 from aad import report
 from aad import train
@@ -23,6 +28,128 @@ from aad.models import base
 CONFIG_FILE = 'config.json'
 THRESHOLDS_FILE = 'thresholds.json'
 FITTED_FILE = 'scorers.msgpack'
+TIMINGS_FILE = 'timings.json'
+
+# Config fields that change nothing a run computes (where the data cache
+# lives, how processes find each other, how often progress is printed):
+# a rerun may change them freely.
+FREE_FIELDS = ('name', 'num_devices', 'distributed.*', 'sweep.*',
+               'dataset.data_dir', 'dataset.manual_dir', 'train.log_every',
+               'train.steps_per_call')
+# Fields that change only how the trained model is evaluated: a rerun may
+# change them when it says so (--allow_eval_changes).
+EVAL_FIELDS = ('eval.*',)
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict) and value:
+      out.update(_flat(value, f'{name}.'))
+    else:
+      out[name] = value
+  return out
+
+
+def _plain(config) -> dict:
+  """The config as config.json holds it (lists, not tuples)."""
+  return json.loads(json.dumps(report._jsonable(  # pylint: disable=protected-access
+      config.to_dict() if hasattr(config, 'to_dict') else config)))
+
+
+def _matches(field: str, patterns) -> bool:
+  return any(fnmatch.fnmatchcase(field, p) for p in patterns)
+
+
+def changed_fields(saved: dict, config) -> dict[str, tuple]:
+  """{field: (saved value, new value)} of the fields that differ."""
+  old, new = _flat(_plain(saved)), _flat(_plain(config))
+  return {k: (old.get(k, '<absent>'), new.get(k, '<absent>'))
+          for k in sorted(set(old) | set(new))
+          if old.get(k, '<absent>') != new.get(k, '<absent>')}
+
+
+def check_rerun(config: ml_collections.ConfigDict, workdir: str,
+                allow_eval_changes: bool = False):
+  """Refuses to write `workdir` with `config` if it holds a run of another
+  experiment, before anything is written.
+
+  A change of what the trained model depends on (model, data,
+  preprocessing, corruption, training, seed) is refused: resuming would mix
+  two runs in one folder. A change of eval.* fields is allowed only with
+  `allow_eval_changes`; FREE_FIELDS always.
+
+  Raises:
+    UserError: naming the changed fields and what to do.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise errors.UserError(
+        f'{path}: unreadable ({e}); this is not a run this version wrote. '
+        'Choose another --workdir.') from None
+  changed = {k: v for k, v in changed_fields(saved, config).items()
+             if not _matches(k, FREE_FIELDS)}
+  if not changed:
+    return
+  model = {k: v for k, v in changed.items() if not _matches(k, EVAL_FIELDS)}
+
+  def listing(fields):
+    return '; '.join(f'config.{k} {a!r} -> {b!r}'
+                     for k, (a, b) in list(fields.items())[:6]) + (
+                         f' (and {len(fields) - 6} more)'
+                         if len(fields) > 6 else '')
+  if model:
+    raise errors.UserError(
+        f'--workdir={workdir} holds a run trained with other values of '
+        f'{listing(model)}. Resuming it would mix two experiments: use a '
+        'new --workdir for this config, or rerun with the values of '
+        f'{path}.')
+  if not allow_eval_changes:
+    raise errors.UserError(
+        f'--workdir={workdir} was evaluated with other values of '
+        f'{listing(changed)}. Add --allow_eval_changes to re-evaluate the '
+        'trained model with them (the reports are rewritten), or use a new '
+        '--workdir.')
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str):
+  """Saves the run's config (atomically), once its inputs are checked."""
+  report.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+
+
+# What killed runs leave behind: report.py's and orbax's temporary files
+# and folders, aad.predict's staging folders.
+DEBRIS = ('.*.tmp', '*.orbax-checkpoint-tmp*', '.aad-write-test-*')
+
+
+def clean_debris(workdir: str) -> list[str]:
+  """Removes the temporary files and folders of killed runs under
+  `workdir`; returns what was removed."""
+  removed = []
+  if not os.path.isdir(workdir):
+    return removed
+  for root, dirs, files in os.walk(workdir):
+    if root == workdir and 'xla_cache' in dirs:
+      dirs.remove('xla_cache')  # JAX's own, possibly another process's
+    for name in list(dirs) + files:
+      if _matches(name, DEBRIS):
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+          shutil.rmtree(path, ignore_errors=True)
+          dirs.remove(name)
+        else:
+          os.remove(path)
+        removed.append(path)
+  if removed:
+    logging.info('Removed %d temporary file(s) of an interrupted run in %s.',
+                 len(removed), workdir)
+  return removed
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -75,7 +202,14 @@ def restore_best(config: ml_collections.ConfigDict, workdir: str,
                         f'{stage.name!r} yet; rerun training in this '
                         'workdir to finish it.')
       target = train.create_train_state(stage, variables, config)
-      state, meta = ckpts.restore(step, target)
+      try:
+        state, meta = ckpts.restore(step, target)
+      except (ValueError, KeyError, TypeError) as e:
+        raise DataError(
+            f'{ckpts.directory}: the checkpoint of step {step} does not fit '
+            f'the model of {os.path.join(workdir, CONFIG_FILE)} (was the '
+            'file edited or copied from another run?); restore the run\'s '
+            'own config.json or train again.') from e
     finally:
       ckpts.close()
     variables = {**variables, **train.state_variables(state)}

@@ -9,6 +9,7 @@ from aad import corruptions
 from aad import models
 from aad import scorers
 from aad import sweep
+from aad import validate
 from configs import default
 
 
@@ -29,6 +30,7 @@ def test_config_files_load_and_are_consistent(name, num_runs):
     assert scorers.resolve(run.eval.scorers, family)
     assert run.eval.norm in run.eval.norms
     assert callable(corruptions.from_config(run.corruption))
+    validate.check_config(run)  # every shipped config passes the check
 
 
 @pytest.mark.parametrize('name', sorted(set(corruptions.CORRUPTIONS) -

@@ -74,7 +74,8 @@ def test_predict_writes_maps_overlays_masks_and_scores(run, tmp_path):
   names = sorted(os.listdir(out))
   assert names == sorted(
       [f'{s}_{k}.png' for s in ('a', 'b', 'c', '000')
-       for k in ('map', 'overlay', 'mask')] + ['scores.csv'])
+       for k in ('map', 'overlay', 'mask')] + ['scores.csv', predict.MANIFEST])
+  assert sorted((out / predict.MANIFEST).read_text().split()) == names[1:]
   # Maps come back at each image's own size.
   for stem, (h, w) in sizes.items():
     for kind in ('map', 'overlay'):
@@ -93,8 +94,9 @@ def test_predict_writes_maps_overlays_masks_and_scores(run, tmp_path):
     assert r['decision'] == ('anomalous' if float(r['residual_l2']) >= t
                              else 'good')
     assert float(r['mc_variance_l2']) >= 0
-  # A given threshold overrides the calibrated one.
-  everything = predict.predict(workdir, [str(new)], str(tmp_path / 'o2'),
+  # A given threshold overrides the calibrated one; predict rewrites the
+  # files it wrote before.
+  everything = predict.predict(workdir, [str(new)], str(out),
                                threshold=0.0, mc_samples=2)
   assert {r['decision'] for r in everything} == {'anomalous'}
 

@@ -37,3 +37,17 @@ def test_rows_for_mapped_own_and_mapless_scorers(tmp_path):
                  ['a', 'sh', '0.930', '', '', '0.730'],
                  ['a', 'ssim', '0.920', '0.820', '', '0.720'],
                  ['b', 'residual', '0.600', '0.700', '', '']]
+
+
+def test_train_seconds_come_from_timings_json(tmp_path):
+  metrics = {'mean/residual/l2/image_auroc': 0.9,
+             'mean/residual/pixel_auroc': 0.8,
+             # An older run's metrics.json held the timing: not read.
+             'mean/train/train_seconds': 99.0}
+  _run(tmp_path, 'a', metrics)
+  _run(tmp_path, 'b', metrics)
+  (tmp_path / 'a' / 'timings.json').write_text(json.dumps(
+      {'mean/train/train_seconds': 21.6}))
+  header, rows = summary.gather(str(tmp_path))
+  col = header.index('train s (mean)')
+  assert [(r[0], r[col]) for r in rows] == [('a', '22'), ('b', '')]

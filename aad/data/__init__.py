@@ -10,7 +10,9 @@ folder); a new source is one `register(...)` call. No JAX in this package.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
+import shutil
 from typing import Callable
 
 import numpy as np
@@ -292,15 +294,28 @@ def _prepare_builder(builder, what: str, download_config=None) -> None:
   # Not builder.is_prepared(): it logs a warning for every missing dataset.
   if (builder.data_path / 'dataset_info.json').exists():
     return
-  print(f'aad.data: preparing {what} in {builder.data_path} (one-off).',
-        flush=True)
-  # tfds' per-split progress bars would only clutter a training log (this
-  # re-enables them afterwards, tfds' default).
-  tfds.disable_progress_bar()
-  try:
-    builder.download_and_prepare(download_config=download_config)
-  finally:
-    tfds.enable_progress_bar()
+  folder = str(builder.data_path.parent)
+  os.makedirs(folder, exist_ok=True)
+  # One preparation at a time per dataset folder (sweep points, processes);
+  # whoever holds the lock may remove the incomplete folders of killed
+  # preparations, since nobody else is writing them.
+  with open(os.path.join(folder, '.aad-prepare.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    for name in os.listdir(folder):
+      if name.startswith('incomplete.') and name.endswith(
+          f'_{builder.data_path.name}'):
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+    if (builder.data_path / 'dataset_info.json').exists():
+      return  # prepared by another process while this one waited
+    print(f'aad.data: preparing {what} in {builder.data_path} (one-off).',
+          flush=True)
+    # tfds' per-split progress bars would only clutter a training log (this
+    # re-enables them afterwards, tfds' default).
+    tfds.disable_progress_bar()
+    try:
+      builder.download_and_prepare(download_config=download_config)
+    finally:
+      tfds.enable_progress_bar()
 
 
 def _load_textures(category: str, source: Source) -> Dataset:

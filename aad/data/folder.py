@@ -69,6 +69,10 @@ def _images(folder: str) -> list[str]:
   error, since a stray file usually means a misplaced dataset."""
   names = sorted(n for n in os.listdir(folder) if not n.startswith('.'))
   paths = [os.path.join(folder, n) for n in names]
+  for p in paths:
+    if os.path.islink(p) and not os.path.exists(p):
+      raise DataError(f'{p}: a symbolic link to nothing (or a loop of '
+                      'links); point it at an image or remove it.')
   paths = [p for p in paths if os.path.isfile(p)]
   for p in paths:
     if not is_image_file(p):

@@ -15,10 +15,12 @@ import os
 
 import numpy as np
 
+from aad import errors
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 
 
-class DataError(ValueError):
+class DataError(errors.UserError, ValueError):
   """A data file or folder cannot be used; the message names it and the fix."""
 
 

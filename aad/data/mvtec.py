@@ -38,8 +38,18 @@ _FEATURES = dict(
 )
 
 
+# Smaller images carry no texture for a model to learn or a defect to
+# find; resized up to the model's size they are a flat blur.
+MIN_SIDE = 8
+
+
 def _example(record: folder_lib.Record) -> dict:
   image = imageio.read_image(record.path)
+  if min(image.shape[:2]) < MIN_SIDE:
+    raise DataError(
+        f'{record.path}: the image is {image.shape[1]}x{image.shape[0]} px, '
+        f'under {MIN_SIDE} px on a side, too small to learn from or score; '
+        'remove it or replace it with the full-size image.')
   if image.shape[-1] == 1:
     image = np.repeat(image, 3, axis=-1)
   if record.mask_path is None:

@@ -1,0 +1,220 @@
+"""A trained run as a detector: images in; maps, scores and decisions out.
+
+  import aad
+  detector = aad.Detector.load('runs/aesc_stain', category='brick')
+  result = detector.predict(['part1.png', image_array])
+  result.maps['residual'][0]        # float32 (H, W) at the image's size
+  result.scores['residual']         # (N,) image scores per scorer
+  result.decisions['residual']      # (N,) bool: score >= the threshold
+
+Images are prepared as the run's training data were (`aad.data.
+prepare_image`: ROI, resize, channels) and scored as `aad.evaluate` scores
+test images, so a test image gets the figures of the run's report.
+`python -m aad.predict` is a command line over this class, and
+`python -m aad.export` freezes the same computation into one file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from aad import data as data_lib
+from aad import evaluate
+from aad import evaluation
+from aad import parallel
+from aad import workdir as workdir_lib
+from aad.data import imageio
+from aad.data import preprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+  """What `Detector.predict` returns for N images.
+
+  Attributes:
+    maps: {scorer: N float32 maps, each at its image's own size} for the
+      scorers with a map (0 outside the peeled object with an ROI).
+    model_maps: {scorer: float32 (N, h, w)} the same at the model's size.
+    scores: {scorer: float64 (N,)}: eval.norm of the map (at the model size,
+      or the image's with eval.resolution='original'); a scorer without a
+      map has its own image score.
+    decisions: {scorer: bool (N,)}: score >= the scorer's image threshold,
+      for the scorers that have one.
+    thresholds: {'image': {scorer: t}, 'pixel': {scorer: t}}.
+  """
+  maps: dict[str, list[np.ndarray]]
+  model_maps: dict[str, np.ndarray]
+  scores: dict[str, np.ndarray]
+  decisions: dict[str, np.ndarray]
+  thresholds: dict[str, dict[str, float]]
+
+
+def as_uint8(image: Any, name: str) -> np.ndarray:
+  """An array image as uint8 (H, W, 1 or 3): uint8 as it is, floats in
+  [0, 1] scaled by 255 and rounded; (H, W) gets a channel, RGBA drops alpha.
+
+  Raises:
+    DataError: naming `name`, for other dtypes, shapes or value ranges.
+  """
+  array = np.asarray(image)
+  if array.ndim == 2:
+    array = array[..., None]
+  if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or not all(
+      array.shape[:2]):
+    raise imageio.DataError(
+        f'{name}: an image array must be (H, W), (H, W, 1), (H, W, 3) or '
+        f'(H, W, 4); got shape {array.shape}.')
+  array = array[..., :3]
+  if array.dtype == np.uint8:
+    return array
+  if np.issubdtype(array.dtype, np.floating):
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+      raise imageio.DataError(
+          f'{name}: float images must lie in [0, 1] (got '
+          f'{np.nanmin(array):g}..{np.nanmax(array):g}); scale them or pass '
+          'uint8.')
+    return np.round(array * 255).astype(np.uint8)
+  raise imageio.DataError(f'{name}: image arrays must be uint8 or float in '
+                          f'[0, 1]; got {array.dtype}.')
+
+
+def read_images(images) -> tuple[list[np.ndarray], list[str]]:
+  """(uint8 (H, W, 1 or 3) images, names) from file paths, arrays, or one
+  (N, H, W, C) batch array."""
+  if isinstance(images, np.ndarray) and images.ndim == 4:
+    images = list(images)
+  elif isinstance(images, (str, os.PathLike, np.ndarray)):
+    images = [images]
+  out, names = [], []
+  for i, item in enumerate(images):
+    if isinstance(item, (str, os.PathLike)):
+      names.append(os.fspath(item))
+      out.append(imageio.read_image(os.fspath(item)))
+    else:
+      names.append(f'image {i}')
+      out.append(as_uint8(item, names[-1]))
+  if not out:
+    raise imageio.DataError('no images to score.')
+  return out, names
+
+
+def choose_category(workdir: str, category: str | None) -> str:
+  """`category`, or the run's only trained one."""
+  trained = workdir_lib.trained_categories(workdir)
+  if category:
+    return category
+  if len(trained) == 1:
+    return trained[0]
+  raise imageio.DataError(
+      f'{workdir} has models for {", ".join(trained) or "no category"}; '
+      'choose one with --category.')
+
+
+class Detector:
+  """One category of a trained run, ready to score new images."""
+
+  def __init__(self, config, category: str, scorers, variables, fitted,
+               thresholds: dict | None, best_step: int, devices):
+    self.config = config
+    self.category = category
+    self.scorers = scorers
+    self.variables = variables
+    self.fitted = fitted
+    self.thresholds = thresholds
+    self.best_step = best_step
+    self.devices = devices
+
+  @classmethod
+  def load(cls, workdir: str, category: str | None = None, *,
+           mc_samples: int | None = None, num_devices: int = 0,
+           need_thresholds: bool = True) -> Detector:
+    """The run's best model of `category` (default: its only one), fitted
+    scorers and calibrated thresholds (<category>/thresholds.json).
+
+    Args:
+      mc_samples: MC-dropout passes instead of the run's eval.mc_samples.
+      num_devices: local devices to score on; 0 = all.
+      need_thresholds: False loads a run that was never evaluated
+        (thresholds None, no decisions).
+
+    Raises:
+      DataError: naming the file or flag, for a folder that is not a run, a
+        missing checkpoint, thresholds or fitted scorers.
+    """
+    config = workdir_lib.load_config(workdir)
+    if mc_samples is not None:
+      if mc_samples < 1:
+        raise imageio.DataError('--mc_samples must be at least 1.')
+      config.eval.mc_samples = mc_samples
+    scorers = evaluate.configured_scorers(config)
+    category = choose_category(workdir, category)
+    thresholds = None
+    if need_thresholds:
+      thresholds = workdir_lib.load_thresholds(workdir, category)
+    variables, summary = workdir_lib.restore_best(config, workdir, category)
+    fitted = workdir_lib.load_fitted(workdir, category)
+    return cls(config, category, scorers, variables, fitted, thresholds,
+               summary['best_step'], parallel.select_devices(num_devices))
+
+  @property
+  def map_scorers(self) -> list[str]:
+    """The scorers with a map, in config order (the first is the headline
+    of maps and masks)."""
+    return [s.name for s in self.scorers if s.has_map]
+
+  def prepare(self, images: Sequence[np.ndarray], names: Sequence[str]
+              ) -> tuple[np.ndarray, list]:
+    """(uint8 (N, h, w, C) as the model sees them, their ROIs or None)."""
+    d = self.config.dataset
+    prepared, rois = [], []
+    for image, name in zip(images, names):
+      ready, roi = data_lib.prepare_image(
+          image, name, size=data_lib.image_size(d), channels=d.channels,
+          roi=d.roi, roi_margin=d.roi_margin)
+      prepared.append(ready)
+      rois.append(roi)
+    return np.stack(prepared), rois
+
+  def predict(self, images) -> Prediction:
+    """Scores images: file paths, uint8 or [0, 1] float arrays of any size
+    ((H, W), (H, W, 1/3/4)), or one (N, H, W, C) array.
+
+    MC-dropout passes use the keys aad.evaluate uses: image i of this call
+    gets fold_in(key(config.seed + 2), i).
+    """
+    originals, names = read_images(images)
+    return self.predict_arrays(originals, names)
+
+  def predict_arrays(self, originals: Sequence[np.ndarray],
+                     names: Sequence[str]) -> Prediction:
+    """`predict` on images already read (uint8 (H, W, C))."""
+    prepared, rois = self.prepare(originals, names)
+    _, model_maps, own = evaluate.score(self.config, self.variables,
+                                        prepared, self.devices, self.scorers,
+                                        self.fitted)
+    norm, sigma = self.config.eval.norm, self.config.eval.smooth_sigma
+    full = self.config.eval.resolution == 'original'
+    maps = {s: [preprocess.paste_map(model_maps[s][i], image.shape[:2],
+                                     rois[i])
+                for i, image in enumerate(originals)]
+            for s in self.map_scorers}
+    scores = {}
+    for s in self.scorers:
+      if s.has_map:
+        # At the resolution the thresholds were calibrated at.
+        scores[s.name] = np.array([float(evaluation.reduce(
+            (maps[s.name][i] if full else model_maps[s.name][i])[None],
+            norm, sigma)[0]) for i in range(len(originals))])
+      else:
+        scores[s.name] = np.asarray(own[s.name], np.float64)
+    thresholds = self.thresholds or {'image': {}, 'pixel': {}}
+    decisions = {k: scores[k] >= t for k, t in thresholds['image'].items()
+                 if k in scores}
+    return Prediction(maps=maps,
+                      model_maps={k: model_maps[k] for k in maps},
+                      scores=scores, decisions=decisions,
+                      thresholds=thresholds)

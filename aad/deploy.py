@@ -181,13 +181,14 @@ def _stitch(tiles: jax.Array, shape: tuple[int, int],
   return total / count.reshape(count.shape + (1,) * (total.ndim - 3))
 
 
-def model_fn(config, scorers, variables, fitted):
+def model_fn(config, scorers, variables, fitted, random: bool = True):
   """fn(prepared uint8 (N, H, W, C), seed, indices) -> (maps, own scores) at
   the model size: `aad.evaluate.score`'s computation on one device.
 
   MC-dropout keys are fold_in(key(seed), index) per image (per tile in patch
   mode, index * tiles + tile), as evaluate does with seed config.seed + 2
-  and each image's position in the scored list.
+  and each image's position in the scored list. random=False passes no
+  keys (for scorers without random draws; seed and indices are ignored).
   """
   family = models.create(config)
   wanted = scorers_lib.needed_outputs(scorers)
@@ -200,17 +201,20 @@ def model_fn(config, scorers, variables, fitted):
     out = family.outputs(variables, scoring.to_float(images), keys, wanted)
     return {k: v for k, v in out.items() if k in wanted}
 
+  def image_keys(seed, indices):
+    return (scoring.image_keys(jax.random.key(seed), indices) if random
+            else None)
+
   def fn(images, seed, indices):
-    key = jax.random.key(seed)
     if patch:
       count = len(tiling.grid(images.shape[1:3], patch, stride))
       tile_index = (indices[:, None] * count +
                     jnp.arange(count, dtype=indices.dtype)).reshape(-1)
       out = outputs(_tiles(images, patch, stride),
-                    scoring.image_keys(key, tile_index))
+                    image_keys(seed, tile_index))
       out = {k: _stitch(v, images.shape[1:3], stride) for k, v in out.items()}
     else:
-      out = outputs(images, scoring.image_keys(key, indices))
+      out = outputs(images, image_keys(seed, indices))
     result = maps_fn(fitted, (images, {k: v for k, v in out.items()
                                        if k in used}))
     return result['maps'], result['image']

@@ -16,7 +16,6 @@ test images, so a test image gets the figures of the run's report.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any, Sequence
 
@@ -25,61 +24,22 @@ import numpy as np
 from aad import data as data_lib
 from aad import evaluate
 from aad import evaluation
+from aad import exported
 from aad import parallel
 from aad import workdir as workdir_lib
 from aad.data import imageio
 from aad.data import preprocess
 
 
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-  """What `Detector.predict` returns for N images.
-
-  Attributes:
-    maps: {scorer: N float32 maps, each at its image's own size} for the
-      scorers with a map (0 outside the peeled object with an ROI).
-    model_maps: {scorer: float32 (N, h, w)} the same at the model's size.
-    scores: {scorer: float64 (N,)}: eval.norm of the map (at the model size,
-      or the image's with eval.resolution='original'); a scorer without a
-      map has its own image score.
-    decisions: {scorer: bool (N,)}: score >= the scorer's image threshold,
-      for the scorers that have one.
-    thresholds: {'image': {scorer: t}, 'pixel': {scorer: t}}.
-  """
-  maps: dict[str, list[np.ndarray]]
-  model_maps: dict[str, np.ndarray]
-  scores: dict[str, np.ndarray]
-  decisions: dict[str, np.ndarray]
-  thresholds: dict[str, dict[str, float]]
+Prediction = exported.Prediction
 
 
 def as_uint8(image: Any, name: str) -> np.ndarray:
-  """An array image as uint8 (H, W, 1 or 3): uint8 as it is, floats in
-  [0, 1] scaled by 255 and rounded; (H, W) gets a channel, RGBA drops alpha.
-
-  Raises:
-    DataError: naming `name`, for other dtypes, shapes or value ranges.
-  """
-  array = np.asarray(image)
-  if array.ndim == 2:
-    array = array[..., None]
-  if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or not all(
-      array.shape[:2]):
-    raise imageio.DataError(
-        f'{name}: an image array must be (H, W), (H, W, 1), (H, W, 3) or '
-        f'(H, W, 4); got shape {array.shape}.')
-  array = array[..., :3]
-  if array.dtype == np.uint8:
-    return array
-  if np.issubdtype(array.dtype, np.floating):
-    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-      raise imageio.DataError(
-          f'{name}: float images must lie in [0, 1] (got '
-          f'{np.nanmin(array):g}..{np.nanmax(array):g}); scale them or pass '
-          'uint8.')
-    return np.round(array * 255).astype(np.uint8)
-  raise imageio.DataError(f'{name}: image arrays must be uint8 or float in '
-                          f'[0, 1]; got {array.dtype}.')
+  """`exported.as_uint8`, its errors as DataError."""
+  try:
+    return exported.as_uint8(image, name)
+  except ValueError as e:
+    raise imageio.DataError(str(e)) from e
 
 
 def read_images(images) -> tuple[list[np.ndarray], list[str]]:

@@ -21,6 +21,7 @@ with x64 off, so their random draws (MC dropout) are the in-process ones.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -181,9 +182,9 @@ def _stitch(tiles: jax.Array, shape: tuple[int, int],
   return total / count.reshape(count.shape + (1,) * (total.ndim - 3))
 
 
-def model_fn(config, scorers, variables, fitted, random: bool = True):
-  """fn(prepared uint8 (N, H, W, C), seed, indices) -> (maps, own scores) at
-  the model size: `aad.evaluate.score`'s computation on one device.
+def model_fn(config, scorers, random: bool = True):
+  """fn(variables, fitted, prepared uint8 (N, H, W, C), seed, indices) ->
+  (maps, own scores) at the model size: `aad.evaluate.score`'s computation.
 
   MC-dropout keys are fold_in(key(seed), index) per image (per tile in patch
   mode, index * tiles + tile), as evaluate does with seed config.seed + 2
@@ -197,19 +198,20 @@ def model_fn(config, scorers, variables, fitted, random: bool = True):
   patch = config.dataset.patch_size
   stride = config.dataset.patch_stride or max(1, patch // 2)
 
-  def outputs(images, keys):
-    out = family.outputs(variables, scoring.to_float(images), keys, wanted)
-    return {k: v for k, v in out.items() if k in wanted}
-
   def image_keys(seed, indices):
     return (scoring.image_keys(jax.random.key(seed), indices) if random
             else None)
 
-  def fn(images, seed, indices):
+  def fn(variables, fitted, images, seed, indices):
+    def outputs(images, keys):
+      out = family.outputs(variables, scoring.to_float(images), keys, wanted)
+      return {k: v for k, v in out.items() if k in wanted}
+
     if patch:
       count = len(tiling.grid(images.shape[1:3], patch, stride))
-      tile_index = (indices[:, None] * count +
-                    jnp.arange(count, dtype=indices.dtype)).reshape(-1)
+      tile_index = None if indices is None else (
+          indices[:, None] * count +
+          jnp.arange(count, dtype=indices.dtype)).reshape(-1)
       out = outputs(_tiles(images, patch, stride),
                     image_keys(seed, tile_index))
       out = {k: _stitch(v, images.shape[1:3], stride) for k, v in out.items()}
@@ -238,7 +240,7 @@ def detector_fn(config, scorers, variables, fitted, thresholds: dict):
   channels = config.dataset.channels
   norm, sigma = config.eval.norm, float(config.eval.smooth_sigma)
   full = config.eval.resolution == 'original'
-  model = model_fn(config, scorers, variables, fitted)
+  model = functools.partial(model_fn(config, scorers), variables, fitted)
   names = [s.name for s in scorers]
 
   def fn(images, seed, indices):

@@ -19,9 +19,11 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+import jax
 import numpy as np
 
 from aad import data as data_lib
+from aad import deploy
 from aad import evaluate
 from aad import evaluation
 from aad import exported
@@ -87,6 +89,7 @@ class Detector:
     self.thresholds = thresholds
     self.best_step = best_step
     self.devices = devices
+    self._call = self._replicated = None
 
   @classmethod
   def load(cls, workdir: str, category: str | None = None, *,
@@ -119,6 +122,36 @@ class Detector:
     fitted = workdir_lib.load_fitted(workdir, category)
     return cls(config, category, scorers, variables, fitted, thresholds,
                summary['best_step'], parallel.select_devices(num_devices))
+
+  def score(self, prepared: np.ndarray) -> tuple[dict, dict]:
+    """(maps {scorer: (N, h, w)}, own image scores {scorer: (N,)}) of
+    prepared images: `aad.evaluate.score`'s computation (the same MC-dropout
+    keys), compiled once per Detector and chunk size.
+
+    Chunks of eval.batch_size images per device are padded to a power of
+    two, so calls of any length reuse a few compiled shapes.
+    """
+    if self._call is None:
+      fn = deploy.model_fn(self.config, self.scorers)
+      seed = self.config.seed + 2  # aad.evaluate's scoring key
+      self._call = parallel.batched_call(
+          lambda replicated, batch: fn(*replicated, batch[0], seed,
+                                       batch[1]), self.devices)
+      self._replicated = parallel.replicate((self.variables, self.fitted),
+                                            self.devices)
+    step = self.config.eval.batch_size * len(self.devices)
+    parts = []
+    for start in range(0, len(prepared), step):
+      chunk = prepared[start:start + step]
+      size = min(step, 1 << (len(chunk) - 1).bit_length())
+      pad = np.repeat(chunk[-1:], size - len(chunk), axis=0)
+      out = self._call(self._replicated, (
+          np.concatenate([chunk, pad]),
+          np.arange(start, start + size, dtype=np.int32)))
+      parts.append(jax.tree.map(lambda x, n=len(chunk): np.asarray(x)[:n],
+                                jax.device_get(out)))
+    return tuple({k: np.concatenate([p[i][k] for p in parts])
+                  for k in parts[0][i]} for i in (0, 1))
 
   @property
   def map_scorers(self) -> list[str]:
@@ -153,9 +186,7 @@ class Detector:
                      names: Sequence[str]) -> Prediction:
     """`predict` on images already read (uint8 (H, W, C))."""
     prepared, rois = self.prepare(originals, names)
-    _, model_maps, own = evaluate.score(self.config, self.variables,
-                                        prepared, self.devices, self.scorers,
-                                        self.fitted)
+    model_maps, own = self.score(prepared)
     norm, sigma = self.config.eval.norm, self.config.eval.smooth_sigma
     full = self.config.eval.resolution == 'original'
     maps = {s: [preprocess.paste_map(model_maps[s][i], image.shape[:2],

@@ -19,6 +19,7 @@ README "Deploying a detector" for what it leaves out.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import io
 import json
@@ -42,6 +43,7 @@ from aad import deploy
 from aad import detector as detector_lib
 from aad import exported
 from aad import report
+from aad import workdir as workdir_lib
 from aad.data import imageio
 
 PLATFORMS = ('cpu', 'cuda', 'tpu')
@@ -74,10 +76,11 @@ def metadata(detector: detector_lib.Detector, workdir: str) -> dict:
   }
 
 
-def export_stablehlo(detector: detector_lib.Detector,
-                     platforms=PLATFORMS) -> tuple[dict[int, bytes],
-                                                   tuple[str, ...]]:
-  """({input channels: serialised jax.export module}, platforms).
+def export_stablehlo(detector: detector_lib.Detector, platforms=PLATFORMS,
+                     input_channels=(1, 3)) -> tuple[dict[int, bytes],
+                                                     tuple[str, ...]]:
+  """({input channels: serialised jax.export module}, platforms), for
+  grey (1) and/or RGB (3) inputs.
 
   A platform whose lowering fails is left out with a warning naming the
   error (e.g. an op without a TPU lowering); the CPU must lower.
@@ -87,7 +90,7 @@ def export_stablehlo(detector: detector_lib.Detector,
                                   detector.thresholds))
   modules = {}
   platforms = tuple(platforms)
-  for channels in (1, 3):
+  for channels in input_channels:
     with jax.enable_x64(True):
       images, = jax_export.symbolic_args_specs(
           (np.zeros((1, 8, 8, channels), np.uint8),), 'b, h, w, _')
@@ -149,8 +152,8 @@ def export_onnx(detector: detector_lib.Detector, path: str, meta: dict):
   # forms (tests/test_models.py), without their jnp.pad, which jax2onnx
   # 0.17 cannot lower with a symbolic batch.
   config.model.conv_impl = 'plain'
-  model = deploy.model_fn(config, scorers, detector.variables,
-                          detector.fitted, random=False)
+  model = functools.partial(deploy.model_fn(config, scorers, random=False),
+                            detector.variables, detector.fitted)
   norm, sigma = config.eval.norm, float(config.eval.smooth_sigma)
   thresholds = detector.thresholds
   names = [s.name for s in scorers]
@@ -197,7 +200,8 @@ def export_onnx(detector: detector_lib.Detector, path: str, meta: dict):
 
 
 def export_detector(workdir: str, output: str, *, category: str = '',
-                    platforms=PLATFORMS, onnx_output: str = '',
+                    platforms=PLATFORMS, input_channels=(1, 3),
+                    onnx_output: str = '',
                     mc_samples: int | None = None) -> dict:
   """Writes the .aad file (and the ONNX one with `onnx_output`).
 
@@ -208,15 +212,24 @@ def export_detector(workdir: str, output: str, *, category: str = '',
     DataError: naming the file or config key, for a run that cannot be
       loaded or exported.
   """
+  try:
+    deploy.check_exportable(workdir_lib.load_config(workdir))
+  except ValueError as e:
+    raise imageio.DataError(f'{workdir}: {e}') from e
   detector = detector_lib.Detector.load(workdir, category or None,
                                         mc_samples=mc_samples,
                                         num_devices=1)
-  try:
-    deploy.check_exportable(detector.config)
-  except ValueError as e:
-    raise imageio.DataError(f'{workdir}: {e}') from e
+  return write_detector(detector, workdir, output, platforms=platforms,
+                        input_channels=input_channels,
+                        onnx_output=onnx_output)
+
+
+def write_detector(detector: detector_lib.Detector, workdir: str,
+                   output: str, *, platforms=PLATFORMS,
+                   input_channels=(1, 3), onnx_output: str = '') -> dict:
+  """`export_detector` for a loaded detector."""
   meta = metadata(detector, workdir)
-  modules, platforms = export_stablehlo(detector, platforms)
+  modules, platforms = export_stablehlo(detector, platforms, input_channels)
   meta['platforms'] = list(platforms)
   write_archive(output, meta, modules)
   logging.info('%s: wrote the %s detector (%s, best step %d) for %s, %.1f '
@@ -240,6 +253,8 @@ def _define_flags():
   flags.DEFINE_string('category', '', "The run's category to export; "
                       'needed if it has several.')
   flags.DEFINE_list('platforms', list(PLATFORMS), 'Platforms to lower for.')
+  flags.DEFINE_list('input_channels', ['1', '3'], 'Input channel counts '
+                    'the file accepts (1 grey, 3 RGB; RGBA drops alpha).')
   flags.DEFINE_string('onnx', '', 'Also write this ONNX file (needs '
                       'requirements-export.txt).')
   flags.DEFINE_integer('mc_samples', None, "MC-dropout passes; default: the "
@@ -258,8 +273,12 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'--platforms: unknown {", ".join(sorted(unknown))};'
                          f' choose from {", ".join(PLATFORMS)}.')
+  channels = tuple(sorted({int(c) for c in f.input_channels}))
+  if not channels or set(channels) - {1, 3}:
+    raise app.UsageError('--input_channels: 1 and/or 3.')
   logs.exit_on(imageio.DataError, export_detector, f.workdir, f.output,
                category=f.category, platforms=f.platforms,
+               input_channels=channels,
                onnx_output=f.onnx, mc_samples=f.mc_samples)
 
 

@@ -1,1 +1,13 @@
-"""aad: autoencoder-based visual anomaly detection in JAX/Flax."""
+"""aad: autoencoder-based visual anomaly detection in JAX/Flax.
+
+`aad.Detector` (aad/detector.py) loads a trained run for scoring new images.
+It is imported on first use, so `import aad.exported` (the loader of
+exported detectors) pulls in neither Flax nor the training code.
+"""
+
+
+def __getattr__(name):
+  if name in ('Detector', 'Prediction'):
+    from aad import detector  # pylint: disable=g-import-not-at-top
+    return getattr(detector, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

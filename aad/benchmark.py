@@ -19,9 +19,11 @@ good validation maps. Groups, in seconds:
 
 --config times the experiment's model on random images on this machine
 (`aad.speed`): training images/s (the real step: sampling, corruption,
-Adam), deterministic inference, full scoring with T MC-dropout passes,
-compile seconds, achieved GFLOP/s of inference from XLA's cost analysis and
-the process' peak memory. --image_size, --channels and --batch_size
+Adam), deterministic inference, full scoring with T MC-dropout passes, the
+whole detector on images of the model's size in process (`aad.Detector`:
+detector_images_per_s) and exported with jax.export and run by
+`aad.exported` (exported_images_per_s), compile seconds, achieved GFLOP/s
+of inference from XLA's cost analysis and the process' peak memory. --image_size, --channels and --batch_size
 override the config; --scorers the scored list (config.eval.scorers, comma
 separated; scoring time covers the family outputs they need and their
 maps); --versus another list timed in the same rounds, call after call

@@ -1,5 +1,7 @@
 """Scoring new images with a trained run: maps, overlays, masks, scores.csv.
 
+A command line over `aad.Detector` (aad/detector.py).
+
   python -m aad.predict --workdir=runs/aesc_stain --input=DIR_OR_FILES \
       --output=DIR [--category=C] [--threshold=T] [--scorer=NAME]
 
@@ -32,15 +34,13 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from aad import data as data_lib
+from aad import detector as detector_lib
 from aad import errors
 from aad import evaluate
 from aad import evaluation
-from aad import parallel
 from aad import report
 from aad import workdir as workdir_lib
 from aad.data import imageio
-from aad.data import preprocess
 
 
 def collect_inputs(inputs) -> list[str]:
@@ -160,23 +160,13 @@ def output_names(paths: list[str]) -> list[str]:
   return names
 
 
-def _choose_category(workdir: str, category: str) -> str:
-  trained = workdir_lib.trained_categories(workdir)
-  if category:
-    return category
-  if len(trained) == 1:
-    return trained[0]
-  raise imageio.DataError(
-      f'{workdir} has models for {", ".join(trained) or "no category"}; '
-      'choose one with --category.')
-
-
 def predict(workdir: str, inputs, output: str, *, category: str = '',
             scorer: str = '', threshold: float | None = None,
             pixel_threshold: float | None = None,
             mc_samples: int | None = None, num_devices: int = 0,
             allow_output_in_input: bool = False) -> list[dict]:
-  """Scores `inputs` with the run's best model; writes to `output`.
+  """Scores `inputs` with the run's best model (`aad.Detector`); writes to
+  `output`.
 
   Returns:
     One dict per image: file, the score of each scorer, decision.
@@ -196,7 +186,7 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
     raise imageio.DataError(f'--scorer={scorer}: the run evaluated '
                             f'{", ".join(names)} with maps; choose one of '
                             'them.')
-  category = _choose_category(workdir, category)
+  category = detector_lib.choose_category(workdir, category)
   paths = collect_inputs(inputs)
   stems = output_names(paths)
   targets = [f'{stem}_{kind}.png' for stem in stems
@@ -204,55 +194,36 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
   if mc_samples is not None and mc_samples < 1:
     raise imageio.DataError(f'--mc_samples={mc_samples}: must be at least '
                             '1.')
-  size = data_lib.image_size(config.dataset)
-  originals, prepared, rois = [], [], []
-  for path in paths:  # all read and checked before anything is written
-    image = imageio.read_image(path)
-    ready, roi = data_lib.prepare_image(
-        image, path, size=size, channels=config.dataset.channels,
-        roi=config.dataset.roi, roi_margin=config.dataset.roi_margin)
-    originals.append(image)
-    prepared.append(ready)
-    rois.append(roi)
+  # All read and checked before anything is written.
+  originals = [imageio.read_image(path) for path in paths]
   output = check_output(output, paths, targets,
                         allow_inside_input=allow_output_in_input)
-  if threshold is None or pixel_threshold is None:
-    saved = workdir_lib.load_thresholds(workdir, category)
-    threshold = saved['image'][scorer] if threshold is None else threshold
-    if pixel_threshold is None:
-      pixel_threshold = saved['pixel'][scorer]
-  variables, summary = workdir_lib.restore_best(config, workdir, category)
-  fitted = workdir_lib.load_fitted(workdir, category)
-  if mc_samples is not None:
-    config.eval.mc_samples = mc_samples
+  detector = detector_lib.Detector.load(
+      workdir, category, mc_samples=mc_samples, num_devices=num_devices,
+      need_thresholds=threshold is None or pixel_threshold is None)
+  if threshold is None:
+    threshold = detector.thresholds['image'][scorer]
+  if pixel_threshold is None:
+    pixel_threshold = detector.thresholds['pixel'][scorer]
   logging.info('%s: scoring %d images with the model of step %d; %s '
                'threshold %.4g (image), %.4g (pixel)', category, len(paths),
-               summary['best_step'], scorer, threshold, pixel_threshold)
-  _, outputs, own = evaluate.score(config, variables, np.stack(prepared),
-                                 parallel.select_devices(num_devices),
-                                 scorers, fitted)
-  norm, sigma = config.eval.norm, config.eval.smooth_sigma
-  full = config.eval.resolution == 'original'
+               detector.best_step, scorer, threshold, pixel_threshold)
+  result = detector.predict_arrays(originals, paths)
+  norm = config.eval.norm
   rows, files = [], {}
   for i, path in enumerate(paths):
-    shape = originals[i].shape[:2]
-    maps = {s: preprocess.paste_map(outputs[s][i], shape, rois[i])
-            for s in names}
-    # Scores at the resolution the thresholds were calibrated at.
-    scores = {s: float(evaluation.reduce(
-        (maps[s] if full else outputs[s][i])[None], norm, sigma)[0])
-              for s in names}
     stem = stems[i]
-    amap, vmax = maps[scorer], 2 * pixel_threshold
+    amap, vmax = result.maps[scorer][i], 2 * pixel_threshold
     files[f'{stem}_map.png'] = report.colorize(amap, vmax)
     files[f'{stem}_overlay.png'] = report.overlay(originals[i], amap, vmax)
     files[f'{stem}_mask.png'] = (amap >= pixel_threshold).astype(
         np.uint8) * 255
-    rows.append({'file': path, **{f'{s}_{norm}': scores[s] for s in names},
-                 **{f'{s}_{evaluation.OWN}': float(own[s][i])
+    rows.append({'file': path,
+                 **{f'{s}_{norm}': float(result.scores[s][i]) for s in names},
+                 **{f'{s}_{evaluation.OWN}': float(result.scores[s][i])
                     for s in mapless},
-                 'decision': ('anomalous' if scores[scorer] >= threshold
-                              else 'good')})
+                 'decision': ('anomalous' if result.scores[scorer][i] >=
+                              threshold else 'good')})
   _write_outputs(output, files, rows, scorer, norm, threshold)
   anomalous = sum(r['decision'] == 'anomalous' for r in rows)
   logging.info('%d of %d images anomalous; outputs in %s', anomalous,

@@ -52,13 +52,14 @@ class _ScoringCall:
 
   def __init__(self, config, family, variables, images, names, devices):
     scorers = scorers_lib.resolve(names, family)
-    self.names = [s.name for s in scorers]
+    self.scorers, self.names = scorers, [s.name for s in scorers]
     keys = scoring.image_keys(jax.random.key(1), np.arange(len(images)))
     fit_wanted = scorers_lib.fit_outputs(scorers)
     train_outputs = jax.device_get(jax.jit(
         lambda v, x: family.outputs(v, x, keys, fit_wanted))(
             variables, scoring.to_float(images))) if fit_wanted else None
     fitted = scorers_lib.fit(scorers, images, train_outputs, config.eval)
+    self.fitted = fitted
     wanted = scorers_lib.needed_outputs(scorers)
     maps_fn = scorers_lib.make_maps_fn(scorers, config.eval)
 
@@ -175,6 +176,44 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5,
     result['versus_scorers'] = calls['versus'].names
     result['versus_images_per_s'] = batch / timed['versus'][1]
     result['score_cost_ratio'] = timed['score'][1] / timed['versus'][1]
+  result.update(detector_speed(config, variables, calls['score'].fitted,
+                               calls['score'].scorers, devices, data[:batch],
+                               repeats))
   result['peak_rss_gib'] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                             / 2**20)
   return result
+
+
+def detector_speed(config: ml_collections.ConfigDict, variables, fitted,
+                   scorers, devices, images: np.ndarray,
+                   repeats: int) -> dict:
+  """Images/s of the whole detector on `images` (uint8, the model's size):
+  `aad.Detector.predict` in this process (host preparation, the scoring
+  call, maps pasted back, scores, decisions) and the same detector exported
+  with `jax.export`, deserialised and run by `aad.exported` (everything in
+  the one compiled call)."""
+  # pylint: disable=g-import-not-at-top
+  from aad import detector as detector_lib
+  from aad import export
+  from aad import exported
+  thresholds = {kind: {s.name: 0.5 for s in scorers}
+                for kind in ('image', 'pixel')}
+  detector = detector_lib.Detector(config, 'benchmark', scorers, variables,
+                                   fitted, thresholds, 0, devices)
+  images = list(images)
+  first, median = _timed(lambda: detector.predict(images),
+                         max(1, repeats // 2))
+  out = {'detector_compile_s': first - median,
+         'detector_images_per_s': len(images) / median}
+  t0 = time.perf_counter()
+  modules, _ = export.export_stablehlo(
+      detector, platforms=(devices[0].platform,),
+      input_channels=(config.dataset.channels,))
+  out['export_s'] = time.perf_counter() - t0
+  frozen = exported.ExportedDetector(
+      {**export.metadata(detector, ''), 'batch_size': len(images)},
+      {c: jax.export.deserialize(bytearray(m)) for c, m in modules.items()})
+  first, median = _timed(lambda: frozen.predict(images), max(1, repeats // 2))
+  out['exported_compile_s'] = first - median
+  out['exported_images_per_s'] = len(images) / median
+  return out

@@ -143,7 +143,9 @@ def in_chunks(fn, size: int | None):
   """
   def run(x, y, **kwargs):
     n = x.shape[0]
-    if size is None or n <= size or jax.default_backend() != 'cpu':
+    # A symbolic batch (jax.export's) cannot be split into chunks: whole.
+    if (size is None or not isinstance(n, int) or n <= size
+        or jax.default_backend() != 'cpu'):
       return fn(x, y, **kwargs)
     m = n - n % size
     split = lambda z: z[:m].reshape(m // size, size, *z.shape[1:])

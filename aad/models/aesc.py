@@ -243,7 +243,7 @@ def family(config: ml_collections.ConfigDict,
         {k: acts[k].shape[1:] for k in layer_names(m.depth)},
         config.eval.activation_gaussian)
     return y, jnp.stack(
-        [acts[k].reshape(len(x), -1)[:, p].astype(jnp.float32)
+        [acts[k].reshape(x.shape[0], -1)[:, p].astype(jnp.float32)
          for k, p in positions.items()], axis=1)
 
   def outputs(variables, x, keys, wanted=frozenset()):

@@ -14,6 +14,7 @@ import ml_collections
 from aad import data as data_lib
 from aad import evaluate
 from aad import parallel
+from aad import recommend
 from aad import report
 from aad import train
 
@@ -24,6 +25,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   Every process of a multi-host run calls this; process 0 writes the
   reports and returns the means over categories, the others return {}.
   """
+  # config.auto (configs/folder.py): fields chosen from the training data,
+  # before config.json is written so that evaluate / predict reuse them.
+  config = recommend.resolve(config)
   try:  # A bad model or scorer list fails before any work, in one line.
     evaluate.configured_scorers(config)
   except ValueError as e:

@@ -14,7 +14,8 @@ of the raw map ranks images by their overall error level instead).
 
 `mode` says what the expectation depends on:
   'position': each pixel's own mean and std over the good images (for
-    aligned images: the same part at the same place);
+    aligned images: the same part at the same place), pooled over a
+    Gaussian neighbourhood of `position_sigma` px (0: the pixel alone);
   'local': the local intensity and texture (Gaussian local mean and local
     standard deviation of the input, `local_sigma` px), binned into
     `bins` x `bins` quantile bins of the good images, each bin with its
@@ -104,15 +105,16 @@ def settings(cfg) -> dict:
   if not 0 < s['top_k'] <= 1:
     raise ValueError(f'config.eval.normalised.top_k={s["top_k"]} must lie '
                      'in (0, 1].')
-  if s['bins'] < 1 or s['local_sigma'] <= 0 or s['smooth_sigma'] < 0:
-    raise ValueError('config.eval.normalised: bins >= 1, local_sigma > 0 '
-                     'and smooth_sigma >= 0 are needed.')
+  if (s['bins'] < 1 or s['local_sigma'] <= 0 or s['smooth_sigma'] < 0 or
+      s['position_sigma'] < 0):
+    raise ValueError('config.eval.normalised: bins >= 1, local_sigma > 0, '
+                     'smooth_sigma >= 0 and position_sigma >= 0 are needed.')
   s['base'] = base
   return s
 
 
 DEFAULTS = dict(base=('residual',), mode='position', smooth_sigma=2.0,
-                top_k=0.001, bins=8, local_sigma=4.0)
+                top_k=0.001, bins=8, local_sigma=4.0, position_sigma=0.0)
 
 
 def base_maps(x, outputs, cfg, base: Sequence[str]) -> list[jax.Array]:
@@ -164,8 +166,16 @@ def fit_maps(x: np.ndarray, maps: np.ndarray, s: dict) -> dict:
     z = (z - fitted['local_mean'][index]) / (fitted['local_std'][index] +
                                              EPS)
   if s['mode'] in ('position', 'both'):
-    fitted['position_mean'] = z.mean(0)
-    fitted['position_std'] = z.std(0)
+    mean, var = z.mean(0), z.var(0)
+    if s['position_sigma'] > 0:
+      # Pooling neighbours: a std from a few dozen images is noisy per
+      # pixel, and the map's maximum finds the pixels where it came out
+      # too low.
+      mean, var = (np.asarray(gaussian_blur(jnp.asarray(v[None]),
+                                            s['position_sigma']))[0]
+                   for v in (mean, var))
+    fitted['position_mean'] = mean
+    fitted['position_std'] = np.sqrt(np.maximum(var, 0))
   return fitted
 
 

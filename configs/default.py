@@ -235,11 +235,13 @@ def get_config() -> ml_collections.ConfigDict:
   # the error on the good validation images, per `mode`: 'position' (per
   # pixel, for aligned images), 'local' (per bin of local intensity and
   # texture: `bins` x `bins` quantile bins of the Gaussian local mean and
-  # std of `local_sigma` px) or 'both'; then a Gaussian of `smooth_sigma`
-  # px; own image score: mean of the top `top_k` fraction of the map.
+  # std of `local_sigma` px) or 'both'; per-position statistics pooled
+  # over a Gaussian of `position_sigma` px (0: each pixel alone); then a
+  # Gaussian of `smooth_sigma` px; own image score: mean of the top `top_k`
+  # fraction of the map.
   c.eval.normalised = ml_collections.ConfigDict(dict(
       base=('residual',), mode='position', smooth_sigma=2.0, top_k=0.001,
-      bins=8, local_sigma=4.0))
+      bins=8, local_sigma=4.0, position_sigma=0.0))
   c.eval.mc_samples = 30         # T, Monte-Carlo dropout passes
   c.eval.mc_chunk = 0            # passes per device call; 0 = from memory
   c.eval.batch_size = 16         # test images per device call

@@ -33,4 +33,6 @@ def get_config():
   c.train.log_every = 100
   c.eval.scorers = ('normalised', 'residual', 'baseline_mean')
   c.eval.norm = 'l2'
+  c.eval.normalised.base = ('fsim',)
+  c.eval.normalised.smooth_sigma = 2.0
   return c

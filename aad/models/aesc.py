@@ -235,8 +235,10 @@ def family(config: ml_collections.ConfigDict,
   per-pixel variance.
   """
   m = config.model
-  if m.loss not in LOSSES:
-    raise ValueError(f'config.model.loss={m.loss!r}: choose one of '
+  # Runs saved before model.loss existed trained with the MSE.
+  loss = m.get('loss', 'mse')
+  if loss not in LOSSES:
+    raise ValueError(f'config.model.loss={loss!r}: choose one of '
                      f'{", ".join(sorted(LOSSES))}')
   net, eval_net = build(m, axis_name), build(m)
 
@@ -281,7 +283,7 @@ def family(config: ml_collections.ConfigDict,
   stage = base.Stage('ae', ('ae',), config.train.num_steps,
                      base.net_forward('ae', net, eval_net),
                      corruptions.from_config(config.corruption),
-                     loss=LOSSES[m.loss])
+                     loss=LOSSES[loss])
   return base.Family(
       name=m.name, init=init, stages=(stage,), outputs=outputs,
       output_names=('reconstruction', 'mc_mean', 'mc_variance',

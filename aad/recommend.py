@@ -2,7 +2,8 @@
 
 With `config.auto` on, `resolve` reads the training images of the
 configured categories (never a test image or label; aad.data.properties)
-and sets, before anything is trained or saved:
+and sets, before anything is trained or saved, each of these fields that
+still holds its AUTO value (a value given on the command line is kept):
 
 - dataset.channels: 3 if any training image has colour, else 1.
 - dataset.image_size / image_width: the median native size, aspect ratio
@@ -44,50 +45,89 @@ def _side(length: float, multiple: int) -> int:
   return max(multiple, int(math.ceil(length / multiple - 0.5)) * multiple)
 
 
-def rules(props: data_lib.Properties, multiple: int, batch_size: int
-          ) -> tuple[dict[str, object], list[str]]:
+# Fields the rules choose, each with the value that asks for a choice (what
+# configs/folder.py sets); any other value, e.g. from the command line, is
+# kept, and the later rules build on it.
+AUTO = {'dataset.channels': 0, 'dataset.image_size': 0,
+        'dataset.patch_size': -1, 'train.num_steps': 0,
+        'eval.normalised.mode': 'auto'}
+
+
+def rules(props: data_lib.Properties, multiple: int, batch_size: int,
+          fixed: dict | None = None) -> tuple[dict[str, object], list[str]]:
   """({config field: value}, one reason per decision) for data `props` and
-  a model whose image sides must be multiples of `multiple`."""
+  a model whose image sides must be multiples of `multiple`.
+
+  fixed: values the user chose for some AUTO fields (image_size with
+  image_width, patch_size with patch_stride); those are not returned and
+  the other rules use them.
+  """
+  fixed = dict(fixed or {})
   fields, why = {}, []
-  fields['dataset.channels'] = 3 if props.colour else 1
-  why.append(f'channels {fields["dataset.channels"]}: the training images '
-             f'are {"in colour" if props.colour else "grey"}')
+
+  def choose(field, value, reason, *also):
+    if field in fixed:
+      why.append(f'{field} {fixed[field]} as given')
+      return fixed[field]
+    fields[field] = value
+    for extra_field, extra_value in also:
+      fields[extra_field] = extra_value
+    why.append(reason)
+    return value
+
+  colour = 3 if props.colour else 1
+  choose('dataset.channels', colour, f'channels {colour}: the training '
+         f'images are {"in colour" if props.colour else "grey"}')
   scale = min(1.0, math.sqrt(MAX_PIXELS / (props.height * props.width)))
   height = _side(props.height * scale, multiple)
   width = _side(props.width * scale, multiple)
-  fields['dataset.image_size'], fields['dataset.image_width'] = height, width
-  why.append(f'image {height}x{width}: median native size {props.height}x'
-             f'{props.width} scaled by {scale:.3g} (at most {MAX_PIXELS} '
-             'px, aspect ratio kept)')
+  height = choose('dataset.image_size', height,
+                  f'image {height}x{width}: median native size '
+                  f'{props.height}x{props.width} scaled by {scale:.3g} (at '
+                  f'most {MAX_PIXELS} px, aspect ratio kept)',
+                  ('dataset.image_width', width))
+  if 'dataset.image_size' in fixed:
+    width = fixed.get('dataset.image_width') or height
   aspect = max(height, width) / min(height, width)
   patch = 0
   if max(height, width) >= 2 * PATCH or aspect >= 2:
     patch = min(PATCH, (min(height, width) // multiple) * multiple)
-  fields['dataset.patch_size'] = patch
-  fields['dataset.patch_stride'] = patch // 2
-  why.append(f'patch mode, {patch} px patches, stride {patch // 2}' if patch
-             else 'whole images (small and not elongated)')
+  patch = choose('dataset.patch_size', patch,
+                 f'patch mode, {patch} px patches, stride {patch // 2}'
+                 if patch else 'whole images (small and not elongated)',
+                 ('dataset.patch_stride', patch // 2))
   pixels = batch_size * (patch * patch if patch else height * width)
   steps = min(MAX_STEPS, max(MIN_STEPS, STEP_PIXELS // pixels))
-  fields['train.num_steps'] = steps
-  fields['train.eval_every'] = max(1, steps // 6)
-  why.append(f'{steps} training steps ({STEP_PIXELS:.3g} px seen)')
+  choose('train.num_steps', steps,
+         f'{steps} training steps ({STEP_PIXELS:.3g} px seen)',
+         ('train.eval_every', max(1, steps // 6)))
   mode = 'position' if props.alignment >= ALIGNED else 'local'
-  fields['eval.normalised.mode'] = mode
-  why.append(f'normalised mode {mode!r}: alignment {props.alignment:.3f} '
-             f'{">=" if mode == "position" else "<"} {ALIGNED}')
+  choose('eval.normalised.mode', mode,
+         f'normalised mode {mode!r}: alignment {props.alignment:.3f} '
+         f'{">=" if mode == "position" else "<"} {ALIGNED}')
   return fields, why
 
 
+def _get(config, field):
+  for part in field.split('.'):
+    config = config[part]
+  return config
+
+
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`config` with the fields of `rules` set from its training data when
-  config.auto is on; unchanged otherwise."""
+  """`config` with its AUTO fields that still ask for a choice set by
+  `rules` from its training data, when config.auto is on; unchanged
+  otherwise."""
   if not config.get('auto', False):
     return config
+  fixed = {f: _get(config, f) for f, ask in AUTO.items()
+           if _get(config, f) != ask}
+  if 'dataset.image_size' in fixed:
+    fixed['dataset.image_width'] = config.dataset.image_width
   props = data_lib.properties(config.dataset)
   from aad import models  # pylint: disable=g-import-not-at-top
   fields, why = rules(props, models.create(config).size_multiple,
-                      config.train.batch_size)
+                      config.train.batch_size, fixed)
   logging.info('config.auto: %d training images, median %dx%d, %s, '
                'alignment %.3f; %s.', props.count, props.height, props.width,
                'colour' if props.colour else 'grey', props.alignment,
@@ -95,9 +135,6 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(config.to_dict())
   for field, value in fields.items():
     block, key = field.rsplit('.', 1)
-    target = config
-    for part in block.split('.'):
-      target = target[part]
-    target[key] = value
+    _get(config, block)[key] = value
   config.auto = False  # resolved: evaluate / predict must not redo it
   return config

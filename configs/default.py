@@ -183,7 +183,8 @@ def get_config() -> ml_collections.ConfigDict:
   # family's default list (aesc/ae: residual, mc_variance, baseline_mean).
   c.eval.scorers = ()
   # Map -> image score reductions (aad/evaluation.py): l1 (mean), l2 (root
-  # mean square), linf (max), smooth_max (max after a Gaussian filter).
+  # mean square), linf (max), smooth_max (max after a Gaussian filter),
+  # top_k (mean of the largest 0.1% of the values).
   c.eval.norm = 'l2'             # headline image score, one of `norms`
   c.eval.norms = ('l1', 'l2', 'linf', 'smooth_max')  # reported side by side
   c.eval.smooth_sigma = 4.0      # smooth_max Gaussian sigma, px of the maps

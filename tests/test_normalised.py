@@ -11,6 +11,7 @@ import pytest
 from scipy import ndimage
 
 from aad import corruptions
+from aad import evaluation
 from aad import models  # noqa: F401  (registers the scorers)
 from aad import normalised
 from aad import scorers
@@ -35,6 +36,13 @@ def test_top_k_mean_by_hand():
   maps = jnp.asarray([[[1., 5.], [3., 2.]], [[0., 0.], [0., 7.]]])
   np.testing.assert_allclose(normalised.top_k_mean(maps, 0.5), [4.0, 3.5])
   np.testing.assert_allclose(normalised.top_k_mean(maps, 0.01), [5.0, 7.0])
+
+
+def test_top_k_reduction_by_hand():
+  maps = np.zeros((2, 50, 40))   # 2000 values: the top 0.1% are 2
+  maps[0, 0, :2] = [4.0, 2.0]
+  maps[1, 3, 3] = 9.0
+  np.testing.assert_allclose(evaluation.reduce(maps, 'top_k'), [3.0, 4.5])
 
 
 def test_position_mode_standardises_each_pixel():

@@ -6,8 +6,11 @@ import os
 import numpy as np
 from PIL import Image
 
+from aad import corruptions
 from aad import data
+from aad import models
 from aad import recommend
+from aad import scorers
 from aad.data import preprocess
 from configs import folder as folder_config
 
@@ -88,5 +91,18 @@ def test_resolve_sets_the_fields_from_a_folder(tmp_path):
   # Elongated (3 to 1): patches as wide as the image.
   assert resolved.dataset.patch_size == 96
   assert resolved.eval.normalised.mode == 'local'  # random noise
+  family = models.create(resolved)
+  family.check_size(288, 96, 'the image size')
+  assert [s.name for s in scorers.resolve(resolved.eval.scorers, family)] == [
+      'normalised', 'residual', 'baseline_mean']
+  assert callable(corruptions.from_config(resolved.corruption))
+  # A value given by the user is kept; the later rules build on it.
+  config.train.num_steps = 7
+  config.dataset.image_size = 96
+  config.dataset.image_width = 96
+  kept = recommend.resolve(config)
+  assert kept.train.num_steps == 7 and kept.dataset.image_size == 96
+  assert kept.dataset.patch_size == 0  # 96 x 96: whole images
+  assert kept.dataset.channels == 1
   config.auto = False
   assert recommend.resolve(config) is config

@@ -34,6 +34,8 @@ from scipy import ndimage
 from aad import metrics as metrics_lib
 
 REDUCTIONS = ('l1', 'l2', 'linf', 'smooth_max', 'top_k')
+# Those reported by default (config.eval.norms).
+DEFAULT_REDUCTIONS = ('l1', 'l2', 'linf', 'smooth_max')
 # The 'top_k' reduction: mean of this fraction of each map's largest values
 # (at least one), e.g. 164 px of a 640 x 256 map: a defect a few hundred
 # px large decides the score, not the error level of the whole image.
@@ -61,7 +63,7 @@ class Protocol:
       map >= pixel_tau (a threshold fixed beforehand, as seed 002's tau),
       over all test images and per defect type; 0 = off.
   """
-  reductions: tuple[str, ...] = REDUCTIONS
+  reductions: tuple[str, ...] = DEFAULT_REDUCTIONS
   headline: str = 'l2'
   sigma: float = 4.0
   fpr_limit: float = 0.3

@@ -1,4 +1,5 @@
-"""Synthetic corruptions: Stain, Gaussian, Scratch, Drops and their mixtures.
+"""Synthetic corruptions: Stain, Gaussian, Scratch, Drops, their mixtures, and
+DRAEM-like Perlin blobs.
 
 JAX versions of the noise models of AESc + Stain noise (Collin & De
 Vleeschouwer, ICPR 2020), specified in METHOD.md section 2. Each corruption is
@@ -29,6 +30,8 @@ Corruption = Callable[[jax.Array, jax.Array], jax.Array]
 STAIN_NOISE_VAR = 0.05 / 255
 # Standard deviation of each scratch pixel, in grey levels (METHOD.md 2.3).
 _SCRATCH_STD = 20.0
+# Perlin lattice cells per axis at most (the lattice is static in shape).
+MAX_PERLIN_SCALE = 64
 
 
 def _uniform_int(u, lo, hi):
@@ -400,6 +403,93 @@ def stain_or_gaussian(key, image, *, p_stain=0.6, gaussian_var=0.1,
   return jax.lax.switch(index, branches, k_apply, image)
 
 
+def perlin_noise(key, shape_hw, scale):
+  """2-D Perlin gradient noise of shape (H, W), values in about [-1, 1].
+
+  `scale` (traced, >= 1) is the number of lattice cells along each axis
+  (rows, cols); the lattice has a fixed MAX_PERLIN_SCALE + 1 points per
+  axis so that shapes stay static whatever scale is drawn.
+  """
+  h, w = shape_hw
+  n = MAX_PERLIN_SCALE + 1
+  angles = 2 * np.pi * jax.random.uniform(key, (n, n))
+  grads = jnp.stack([jnp.cos(angles), jnp.sin(angles)], -1)
+  y = jnp.arange(h, dtype=jnp.float32) * scale[0] / h
+  x = jnp.arange(w, dtype=jnp.float32) * scale[1] / w
+  yi = jnp.clip(jnp.floor(y).astype(jnp.int32), 0, n - 2)
+  xi = jnp.clip(jnp.floor(x).astype(jnp.int32), 0, n - 2)
+  yf, xf = (y - yi)[:, None], (x - xi)[None, :]
+
+  def corner(dy, dx):
+    g = grads[(yi + dy)[:, None], (xi + dx)[None, :]]
+    return g[..., 0] * (yf - dy) + g[..., 1] * (xf - dx)
+
+  def fade(t):
+    return t * t * t * (t * (t * 6 - 15) + 10)
+
+  u, v = fade(yf), fade(xf)
+  top = corner(0, 0) * (1 - v) + corner(0, 1) * v
+  bottom = corner(1, 0) * (1 - v) + corner(1, 1) * v
+  return np.sqrt(2) * (top * (1 - u) + bottom * u)
+
+
+def perlin_mask(key, shape_hw, *, scale=(1, 32), threshold=0.5):
+  """An irregular blob mask (DRAEM's anomaly shape): Perlin noise of a scale
+  drawn log-uniformly in `scale` per axis, thresholded at `threshold`.
+
+  Returns:
+    float32 (H, W) mask of 0s and 1s.
+  """
+  if not 1 <= scale[0] <= scale[1] <= MAX_PERLIN_SCALE:
+    raise ValueError(f'perlin scale {tuple(scale)} must satisfy 1 <= lo <= '
+                     f'hi <= {MAX_PERLIN_SCALE}')
+  k_scale, k_noise = jax.random.split(key)
+  lo, hi = np.log(scale[0]), np.log(scale[1])
+  s = jnp.exp(lo + (hi - lo) * jax.random.uniform(k_scale, (2,)))
+  return (perlin_noise(k_noise, shape_hw, s) > threshold).astype(jnp.float32)
+
+
+def perlin(key, image, *, scale=(1, 32), threshold=0.5, opacity=(0.2, 1.0),
+           gain=(0.5, 1.5), shift=(-0.25, 0.25), p_clean=0.0):
+  """DRAEM-like corruption: a Perlin-noise blob mask filled with the same
+  image's own texture from elsewhere, changed in contrast and level.
+
+  The fill is the image rolled by a random offset (and flipped at random),
+  times `gain` plus `shift`, both drawn uniformly, blended over the image
+  with an opacity drawn in `opacity`. DRAEM fills its masks with external
+  texture photographs; a corruption sees one image at a time, so the
+  texture comes from elsewhere in it: irregular regions that are out of
+  place in contrast, level and structure, whatever the material.
+
+  Args:
+    key: PRNG key.
+    image: float32 (H, W, C) in [0, 1].
+    scale: Perlin lattice cells per axis, drawn log-uniformly in this
+      range (small = large blobs, large = small ones).
+    threshold: noise level above which a pixel is in the mask (the noise
+      lies in about [-1, 1]; DRAEM uses 0.5).
+    opacity: range of the fill's opacity (1 = replaced).
+    gain, shift: ranges of the fill's contrast factor and level shift
+      ([0, 1] units).
+    p_clean: probability of returning the image unchanged.
+
+  Returns:
+    The corrupted image, float32 (H, W, C) in [0, 1].
+  """
+  h, w = image.shape[:2]
+  k_mask, k_draw = jax.random.split(key)
+  mask = perlin_mask(k_mask, (h, w), scale=scale, threshold=threshold)
+  u = jax.random.uniform(k_draw, (7,))
+  fill = jnp.roll(image, (jnp.floor(u[0] * h).astype(jnp.int32),
+                          jnp.floor(u[1] * w).astype(jnp.int32)), (0, 1))
+  fill = jnp.where(u[2] < 0.5, fill, fill[::-1, ::-1])
+  fill = (gain[0] + (gain[1] - gain[0]) * u[3]) * fill + (
+      shift[0] + (shift[1] - shift[0]) * u[4])
+  alpha = opacity[0] + (opacity[1] - opacity[0]) * u[5]
+  mask = mask * alpha * (u[6] >= p_clean)
+  return _composite(image, jnp.clip(fill, 0, 1), mask)
+
+
 def none(key, image):
   """The identity: no corruption."""
   del key
@@ -413,6 +503,7 @@ CORRUPTIONS: dict[str, Callable[..., jax.Array]] = {
     'drops': drops,
     'structural': structural,
     'stain_or_gaussian': stain_or_gaussian,
+    'perlin': perlin,
     'none': none,
 }
 

@@ -120,13 +120,24 @@ def score(config: ml_collections.ConfigDict, variables: Any,
 
 
 def fit_scorers(config: ml_collections.ConfigDict, variables: Any, scorers,
-                images: np.ndarray, devices: list[jax.Device]) -> dict:
-  """`scorers_lib.fit` on the training `images`, with the family's outputs
-  of them where a scorer is fitted on those (its `fit_needs`)."""
-  wanted = scorers_lib.fit_outputs(scorers)
-  outputs = family_outputs(config, models.create(config), variables, images,
-                           devices, wanted) if wanted else None
-  return scorers_lib.fit(scorers, images, outputs, config.eval)
+                images: np.ndarray, devices: list[jax.Device],
+                val_images: np.ndarray | None = None) -> dict:
+  """`scorers_lib.fit` on the training `images` (on the good `val_images`
+  for the scorers with fit_split 'val'), with the family's outputs of them
+  where a scorer is fitted on those (its `fit_needs`)."""
+  fitted = {}
+  for split, data in (('train', images), ('val', val_images)):
+    chosen = [s for s in scorers if s.fit and s.fit_split == split]
+    if not chosen:
+      continue
+    if data is None:
+      raise ValueError(f'scorer(s) {", ".join(s.name for s in chosen)} are '
+                       'fitted on the validation images; none were given')
+    wanted = scorers_lib.fit_outputs(chosen)
+    outputs = family_outputs(config, models.create(config), variables,
+                             data, devices, wanted) if wanted else None
+    fitted.update(scorers_lib.fit(chosen, data, outputs, config.eval))
+  return fitted
 
 
 def configured_scorers(config: ml_collections.ConfigDict):
@@ -237,7 +248,7 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
   protocol = evaluation.Protocol.from_config(config.eval)
   norm = protocol.headline
   fitted = fit_scorers(config, variables, scorers, dataset.train.images,
-                       devices)
+                       devices, val.images)
   # Validation images are all good: scoring them like the test images gives
   # a threshold without looking at a single defect. One call for both
   # splits compiles the score function once; test images keep indices

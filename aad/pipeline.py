@@ -15,6 +15,7 @@ from aad import data as data_lib
 from aad import errors
 from aad import evaluate
 from aad import parallel
+from aad import recommend
 from aad import train
 from aad import validate
 from aad import workdir as workdir_lib
@@ -31,7 +32,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Every process of a multi-host run calls this; process 0 writes the
   reports and returns the means over categories, the others return {}.
   """
+  # config.auto (configs/folder.py): fields chosen from the training data,
+  # before the checks and before config.json is written, so that evaluate
+  # and predict reuse them.
+  config = recommend.resolve(config)
   validate.check_config(config)
+  try:  # A bad model or scorer list fails before any work, in one line.
+    evaluate.configured_scorers(config)
+  except ValueError as e:
+    raise train.TrainingError(str(e)) from None
   workdir_lib.check_rerun(config, workdir, allow_eval_changes)
   devices = parallel.select_devices(config.num_devices)
   errors.writable_dir(workdir, '--workdir')

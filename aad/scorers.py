@@ -43,11 +43,18 @@ class Scorer:
   image: Callable[..., jax.Array] | None = None
   joint: Callable[..., tuple[Any, jax.Array]] | None = None
   fit_needs: tuple[str, ...] = ()
+  # 'train': fitted on the training images; 'val': on the good validation
+  # images, unseen in training (what the model gets wrong on new good
+  # images, e.g. aad/normalised.py).
+  fit_split: str = 'train'
 
   def __post_init__(self):
     if self.map is None and self.image is None:
       raise ValueError(f'scorer {self.name!r} has neither a map nor an '
                        'image score')
+    if self.fit_split not in ('train', 'val'):
+      raise ValueError(f'scorer {self.name!r}: fit_split must be train or '
+                       f'val, not {self.fit_split!r}')
 
   @property
   def has_map(self) -> bool:

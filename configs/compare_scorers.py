@@ -6,8 +6,9 @@ AESc + stain noise as configs/aesc_stain.py (64 px, 1000 steps per
 category of the embedded benchmark), scored by the method's scorers
 (residual first, the headline; MC-dropout variance; the mean-image
 baseline), seed 002's max-channel residual, seed 001's activation
-Gaussian (METHOD.md 5.4), and by the thirteen similarity measures of seed 003 (METHOD.md
-5.3) between input and reconstruction. Each report opens with a ranking
+Gaussian (METHOD.md 5.4), the residual normalised on the good validation
+images (aad/normalised.py), and by the thirteen similarity measures of seed
+003 (METHOD.md 5.3) between input and reconstruction. Each report opens with a ranking
 of all of them by image and pixel AUROC (aad/evaluate.py RANKING_NOTE).
 """
 
@@ -16,7 +17,7 @@ from configs import aesc_stain
 
 # The method's scorers (METHOD.md 4), seed 002's max-channel residual.
 METHOD_SCORERS = ('residual', 'mc_variance', 'baseline_mean', 'residual_max',
-                  'activation_gaussian')
+                  'activation_gaussian', 'normalised')
 
 
 def get_config():

@@ -13,6 +13,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.name = 'default'       # default workdir is runs/<name>
   c.seed = 0               # every random draw derives from this
   c.num_devices = 0        # devices per process to pmap over; 0 = all
+  # True: choose image size, channels, patch mode, training steps and the
+  # normalised scorer's mode from the training images (aad/recommend.py,
+  # configs/folder.py), overriding those fields; False: as configured.
+  c.auto = False
 
   # Several hosts (aad/parallel.py; launch/ has SLURM, TPU VM and local
   # scripts). One process per host (or per GPU), all running the same
@@ -92,6 +96,9 @@ def get_config() -> ml_collections.ConfigDict:
   # METHOD.md Q1: the reference trains without dropout and only switches
   # it on for MC sampling, so False is the default.
   c.model.train_dropout = False
+  # aesc / ae training loss: 'mse' (the method's), 'ssim' (1 - SSIM) or
+  # 'mse_ssim' (their sum, DRAEM's).
+  c.model.loss = 'mse'
   # Bergmann-style AE (seed 002, METHOD.md 5.2), model.name='bergmann'.
   c.model.bergmann = ml_collections.ConfigDict(dict(
       latent=500,   # size of the 1x1 latent code
@@ -144,6 +151,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.corruption.stain_or_gaussian = ml_collections.ConfigDict(dict(
       p_stain=0.6, gaussian_var=0.1, stain_blur=0.15))
 
+  # DRAEM-like Perlin blobs filled with the image's own texture from
+  # elsewhere, changed in contrast (gain) and level (shift, [0, 1] units).
+  c.corruption.perlin = ml_collections.ConfigDict(dict(
+      scale=(1, 32),         # Perlin lattice cells per axis, log-uniform
+      threshold=0.5,         # noise level above which a pixel is masked
+      opacity=(0.2, 1.0),    # fill opacity range
+      gain=(0.5, 1.5), shift=(-0.25, 0.25),
+      p_clean=0.0))          # probability of no corruption
+
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 16        # global batch, split over devices
   c.train.num_steps = 2000       # optimiser steps per category
@@ -167,7 +183,8 @@ def get_config() -> ml_collections.ConfigDict:
   # family's default list (aesc/ae: residual, mc_variance, baseline_mean).
   c.eval.scorers = ()
   # Map -> image score reductions (aad/evaluation.py): l1 (mean), l2 (root
-  # mean square), linf (max), smooth_max (max after a Gaussian filter).
+  # mean square), linf (max), smooth_max (max after a Gaussian filter),
+  # top_k (mean of the largest 0.1% of the values).
   c.eval.norm = 'l2'             # headline image score, one of `norms`
   c.eval.norms = ('l1', 'l2', 'linf', 'smooth_max')  # reported side by side
   c.eval.smooth_sigma = 4.0      # smooth_max Gaussian sigma, px of the maps
@@ -214,6 +231,18 @@ def get_config() -> ml_collections.ConfigDict:
   # diagonal.
   c.eval.activation_gaussian = ml_collections.ConfigDict(dict(
       layers=(), vector_size=64, reg=1e-3, seed=0))
+  # The `normalised` scorer (aad/normalised.py): error maps (`base`, scorers
+  # with a map; several are averaged) normalised by the mean and std of
+  # the error on the good validation images, per `mode`: 'position' (per
+  # pixel, for aligned images), 'local' (per bin of local intensity and
+  # texture: `bins` x `bins` quantile bins of the Gaussian local mean and
+  # std of `local_sigma` px) or 'both'; per-position statistics pooled
+  # over a Gaussian of `position_sigma` px (0: each pixel alone); then a
+  # Gaussian of `smooth_sigma` px; own image score: mean of the top `top_k`
+  # fraction of the map.
+  c.eval.normalised = ml_collections.ConfigDict(dict(
+      base=('residual',), mode='position', smooth_sigma=2.0, top_k=0.001,
+      bins=8, local_sigma=4.0, position_sigma=0.0))
   c.eval.mc_samples = 30         # T, Monte-Carlo dropout passes
   c.eval.mc_chunk = 0            # passes per device call; 0 = from memory
   c.eval.batch_size = 16         # test images per device call

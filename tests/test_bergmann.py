@@ -61,10 +61,25 @@ def test_ssim_loss_is_one_minus_skimage_ssim(channels):
   np.testing.assert_allclose(losses.ssim(jnp.asarray(a), jnp.asarray(b)),
                              expected, atol=1e-3)
   assert 0.1 < float(np.mean(expected)) < 0.9  # a case that tests something
-  loss = bergmann.ssim_loss(jnp.asarray(a), jnp.asarray(b))
+  loss = losses.ssim_loss(jnp.asarray(a), jnp.asarray(b))
   np.testing.assert_allclose(loss, 1 - np.mean(expected), atol=1e-3)
-  assert float(bergmann.ssim_loss(jnp.asarray(a), jnp.asarray(a))) == (
+  assert float(losses.ssim_loss(jnp.asarray(a), jnp.asarray(a))) == (
       pytest.approx(0.0, abs=1e-6))
+  # DRAEM's sum, aesc's model.loss='mse_ssim'.
+  np.testing.assert_allclose(
+      losses.mse_ssim(jnp.asarray(a), jnp.asarray(b)),
+      np.mean((a - b) ** 2) + 1 - np.mean(expected), atol=1e-3)
+
+
+def test_aesc_loss_is_configurable():
+  from configs import test as test_config  # pylint: disable=g-import-not-at-top
+  config = test_config.get_config()
+  assert models.create(config).stages[0].loss is losses.mse
+  config.model.loss = 'mse_ssim'
+  assert models.create(config).stages[0].loss is losses.mse_ssim
+  config.model.loss = 'l1'
+  with pytest.raises(ValueError, match="config.model.loss='l1'"):
+    models.create(config)
 
 
 def test_l2_losses_by_hand():

@@ -249,7 +249,12 @@ def test_every_corruption_runs(name):
   assert out.shape == (N_KEYS,) + SHAPE and out.dtype == np.float32
   assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
   changed = (out != image).any(axis=(1, 2, 3))
-  assert not changed.any() if name == 'none' else changed.all()
+  if name == 'perlin':
+    # As DRAEM's, a Perlin mask may come out empty (noise below the
+    # threshold everywhere at a coarse scale); most images change.
+    assert changed.mean() > 0.7
+  else:
+    assert not changed.any() if name == 'none' else changed.all()
 
 
 def test_scratch_is_a_grey_curve():

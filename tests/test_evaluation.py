@@ -31,7 +31,8 @@ def _case(seed=0, size=12):
 
 def test_per_type_metrics_equal_the_metrics_of_the_subset():
   maps, masks, labels = _case()
-  protocol = evaluation.Protocol(sigma=1.5)
+  protocol = evaluation.Protocol(reductions=evaluation.REDUCTIONS,
+                                 sigma=1.5)
   results = evaluation.evaluate({'res': maps}, labels, masks, TYPES,
                                 protocol)
   flat = report.flatten(results)

@@ -257,6 +257,56 @@ def from_config(dataset_config, category: str) -> Dataset:
               missing_masks=c.missing_masks)
 
 
+@dataclasses.dataclass(frozen=True)
+class Properties:
+  """What the training images of one or more categories look like, for
+  rules that choose a config from the data (aad/recommend.py); no test
+  image or label is read.
+
+  Attributes:
+    count: training images (val included), all categories together.
+    height, width: their median native size, px.
+    colour: True if any of them has channels that differ (more than 2 grey
+      levels anywhere).
+    alignment: the share of the coarse (blurred) grey-level variance of the
+      images that their mean image explains: about 0 for textures seen at
+      random places, large when the same part sits at the same place.
+  """
+  count: int
+  height: int
+  width: int
+  colour: bool
+  alignment: float
+
+
+def properties(dataset_config) -> Properties:
+  """`Properties` of the training images of a config's categories, at
+  their native size (before any resizing the config asks for)."""
+  c = dataset_config
+  _check_name(c.name)
+  source = Source(data_dir=c.data_dir or default_data_dir(), path=c.path,
+                  manual_dir=c.manual_dir, missing_masks=c.missing_masks)
+  images = []
+  for category in config_categories(c):
+    if category not in categories(c.name, source):
+      raise DataError(f'Unknown category {category!r} for dataset '
+                      f'{c.name!r}; choose one of '
+                      f'{", ".join(categories(c.name, source))}.')
+    raw = _LOADERS[c.name](category, source)
+    for split in (raw.train, raw.val):
+      if split is not None:
+        images += list(split.images)
+  if not images:
+    raise DataError(f'{c.path or c.name}: no training image.')
+  height = int(np.median([im.shape[0] for im in images]))
+  width = int(np.median([im.shape[1] for im in images]))
+  colour = any(im.shape[-1] == 3 and (
+      np.abs(np.diff(im.astype(np.int16), axis=-1)).max() > 2)
+               for im in images)
+  return Properties(count=len(images), height=height, width=width,
+                    colour=colour, alignment=preprocess.alignment(images))
+
+
 def config_categories(dataset_config) -> tuple[str, ...]:
   """The categories a config runs: its list, or all of the dataset's."""
   c = dataset_config

@@ -13,6 +13,7 @@ import ml_collections
 # makes them available wherever a model is (aad.scorers must not import
 # them: they import it).
 from aad import activation_gaussian  # noqa: F401
+from aad import normalised  # noqa: F401
 from aad.models import aesc
 from aad.models import base
 from aad.models import bergmann

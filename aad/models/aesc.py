@@ -19,6 +19,7 @@ from aad import corruptions
 from aad import scoring
 from aad.models import base
 from aad.models import layers
+from aad.models import losses
 
 # Keras defaults used by the reference code (METHOD.md 1.1).
 _BN_MOMENTUM = 0.99
@@ -218,16 +219,27 @@ def sample_positions(shapes: dict, g: ml_collections.ConfigDict
   return out
 
 
+# config.model.loss of aesc / ae.
+LOSSES = {'mse': losses.mse, 'ssim': losses.ssim_loss,
+          'mse_ssim': losses.mse_ssim}
+
+
 def family(config: ml_collections.ConfigDict,
            axis_name: str | None = None) -> base.Family:
   """AESc (config.model.name 'aesc') or the plain AE ('ae') as a family.
 
-  One stage: Adam on the MSE between the reconstruction of corrupted images
+  One stage: Adam on config.model.loss (the MSE by default) between the
+  reconstruction of corrupted images
   (config.corruption) and the clean ones. Outputs: the reconstruction and,
   with config.eval.mc_samples passes of MC dropout, their mean and the
   per-pixel variance.
   """
   m = config.model
+  # Runs saved before model.loss existed trained with the MSE.
+  loss = m.get('loss', 'mse')
+  if loss not in LOSSES:
+    raise ValueError(f'config.model.loss={loss!r}: choose one of '
+                     f'{", ".join(sorted(LOSSES))}')
   net, eval_net = build(m, axis_name), build(m)
 
   def init(key, shape):
@@ -270,7 +282,8 @@ def family(config: ml_collections.ConfigDict,
 
   stage = base.Stage('ae', ('ae',), config.train.num_steps,
                      base.net_forward('ae', net, eval_net),
-                     corruptions.from_config(config.corruption))
+                     corruptions.from_config(config.corruption),
+                     loss=LOSSES[loss])
   return base.Family(
       name=m.name, init=init, stages=(stage,), outputs=outputs,
       output_names=('reconstruction', 'mc_mean', 'mc_variance',

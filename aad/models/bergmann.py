@@ -18,7 +18,6 @@ configs/ae_l2.py and ae_ssim.py) for pixel precision, recall and F1.
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -85,12 +84,8 @@ class BergmannAE(nn.Module):
     return nn.sigmoid(y)
 
 
-def ssim_loss(prediction: jax.Array, clean: jax.Array) -> jax.Array:
-  """1 - mean SSIM (11x11 Gaussian window, sigma 1.5; dm-pix)."""
-  return 1.0 - jnp.mean(losses.ssim(prediction, clean))
-
-
-LOSSES = {'l2': losses.mse, 'l2_norm': losses.l2_norm, 'ssim': ssim_loss}
+LOSSES = {'l2': losses.mse, 'l2_norm': losses.l2_norm,
+          'ssim': losses.ssim_loss}
 
 
 def family(config: ml_collections.ConfigDict,

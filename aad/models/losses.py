@@ -29,3 +29,14 @@ def ssim(x: jax.Array, y: jax.Array) -> jax.Array:
   window of sigma 1.5, K1 0.01, K2 0.03 (dm-pix; positions where the window
   fits, as scikit-image's mean)."""
   return dm_pix.ssim(x, y, max_val=1.0, filter_size=11, filter_sigma=1.5)
+
+
+def ssim_loss(prediction: jax.Array, clean: jax.Array) -> jax.Array:
+  """1 - mean SSIM (11x11 Gaussian window, sigma 1.5; dm-pix)."""
+  return 1.0 - jnp.mean(ssim(prediction, clean))
+
+
+def mse_ssim(prediction: jax.Array, clean: jax.Array) -> jax.Array:
+  """MSE + (1 - mean SSIM), DRAEM's reconstruction loss: the SSIM term
+  penalises lost structure (edges, grain) that the MSE barely sees."""
+  return mse(prediction, clean) + ssim_loss(prediction, clean)

@@ -1,0 +1,237 @@
+"""Maps normalised against what the model gets wrong on good images.
+
+A raw error map (the residual, 1 - SSIM, GMSD, ...) is large wherever the
+model reconstructs poorly, defect or not: bright or grainy images, the
+edges of an aligned part, fine texture. The `normalised` scorer fits, on
+the good validation images (unseen in training, so their errors are those
+of new good images), the expected error and its spread, and scores
+
+  z = (e - mean) / (std + eps),
+
+smoothed by a Gaussian of `smooth_sigma` px, with the mean of the top
+`top_k` fraction of the smoothed map as its own image score (a global norm
+of the raw map ranks images by their overall error level instead).
+
+`mode` says what the expectation depends on:
+  'position': each pixel's own mean and std over the good images (for
+    aligned images: the same part at the same place), pooled over a
+    Gaussian neighbourhood of `position_sigma` px (0: the pixel alone);
+  'local': the local intensity and texture (Gaussian local mean and local
+    standard deviation of the input, `local_sigma` px), binned into
+    `bins` x `bins` quantile bins of the good images, each bin with its
+    own mean and std of the error (for unaligned images);
+  'both': 'local' first, then 'position' on the result.
+
+`base` names the error maps (scorers registered with a map and no fit),
+and the z-maps of several are averaged: ('residual',) alone or combined
+with structure-aware ones, e.g. ('residual', 'ssim').
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aad import scorers
+from aad import scoring
+from aad.similarity import scorers as similarity_scorers  # noqa: F401
+
+MODES = ('position', 'local', 'both')
+EPS = 1e-6
+
+
+def gaussian_blur(maps: jax.Array, sigma: float) -> jax.Array:
+  """Gaussian filter of (N, H, W) maps over H and W, reflected at the
+  borders (scipy.ndimage.gaussian_filter's mode='reflect', truncate 4)."""
+  if sigma <= 0:
+    return maps
+  radius = int(4 * sigma + 0.5)
+  taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+  taps = jnp.asarray(taps / taps.sum(), maps.dtype)
+  out = maps
+  for axis in (1, 2):
+    # Reflection needs the side to exceed the radius; clamp beyond it.
+    pad = [(0, 0)] * 3
+    pad[axis] = (radius, radius)
+    mode = 'symmetric' if maps.shape[axis] > radius else 'edge'
+    padded = jnp.pad(out, pad, mode=mode)
+    length = out.shape[axis]
+    out = sum(taps[i] * jax.lax.slice_in_dim(padded, i, i + length,
+                                             axis=axis)
+              for i in range(2 * radius + 1))
+  return out
+
+
+def local_stats(x: jax.Array, sigma: float) -> tuple[jax.Array, jax.Array]:
+  """Local mean and standard deviation of the luminance of (N, H, W, C)
+  images in [0, 1], with Gaussian windows of `sigma` px."""
+  lum = jnp.mean(x, axis=-1)
+  mean = gaussian_blur(lum, sigma)
+  var = gaussian_blur(lum * lum, sigma) - mean * mean
+  return mean, jnp.sqrt(jnp.maximum(var, 0.0))
+
+
+def settings(cfg) -> dict:
+  """The `eval.normalised` block as a dict, checked.
+
+  Raises:
+    ValueError: naming the key, for a value the scorer cannot use.
+  """
+  block = cfg.get('normalised') if cfg is not None else None
+  s = dict(DEFAULTS, **(dict(block) if block is not None else {}))
+  unknown = sorted(set(s) - set(DEFAULTS))
+  if unknown:
+    raise ValueError(f'config.eval.normalised: unknown key(s) '
+                     f'{", ".join(unknown)}; valid: {", ".join(DEFAULTS)}.')
+  if s['mode'] not in MODES:
+    raise ValueError(f'config.eval.normalised.mode={s["mode"]!r}; choose '
+                     f'one of {", ".join(MODES)}.')
+  base = tuple(s['base'])
+  for name in base:
+    scorer = scorers.REGISTRY.get(name)
+    if scorer is None or scorer.map is None or scorer.fit is not None:
+      ok = sorted(n for n, r in scorers.REGISTRY.items()
+                  if r.map is not None and r.fit is None
+                  and set(r.needs) <= {'reconstruction'})
+      raise ValueError(f'config.eval.normalised.base: {name!r} is not a '
+                       'scorer with a map and without a fit; choose among '
+                       f'{", ".join(ok)}.')
+  if not base:
+    raise ValueError('config.eval.normalised.base is empty; name at least '
+                     "one error map, e.g. ('residual',).")
+  if not 0 < s['top_k'] <= 1:
+    raise ValueError(f'config.eval.normalised.top_k={s["top_k"]} must lie '
+                     'in (0, 1].')
+  if (s['bins'] < 1 or s['local_sigma'] <= 0 or s['smooth_sigma'] < 0 or
+      s['position_sigma'] < 0):
+    raise ValueError('config.eval.normalised: bins >= 1, local_sigma > 0, '
+                     'smooth_sigma >= 0 and position_sigma >= 0 are needed.')
+  s['base'] = base
+  return s
+
+
+DEFAULTS = dict(base=('residual',), mode='position', smooth_sigma=2.0,
+                top_k=0.001, bins=8, local_sigma=4.0, position_sigma=0.0)
+
+
+def base_maps(x, outputs, cfg, base: Sequence[str]) -> list[jax.Array]:
+  """The raw error maps (N, H, W) named by `base`."""
+  return [scorers.REGISTRY[n].map(x, outputs, None, cfg) for n in base]
+
+
+def _bin_index(values: jax.Array, edges: jax.Array) -> jax.Array:
+  """Bin of each value among quantile `edges` (inner edges, ascending)."""
+  return jnp.searchsorted(jnp.asarray(edges), values, side='right')
+
+
+def _local_index(x, fitted_base, s) -> jax.Array:
+  mean, std = local_stats(x, s['local_sigma'])
+  bins = s['bins']
+  return (_bin_index(mean, fitted_base['mean_edges']) * bins +
+          _bin_index(std, fitted_base['std_edges']))
+
+
+def _table(index: np.ndarray, values: np.ndarray, count: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and std of `values` per bin of `index` (bins without values get
+  the overall mean and std)."""
+  index, values = index.ravel(), values.ravel().astype(np.float64)
+  n = np.bincount(index, minlength=count)
+  total = np.bincount(index, values, minlength=count)
+  squares = np.bincount(index, values * values, minlength=count)
+  safe = np.maximum(n, 1)
+  mean = np.where(n > 0, total / safe, values.mean())
+  var = np.where(n > 1, squares / safe - (total / safe) ** 2, values.var())
+  return mean.astype(np.float32), np.sqrt(np.maximum(var, 0)).astype(
+      np.float32)
+
+
+def fit_maps(x: np.ndarray, maps: np.ndarray, s: dict) -> dict:
+  """What `normalise` needs, from the good images x (N, H, W, C) in [0, 1]
+  and one error map of them (N, H, W): numpy, for saving with the run."""
+  fitted = {}
+  z = maps.astype(np.float32)
+  if s['mode'] in ('local', 'both'):
+    mean, std = (np.asarray(v) for v in local_stats(jnp.asarray(x),
+                                                      s['local_sigma']))
+    inner = np.linspace(0, 1, s['bins'] + 1)[1:-1]
+    fitted['mean_edges'] = np.quantile(mean, inner).astype(np.float32)
+    fitted['std_edges'] = np.quantile(std, inner).astype(np.float32)
+    index = np.asarray(_local_index(jnp.asarray(x), fitted, s))
+    fitted['local_mean'], fitted['local_std'] = _table(index, z,
+                                                       s['bins'] ** 2)
+    z = (z - fitted['local_mean'][index]) / (fitted['local_std'][index] +
+                                             EPS)
+  if s['mode'] in ('position', 'both'):
+    mean, var = z.mean(0), z.var(0)
+    if s['position_sigma'] > 0:
+      # Pooling neighbours: a std from a few dozen images is noisy per
+      # pixel, and the map's maximum finds the pixels where it came out
+      # too low.
+      mean, var = (np.asarray(gaussian_blur(jnp.asarray(v[None]),
+                                            s['position_sigma']))[0]
+                   for v in (mean, var))
+    fitted['position_mean'] = mean
+    fitted['position_std'] = np.sqrt(np.maximum(var, 0))
+  return fitted
+
+
+def normalise(x, amap, fitted_base: dict, s: dict) -> jax.Array:
+  """The z-map of one error map (N, H, W), on device."""
+  z = amap
+  if s['mode'] in ('local', 'both'):
+    index = _local_index(x, fitted_base, s)
+    z = (z - jnp.take(jnp.asarray(fitted_base['local_mean']), index)) / (
+        jnp.take(jnp.asarray(fitted_base['local_std']), index) + EPS)
+  if s['mode'] in ('position', 'both'):
+    z = (z - fitted_base['position_mean']) / (fitted_base['position_std'] +
+                                              EPS)
+  return z
+
+
+def _fit(images: np.ndarray, outputs: dict, cfg) -> dict:
+  s = settings(cfg)
+  fitted = {}
+  x = np.asarray(scoring.to_float(images))
+  recon = outputs['reconstruction']
+  step = 16
+  compute = jax.jit(lambda x, r: base_maps(x, {'reconstruction': r}, cfg,
+                                           s['base']))
+  parts = [compute(x[i:i + step], recon[i:i + step])
+           for i in range(0, len(x), step)]
+  for j, name in enumerate(s['base']):
+    maps = np.concatenate([np.asarray(p[j]) for p in parts])
+    fitted[name] = fit_maps(x, maps, s)
+  return fitted
+
+
+def _map(x, outputs, fitted, cfg):
+  s = settings(cfg)
+  zs = [normalise(x, m, fitted[n], s)
+        for n, m in zip(s['base'], base_maps(x, outputs, cfg, s['base']))]
+  return gaussian_blur(sum(zs) / len(zs), s['smooth_sigma'])
+
+
+def top_k_mean(maps: jax.Array, fraction: float) -> jax.Array:
+  """Mean of the largest `fraction` of each map's values (at least one)."""
+  flat = maps.reshape((maps.shape[0], -1))
+  k = max(1, int(round(fraction * flat.shape[1])))
+  return jnp.mean(jax.lax.top_k(flat, k)[0], axis=-1)
+
+
+def _image(x, outputs, fitted, cfg):
+  return top_k_mean(_map(x, outputs, fitted, cfg), settings(cfg)['top_k'])
+
+
+def _joint(x, outputs, fitted, cfg):
+  amap = _map(x, outputs, fitted, cfg)
+  return amap, top_k_mean(amap, settings(cfg)['top_k'])
+
+
+scorers.add(scorers.Scorer(
+    name='normalised', map=_map, needs=('reconstruction',),
+    label='normalised error', fit=_fit, baseline=False, image=_image,
+    joint=_joint, fit_needs=('reconstruction',), fit_split='val'))

@@ -1,0 +1,108 @@
+"""configs/folder.py's rules (aad/recommend.py): data properties in, config
+fields out; nothing read from test images."""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from aad import corruptions
+from aad import data
+from aad import models
+from aad import recommend
+from aad import scorers
+from aad.data import preprocess
+from configs import folder as folder_config
+
+rng = np.random.default_rng(0)
+
+
+def _props(**kwargs):
+  base = dict(count=300, height=1250, width=500, colour=False, alignment=0.2)
+  return data.Properties(**dict(base, **kwargs))
+
+
+def test_rules_for_large_elongated_grey_aligned_images():
+  fields, why = recommend.rules(_props(), multiple=32, batch_size=16)
+  # 1250 x 500 scaled by sqrt(640 * 256 / 625000) = 0.512 -> 640 x 256.
+  assert fields['dataset.image_size'] == 640
+  assert fields['dataset.image_width'] == 256
+  assert fields['dataset.channels'] == 1
+  assert fields['dataset.patch_size'] == 128
+  assert fields['dataset.patch_stride'] == 64
+  assert fields['train.num_steps'] == 3000
+  assert fields['eval.normalised.mode'] == 'position'
+  assert len(why) == 5
+
+
+def test_rules_for_small_colour_textures():
+  fields, _ = recommend.rules(_props(height=128, width=128, colour=True,
+                                     alignment=0.01), 32, 16)
+  assert (fields['dataset.image_size'], fields['dataset.image_width']) == (
+      128, 128)
+  assert fields['dataset.channels'] == 3
+  assert fields['dataset.patch_size'] == 0  # small, square: whole images
+  # 16 x 128 x 128 pixels per step, as many pixels as 3000 patch steps.
+  assert fields['train.num_steps'] == 3000
+  assert fields['eval.normalised.mode'] == 'local'
+  big, _ = recommend.rules(_props(height=400, width=400), 32, 16)
+  # 400 x 400 is under the pixel budget: kept (to the nearest multiple of
+  # 32, ties down), and patched.
+  assert big['dataset.image_size'] == 384 and big['dataset.patch_size'] == 128
+  square, _ = recommend.rules(_props(height=200, width=200), 32, 16)
+  assert square['dataset.patch_size'] == 0
+  # 200 -> 192 px: 3000 x 128^2 / 192^2 steps, the same pixels seen.
+  assert square['dataset.image_size'] == 192
+  assert square['train.num_steps'] == 1333
+
+
+def test_alignment_separates_parts_from_textures():
+  # The same disk at the same place in every image, with noise: aligned.
+  yy, xx = np.mgrid[:60, :80]
+  disk = ((yy - 30) ** 2 + (xx - 40) ** 2 < 400) * 150
+  parts = [np.clip(disk + rng.integers(0, 60, (60, 80)), 0, 255).astype(
+      np.uint8)[..., None] for _ in range(20)]
+  assert preprocess.alignment(parts) > 0.5
+  # The disk at random places: the mean image is nearly flat.
+  moved = [np.roll(p, (rng.integers(60), rng.integers(80)), (0, 1))
+           for p in parts]
+  assert preprocess.alignment(moved) < 0.1
+
+
+def test_resolve_sets_the_fields_from_a_folder(tmp_path):
+  root = tmp_path / 'parts'
+  for i in range(5):
+    os.makedirs(root / 'train' / 'good', exist_ok=True)
+    image = rng.integers(0, 256, (300, 100), dtype=np.uint8)
+    Image.fromarray(image).save(root / 'train' / 'good' / f'{i}.png')
+  os.makedirs(root / 'test' / 'good')
+  Image.fromarray(image).save(root / 'test' / 'good' / '0.png')
+  config = folder_config.get_config()
+  config.dataset.path = str(root)
+  config.dataset.data_dir = str(tmp_path / 'tfds')
+  props = data.properties(config.dataset)
+  assert (props.count, props.height, props.width, props.colour) == (
+      5, 300, 100, False)
+  resolved = recommend.resolve(config)
+  assert not resolved.auto
+  assert resolved.dataset.image_size == 288   # 300 rounded to 32
+  assert resolved.dataset.image_width == 96
+  assert resolved.dataset.channels == 1
+  # Elongated (3 to 1): patches as wide as the image.
+  assert resolved.dataset.patch_size == 96
+  assert resolved.eval.normalised.mode == 'local'  # random noise
+  family = models.create(resolved)
+  family.check_size(288, 96, 'the image size')
+  assert [s.name for s in scorers.resolve(resolved.eval.scorers, family)] == [
+      'normalised', 'residual', 'baseline_mean']
+  assert callable(corruptions.from_config(resolved.corruption))
+  # A value given by the user is kept; the later rules build on it.
+  config.train.num_steps = 7
+  config.dataset.image_size = 96
+  config.dataset.image_width = 96
+  kept = recommend.resolve(config)
+  assert kept.train.num_steps == 7 and kept.dataset.image_size == 96
+  assert kept.dataset.patch_size == 0  # 96 x 96: whole images
+  assert kept.dataset.channels == 1
+  config.auto = False
+  assert recommend.resolve(config) is config

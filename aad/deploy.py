@@ -142,6 +142,11 @@ def reduce(maps: jax.Array, norm: str, sigma: float) -> jax.Array:
     smooth = jnp.einsum('ah,nhw,bw->nab', rows, maps, cols,
                         precision=jax.lax.Precision.HIGHEST)
     return jnp.max(smooth, axis=(1, 2))
+  if norm == 'top_k':
+    # The mean of the largest evaluation.TOP_K fraction (at least one).
+    flat = maps.reshape(maps.shape[0], -1)
+    k = max(1, int(round(evaluation.TOP_K * flat.shape[1])))
+    return jnp.mean(jax.lax.top_k(flat, k)[0], axis=1)
   if norm in scoring.NORMS:
     return scoring.reduce_map(maps, norm)
   raise ValueError(f'unknown norm {norm!r}; choose one of '

@@ -276,12 +276,12 @@ def main(argv):
   channels = tuple(sorted({int(c) for c in f.input_channels}))
   if not channels or set(channels) - {1, 3}:
     raise app.UsageError('--input_channels: 1 and/or 3.')
-  logs.exit_on(imageio.DataError, export_detector, f.workdir, f.output,
-               category=f.category, platforms=f.platforms,
-               input_channels=channels,
-               onnx_output=f.onnx, mc_samples=f.mc_samples)
+  export_detector(f.workdir, f.output, category=f.category,
+                  platforms=f.platforms, input_channels=channels,
+                  onnx_output=f.onnx, mc_samples=f.mc_samples)
 
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  from aad import logs  # pylint: disable=g-import-not-at-top
+  logs.run(main)  # user errors: one line, status 1 (2 for usage)

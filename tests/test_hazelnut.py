@@ -48,8 +48,10 @@ def test_train_evaluate_predict_on_hazelnut_toy(shared_data, tmp_path):
   _run('aad.predict', f'--workdir={workdir}',
        f'--input={folder / "test" / "colour"}', f'--output={out}',
        '--mc_samples=2')
-  files = sorted(os.listdir(out))
+  files = sorted(f for f in os.listdir(out) if not f.startswith('.'))
   assert len(files) == 17 * 3 + 1
+  # The list of what aad.predict wrote, so that it never overwrites others'.
+  assert (out / '.aad-predict-files').read_text().split() == files
   assert {'00_map.png', '00_overlay.png', '00_mask.png',
           'scores.csv'} <= set(files)
   with open(out / 'scores.csv') as f:

@@ -213,7 +213,9 @@ def test_pixelwise_hand_values(channels):
   x = np.full((1, 20, 20, channels), 0.5, np.float32)
   y = np.full_like(x, 0.2)
   score, amap = _run('se', x, y)
-  np.testing.assert_allclose(score, 0.09 * 400 * channels, rtol=1e-5)
+  # A float32 sum of 1200 values: 1e-4 covers a sequential summation
+  # (the tests compile without most optimisations).
+  np.testing.assert_allclose(score, 0.09 * 400 * channels, rtol=1e-4)
   np.testing.assert_allclose(amap, 0.09 * channels, rtol=1e-5)
   np.testing.assert_allclose(_run('rmse', x, y)[0], 0.3, rtol=1e-5)
   np.testing.assert_allclose(_run('psnr', x, y)[0], -20 * np.log10(1 / 0.3),

@@ -528,14 +528,9 @@ def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
 
 def main(argv):
   """python -m aad.evaluate --workdir=W [--output=DIR] [--dataset=...]."""
-  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from aad import host_devices  # pylint: disable=g-import-not-at-top
   from aad import logs  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  host_devices.configure_convolutions()  # before JAX starts
-  logs.setup()
+  logs.start(argv)
   f = flags.FLAGS
   evaluate_workdir(f.workdir, output=f.output, dataset=f.dataset,
                    path=f.path, categories=f.categories or (),

@@ -262,12 +262,8 @@ def _define_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from aad import host_devices  # pylint: disable=g-import-not-at-top
   from aad import logs  # pylint: disable=g-import-not-at-top
-  host_devices.configure_convolutions()  # before JAX starts
-  logs.setup()
+  logs.start(argv)
   f = flags.FLAGS
   unknown = set(f.platforms) - set(PLATFORMS)
   if unknown:

@@ -37,6 +37,17 @@ def setup():
   logging.get_absl_handler().addFilter(_LibraryInfoFilter())
 
 
+def start(argv) -> None:
+  """The start of a command line that scores a trained run (aad.evaluate,
+  aad.predict, aad.export): no positional arguments, the CPU convolution
+  choice made before JAX starts, then the terminal logging."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from aad import host_devices  # pylint: disable=g-import-not-at-top
+  host_devices.configure_convolutions()
+  setup()
+
+
 def _debug() -> bool:
   """AAD_DEBUG=1 keeps the traceback of user errors (for bug reports)."""
   return os.environ.get('AAD_DEBUG', '') not in ('', '0')

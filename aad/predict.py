@@ -29,7 +29,6 @@ import tempfile
 # Before TensorFlow (clu, tfds) is imported: its C++ start-up chatter.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
@@ -289,12 +288,8 @@ def _define_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from aad import host_devices  # pylint: disable=g-import-not-at-top
   from aad import logs  # pylint: disable=g-import-not-at-top
-  host_devices.configure_convolutions()  # before JAX starts
-  logs.setup()
+  logs.start(argv)
   f = flags.FLAGS
   predict(f.workdir, split_inputs(f.input), f.output, category=f.category,
           scorer=f.scorer, threshold=f.threshold,

@@ -37,12 +37,7 @@ def _tiny_config(data_dir):
   config = test_config.get_config()
   config.num_devices = 1
   config.dataset.data_dir = data_dir
-  for key, value in TINY.items():
-    block = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      block = block[p]
-    block[leaf] = value
+  config.update_from_flattened_dict(TINY)
   return config
 
 

@@ -58,12 +58,7 @@ def _config(data_dir, **overrides):
   config = test_config.get_config()
   config.num_devices = 1
   config.dataset.data_dir = str(data_dir)
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
@@ -440,6 +435,18 @@ def _tmpfs(path: pathlib.Path, size: str):
     pytest.skip('needs root to mount a small tmpfs (a full disk)')
 
 
+def _main_fails_in_one_line(run: pathlib.Path, finished):
+  """aad.main on `run` with the finished run's data: status 1, no
+  traceback; returns the completed process."""
+  result = subprocess.run(
+      _main_cmd(run, finished.data_dir), cwd=REPO,
+      env=_env(finished.cache), capture_output=True, text=True,
+      timeout=300, check=False)
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  return result
+
+
 def test_full_disk_is_one_line_and_keeps_the_finished_run(finished, tmp_path):
   disk = tmp_path / 'disk'
   size = sum(os.path.getsize(p) for p in finished.workdir.rglob('*')
@@ -453,12 +460,7 @@ def test_full_disk_is_one_line_and_keeps_the_finished_run(finished, tmp_path):
     filler = disk / 'filler'
     free = errors.free_bytes(str(disk))
     filler.write_bytes(b'\0' * max(0, free - 60 * 1024))
-    result = subprocess.run(
-        _main_cmd(run, finished.data_dir), cwd=REPO,
-        env=_env(finished.cache), capture_output=True, text=True,
-        timeout=300, check=False)
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    result = _main_fails_in_one_line(run, finished)
     lines = [l for l in result.stderr.splitlines()
              if 'no space left on the device' in l]
     assert len(lines) == 1 and str(run) in lines[0], result.stderr[-3000:]
@@ -475,12 +477,7 @@ def test_full_disk_during_a_checkpoint_save_is_one_line(finished, tmp_path):
   _tmpfs(disk, '200k')
   try:
     run = disk / 'run'
-    result = subprocess.run(
-        _main_cmd(run, finished.data_dir), cwd=REPO,
-        env=_env(finished.cache), capture_output=True, text=True,
-        timeout=300, check=False)
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    result = _main_fails_in_one_line(run, finished)
     lines = [l for l in result.stderr.splitlines() if ' E' in l[:30] or
              l.startswith('E')]
     assert len(lines) == 1, result.stderr[-3000:]

@@ -24,15 +24,7 @@ from aad import train
 
 def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
   """(seconds of the first call, median seconds of `repeats` later calls)."""
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn())
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return first, statistics.median(times)
+  return _timed_together({'call': fn}, repeats)['call']
 
 
 def _flops(fn: Callable, *args) -> float | None:

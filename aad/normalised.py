@@ -8,9 +8,14 @@ of new good images), the expected error and its spread, and scores
 
   z = (e - mean) / (std + eps),
 
-smoothed by a Gaussian of `smooth_sigma` px, with the mean of the top
-`top_k` fraction of the smoothed map as its own image score (a global norm
-of the raw map ranks images by their overall error level instead).
+clipped at `clip` (0: not clipped), smoothed by a Gaussian of
+`smooth_sigma` px and, when `line_length` > 0, by the oriented line filter
+of aad/oriented.py (the largest mean along a line of `orientations`
+directions, sigma `line_length` px along and `line_width` px across), with
+the mean of the top `top_k` fraction of the result as its own image score
+(a global norm of the raw map ranks images by their overall error level
+instead). The clip keeps a few extreme pixels (a speck of dust, a glint)
+from outweighing a long faint defect once the map is averaged along lines.
 
 `mode` says what the expectation depends on:
   'position': each pixel's own mean and std over the good images (for
@@ -35,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aad import oriented
 from aad import scorers
 from aad import scoring
 from aad.similarity import scorers as similarity_scorers  # noqa: F401
@@ -109,12 +115,21 @@ def settings(cfg) -> dict:
       s['position_sigma'] < 0):
     raise ValueError('config.eval.normalised: bins >= 1, local_sigma > 0, '
                      'smooth_sigma >= 0 and position_sigma >= 0 are needed.')
+  if not (s['clip'] >= 0 and s['line_length'] >= 0 and s['line_width'] > 0
+          and int(s['orientations']) == s['orientations'] >= 1):
+    raise ValueError('config.eval.normalised: clip >= 0 (0: off), '
+                     'line_length >= 0 (0: off), line_width > 0 and a whole '
+                     f'orientations >= 1 are needed; got clip={s["clip"]}, '
+                     f'line_length={s["line_length"]}, line_width='
+                     f'{s["line_width"]}, orientations={s["orientations"]}.')
+  s['orientations'] = int(s['orientations'])
   s['base'] = base
   return s
 
 
 DEFAULTS = dict(base=('residual',), mode='position', smooth_sigma=2.0,
-                top_k=0.001, bins=8, local_sigma=4.0, position_sigma=0.0)
+                top_k=0.001, bins=8, local_sigma=4.0, position_sigma=0.0,
+                clip=0.0, line_length=0.0, line_width=2.0, orientations=16)
 
 
 def base_maps(x, outputs, cfg, base: Sequence[str]) -> list[jax.Array]:
@@ -212,7 +227,14 @@ def _map(x, outputs, fitted, cfg):
   s = settings(cfg)
   zs = [normalise(x, m, fitted[n], s)
         for n, m in zip(s['base'], base_maps(x, outputs, cfg, s['base']))]
-  return gaussian_blur(sum(zs) / len(zs), s['smooth_sigma'])
+  z = sum(zs) / len(zs)
+  if s['clip'] > 0:
+    z = jnp.minimum(z, s['clip'])
+  z = gaussian_blur(z, s['smooth_sigma'])
+  if s['line_length'] > 0:
+    z = oriented.line_filter(z, s['line_length'], s['line_width'],
+                             s['orientations'])
+  return z
 
 
 def top_k_mean(maps: jax.Array, fraction: float) -> jax.Array:

@@ -114,6 +114,30 @@ def _get(config, field):
   return config
 
 
+# Values a still-unresolved AUTO field takes while the rest of the config
+# is checked (aad/validate.py), before the rules have read any image.
+_PLACEHOLDERS = {'dataset.channels': 1, 'dataset.image_size': 256,
+                 'dataset.patch_size': 0, 'train.num_steps': 1,
+                 'eval.normalised.mode': 'position'}
+
+
+def with_placeholders(config: ml_collections.ConfigDict
+                      ) -> ml_collections.ConfigDict:
+  """`config` with each AUTO field that still asks for a choice set to a
+  valid stand-in, when config.auto is on, so that every other value can be
+  checked before the training images are read; unchanged otherwise."""
+  if not config.get('auto', False):
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  for field, ask in AUTO.items():
+    if _get(config, field) == ask:
+      block, key = field.rsplit('.', 1)
+      _get(config, block)[key] = _PLACEHOLDERS[field]
+      if field == 'dataset.image_size':
+        config.dataset.image_width = 0
+  return config
+
+
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config` with its AUTO fields that still ask for a choice set by
   `rules` from its training data, when config.auto is on; unchanged

@@ -16,6 +16,7 @@ from aad import corruptions
 from aad import errors
 from aad import evaluation
 from aad import models
+from aad import recommend
 from aad import scorers as scorers_lib
 from aad import train
 
@@ -58,7 +59,12 @@ def check_config(config: ml_collections.ConfigDict):
   step counts and batch sizes, the learning rate, the image size against
   the family's size rule, the corruption, the scorers and the evaluation
   protocol.
+
+  With config.auto on (configs/folder.py), the fields the rules of
+  aad/recommend.py will choose from the training images are not checked
+  while they still ask for a choice; aad.pipeline checks them once chosen.
   """
+  config = recommend.with_placeholders(config)
   for key in ('train.batch_size', 'train.num_steps', 'train.steps_per_call',
               'train.log_every', 'train.eval_every', 'eval.mc_samples',
               'eval.batch_size', 'dataset.image_size'):

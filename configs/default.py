@@ -237,12 +237,16 @@ def get_config() -> ml_collections.ConfigDict:
   # pixel, for aligned images), 'local' (per bin of local intensity and
   # texture: `bins` x `bins` quantile bins of the Gaussian local mean and
   # std of `local_sigma` px) or 'both'; per-position statistics pooled
-  # over a Gaussian of `position_sigma` px (0: each pixel alone); then a
-  # Gaussian of `smooth_sigma` px; own image score: mean of the top `top_k`
+  # over a Gaussian of `position_sigma` px (0: each pixel alone); then
+  # clipped at `clip` (0: off), smoothed by a Gaussian of `smooth_sigma` px
+  # and, if `line_length` > 0, by the largest mean along a line among
+  # `orientations` directions (sigma `line_length` px along, `line_width`
+  # across; aad/oriented.py); own image score: mean of the top `top_k`
   # fraction of the map.
   c.eval.normalised = ml_collections.ConfigDict(dict(
       base=('residual',), mode='position', smooth_sigma=2.0, top_k=0.001,
-      bins=8, local_sigma=4.0, position_sigma=0.0))
+      bins=8, local_sigma=4.0, position_sigma=0.0, clip=0.0,
+      line_length=0.0, line_width=2.0, orientations=16))
   c.eval.mc_samples = 30         # T, Monte-Carlo dropout passes
   c.eval.mc_chunk = 0            # passes per device call; 0 = from memory
   c.eval.batch_size = 16         # test images per device call

@@ -4,12 +4,15 @@ fields out; nothing read from test images."""
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from aad import corruptions
 from aad import data
 from aad import models
+from aad import errors
 from aad import recommend
+from aad import validate
 from aad import scorers
 from aad.data import preprocess
 from configs import folder as folder_config
@@ -106,3 +109,20 @@ def test_resolve_sets_the_fields_from_a_folder(tmp_path):
   assert kept.dataset.channels == 1
   config.auto = False
   assert recommend.resolve(config) is config
+
+
+def test_the_folder_config_passes_the_checks_before_its_rules_ran():
+  # aad.main checks the config before the rules have read any image: the
+  # fields they choose must not be refused for holding "choose me".
+  config = folder_config.get_config()
+  config.dataset.path = '/nowhere'
+  validate.check_config(config)
+  assert config.auto and config.train.num_steps == 0   # not changed
+  config.train.learning_rate = -1.0
+  with pytest.raises(errors.UserError, match='train.learning_rate=-1.0'):
+    validate.check_config(config)
+  # A value given for a chosen field is still checked.
+  config.train.learning_rate = 1e-3
+  config.dataset.channels = 2
+  with pytest.raises(errors.UserError, match='dataset.channels=2'):
+    validate.check_config(config)

@@ -298,3 +298,19 @@ def test_mvtec_ad_reads_the_official_archive(tmp_path):
                  data_dir=str(tmp_path / 'tfds'), manual_dir=str(manual))
   assert ds.train.images.shape == (3, 32, 32, 1)
   assert ds.test.defect_types == ('good', 'scratch')
+
+
+def test_preparing_a_folder_leaves_no_temporary_folder(tmp_path,
+                                                        monkeypatch):
+  # tfds's builders used to leave an empty /tmp/tmp*tfds folder each time
+  # they were made for an unprepared dataset (aad/data/local_info.py).
+  import tempfile  # pylint: disable=g-import-not-at-top
+  scratch = tmp_path / 'tmp'
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+  make_category(tmp_path / 'parts' / 'screw')
+  ds = data.load('folder', 'screw', image_size=32, channels=3,
+                 data_dir=str(tmp_path / 'tfds'),
+                 path=str(tmp_path / 'parts'))
+  assert len(ds.test) == 2
+  assert os.listdir(scratch) == []

@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 
 from aad.data import folder as folder_lib
 from aad.data import imageio
+from aad.data import local_info
 from aad.data.imageio import DataError
 
 # The 15 MVTec AD categories (Bergmann et al., CVPR 2019).
@@ -72,7 +73,7 @@ class _MvtecLayout(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)  # see aad/data/textures.py
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
+    return local_info.LocalDatasetInfo(
         builder=self, description=__doc__,
         features=tfds.features.FeaturesDict(_FEATURES),
         homepage='https://www.mvtec.com/company/research/datasets/mvtec-ad')

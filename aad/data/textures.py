@@ -58,6 +58,8 @@ import skimage.data
 import skimage.draw
 import tensorflow_datasets as tfds
 
+from aad.data import local_info
+
 CROP_SIZE = 128  # S: crops are S x S x 1 uint8.
 SEED = 20200113  # Root of every random stream in this module.
 CATEGORIES = ('brick', 'grass', 'gravel')
@@ -357,7 +359,7 @@ class AadTextures(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     shape = (CROP_SIZE, CROP_SIZE, 1)
-    return tfds.core.DatasetInfo(
+    return local_info.LocalDatasetInfo(
         builder=self,
         description=__doc__,
         features=tfds.features.FeaturesDict({

@@ -16,6 +16,11 @@ still holds its AUTO value (a value given on the command line is kept):
 - train.num_steps: STEP_PIXELS / (batch x input pixels) steps, within
   [MIN_STEPS, MAX_STEPS]: the same number of pixels seen whatever the size,
   about 7 minutes of training on a 2-core CPU at the folder config's model.
+- eval.normalised.line_length (and smooth_sigma): in patch mode, the line
+  filter of LINE px (aad/oriented.py) with no Gaussian: in large images
+  thin defects (cracks, scratches) span many pixels, faint per pixel;
+  whole (small) images get no line filter and a Gaussian of SMOOTH px (a
+  LINE-px line would cross much of the image and dilute small defects).
 - eval.normalised.mode: 'position' (per-pixel statistics) when the images
   are aligned (aad.data.preprocess.alignment >= ALIGNED), else 'local'
   (statistics per local intensity and texture).
@@ -38,6 +43,8 @@ PATCH = 128              # patch side in patch mode, px
 STEP_PIXELS = 16 * 128 * 128 * 3000   # pixels seen in training
 MIN_STEPS, MAX_STEPS = 500, 3000
 ALIGNED = 0.1            # alignment share above which images are aligned
+LINE = 32.0              # line filter sigma along the line, px (patch mode)
+SMOOTH = 2.0             # Gaussian sigma of whole-image maps, px
 
 
 def _side(length: float, multiple: int) -> int:
@@ -50,7 +57,7 @@ def _side(length: float, multiple: int) -> int:
 # kept, and the later rules build on it.
 AUTO = {'dataset.channels': 0, 'dataset.image_size': 0,
         'dataset.patch_size': -1, 'train.num_steps': 0,
-        'eval.normalised.mode': 'auto'}
+        'eval.normalised.line_length': -1.0, 'eval.normalised.mode': 'auto'}
 
 
 def rules(props: data_lib.Properties, multiple: int, batch_size: int,
@@ -101,6 +108,12 @@ def rules(props: data_lib.Properties, multiple: int, batch_size: int,
   choose('train.num_steps', steps,
          f'{steps} training steps ({STEP_PIXELS:.3g} px seen)',
          ('train.eval_every', max(1, steps // 6)))
+  line = LINE if patch else 0.0
+  choose('eval.normalised.line_length', line,
+         f'line filter of {line:g} px, no Gaussian (patch mode: thin '
+         'defects span many pixels)' if line else
+         f'no line filter, Gaussian of {SMOOTH:g} px (whole images)',
+         ('eval.normalised.smooth_sigma', 0.0 if line else SMOOTH))
   mode = 'position' if props.alignment >= ALIGNED else 'local'
   choose('eval.normalised.mode', mode,
          f'normalised mode {mode!r}: alignment {props.alignment:.3f} '
@@ -118,6 +131,7 @@ def _get(config, field):
 # is checked (aad/validate.py), before the rules have read any image.
 _PLACEHOLDERS = {'dataset.channels': 1, 'dataset.image_size': 256,
                  'dataset.patch_size': 0, 'train.num_steps': 1,
+                 'eval.normalised.line_length': 0.0,
                  'eval.normalised.mode': 'position'}
 
 

@@ -2,12 +2,13 @@
 
   python -m aad.main --config=configs/folder.py --config.dataset.path=DIR
 
-Image size, channels, patch mode, training steps and the normalised
-scorer's mode are chosen from the training images by the rules of
-aad/recommend.py (config.auto; never from test images or labels), and
-logged; any of them given on the command line
-(--config.train.num_steps=1000, ...) is kept instead. The rest is fixed here, chosen on ../shared/data/kolektorsdd (see
-README "Your own folder: configs/folder.py" for the ablation):
+Image size, channels, patch mode, training steps, the line filter and
+the normalised scorer's mode are chosen from the training images by the
+rules of aad/recommend.py (config.auto; never from test images or
+labels), and logged; any of them given on the command line
+(--config.train.num_steps=1000, ...) is kept instead. The rest is fixed
+here, chosen on ../shared/data/kolektorsdd (see README "Your own folder:
+configs/folder.py" for the ablation):
 
 - a small AESc (depth 5, 8..128 maps, 3x3 kernels), fast enough on a CPU
   to train at (near) native resolution;
@@ -15,8 +16,9 @@ README "Your own folder: configs/folder.py" for the ablation):
   (corruption 'perlin'), so that it does not learn the identity;
 - scored by the `normalised` scorer: the FSIM error map divided by what
   the model gets wrong on the good validation images, clipped, averaged
-  along lines (the largest of 16 directions), with the mean of its top
-  0.1% as the image score (the headline).
+  along lines (the largest of 16 directions; in patch mode, else a
+  Gaussian blur), with the mean of its top 0.1% as the image score (the
+  headline).
 """
 
 from configs import default
@@ -46,13 +48,14 @@ def get_config():
   c.eval.norms = ('l2', 'linf', 'smooth_max', 'top_k')
   c.eval.norm = 'top_k'
   c.eval.normalised.base = ('fsim',)
-  # Clipped at z = 5, then the largest mean along a line (sigma 32 px
-  # along, 2 across, 16 directions) instead of an isotropic blur: thin
-  # cracks and scratches rise only a little above the grain per pixel, but
-  # along a line (aad/oriented.py; README ablation).
+  # Clipped at z = 5; in patch mode (large images) then the largest mean
+  # along a line (sigma 32 px along, 2 across, 16 directions) instead of
+  # an isotropic blur: thin cracks and scratches rise only a little above
+  # the grain per pixel, but along a line (aad/oriented.py; README
+  # ablation). line_length (with smooth_sigma) is chosen by the rules.
+  c.eval.normalised.line_length = -1.0
   c.eval.normalised.smooth_sigma = 0.0
   c.eval.normalised.clip = 5.0
-  c.eval.normalised.line_length = 32.0
   c.eval.normalised.line_width = 2.0
   c.eval.normalised.orientations = 16
   return c

@@ -35,7 +35,10 @@ def test_rules_for_large_elongated_grey_aligned_images():
   assert fields['dataset.patch_stride'] == 64
   assert fields['train.num_steps'] == 3000
   assert fields['eval.normalised.mode'] == 'position'
-  assert len(why) == 5
+  # Patch mode: the line filter, no Gaussian.
+  assert fields['eval.normalised.line_length'] == 32.0
+  assert fields['eval.normalised.smooth_sigma'] == 0.0
+  assert len(why) == 6
 
 
 def test_rules_for_small_colour_textures():
@@ -48,6 +51,9 @@ def test_rules_for_small_colour_textures():
   # 16 x 128 x 128 pixels per step, as many pixels as 3000 patch steps.
   assert fields['train.num_steps'] == 3000
   assert fields['eval.normalised.mode'] == 'local'
+  # Whole small images: a Gaussian, no line filter.
+  assert fields['eval.normalised.line_length'] == 0.0
+  assert fields['eval.normalised.smooth_sigma'] == 2.0
   big, _ = recommend.rules(_props(height=400, width=400), 32, 16)
   # 400 x 400 is under the pixel budget: kept (to the nearest multiple of
   # 32, ties down), and patched.
@@ -94,6 +100,7 @@ def test_resolve_sets_the_fields_from_a_folder(tmp_path):
   # Elongated (3 to 1): patches as wide as the image.
   assert resolved.dataset.patch_size == 96
   assert resolved.eval.normalised.mode == 'local'  # random noise
+  assert resolved.eval.normalised.line_length == 32.0   # patch mode
   family = models.create(resolved)
   family.check_size(288, 96, 'the image size')
   assert [s.name for s in scorers.resolve(resolved.eval.scorers, family)] == [
@@ -107,6 +114,8 @@ def test_resolve_sets_the_fields_from_a_folder(tmp_path):
   assert kept.train.num_steps == 7 and kept.dataset.image_size == 96
   assert kept.dataset.patch_size == 0  # 96 x 96: whole images
   assert kept.dataset.channels == 1
+  assert kept.eval.normalised.line_length == 0.0   # whole images
+  assert kept.eval.normalised.smooth_sigma == 2.0
   config.auto = False
   assert recommend.resolve(config) is config
 

@@ -699,6 +699,17 @@ def test_in_chunks_matches_the_whole_batch():
     np.testing.assert_allclose(part.score, whole.score, rtol=1e-6)
     np.testing.assert_allclose(part.map, whole.map, rtol=1e-6)
     assert similarity.common.in_chunks(nomap, size)(x, y).map is None
+  # Chunks tuned at 2 images of 8 x 8 x 3 values: 6 of 4 x 4 x 4, so 5
+  # images go whole; 1 (never 0) of 16 x 16 x 3.
+  tuned = 8 * 8 * 3
+  assert similarity.common.chunk_images(2, tuned, 4 * 4 * 4) == 6
+  assert similarity.common.chunk_images(2, tuned, 16 * 16 * 3) == 1
+  assert similarity.common.chunk_images(2, None, 4 * 4 * 2) == 2
+  assert similarity.common.chunk_images(None, tuned, 4 * 4 * 2) is None
+  for values in (tuned // 2, tuned, 2 * tuned, 3 * tuned):  # 1, 2, 4, 6
+    part = jax.jit(similarity.common.in_chunks(fn, 2, values))(x, y)
+    np.testing.assert_allclose(part.score, whole.score, rtol=1e-6)
+    np.testing.assert_allclose(part.map, whole.map, rtol=1e-6)
 
 
 def test_flat_windows_and_uiq_on_partly_flat_images():

@@ -511,11 +511,17 @@ def test_phase_congruency_peaks_at_a_step_edge():
 
 def test_median_is_exact():
   rng = np.random.default_rng(5)
-  for n in (7, 8, 1000, 1001):
-    v = rng.random((3, n)).astype(np.float32) ** 3
-    v[1, : n // 2] = v[1, 0]  # Many repeats.
-    np.testing.assert_array_equal(np.asarray(feature._median(jnp.asarray(v))),
-                                  np.median(v, axis=1).astype(np.float32))
+  for n in (1, 2, 7, 8, 1000, 1001, 4096):
+    v = rng.random((2, 3, n)).astype(np.float32) ** 3
+    v[0, 1, : n // 2] = v[0, 1, 0]  # Many repeats.
+    v[0, 2] = 0.0
+    v[1, 0] = rng.exponential(size=n) ** 6  # Values over many octaves.
+    # Tiny (not subnormal: XLA:CPU flushes those in the even-count mean).
+    v[1, 1] = 1e-30 * rng.random(n)
+    v[1, 2] = rng.integers(0, 3, n)  # Few distinct values.
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(feature._median)(jnp.asarray(v))),
+        np.median(v, axis=-1).astype(np.float32))
 
 
 def test_fsim_hand_values():

@@ -511,11 +511,17 @@ def test_phase_congruency_peaks_at_a_step_edge():
 
 def test_median_is_exact():
   rng = np.random.default_rng(5)
-  for n in (7, 8, 1000, 1001):
-    v = rng.random((3, n)).astype(np.float32) ** 3
-    v[1, : n // 2] = v[1, 0]  # Many repeats.
-    np.testing.assert_array_equal(np.asarray(feature._median(jnp.asarray(v))),
-                                  np.median(v, axis=1).astype(np.float32))
+  for n in (1, 2, 7, 8, 1000, 1001, 4096):
+    v = rng.random((2, 3, n)).astype(np.float32) ** 3
+    v[0, 1, : n // 2] = v[0, 1, 0]  # Many repeats.
+    v[0, 2] = 0.0
+    v[1, 0] = rng.exponential(size=n) ** 6  # Values over many octaves.
+    # Tiny (not subnormal: XLA:CPU flushes those in the even-count mean).
+    v[1, 1] = 1e-30 * rng.random(n)
+    v[1, 2] = rng.integers(0, 3, n)  # Few distinct values.
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(feature._median)(jnp.asarray(v))),
+        np.median(v, axis=-1).astype(np.float32))
 
 
 def test_fsim_hand_values():
@@ -699,6 +705,17 @@ def test_in_chunks_matches_the_whole_batch():
     np.testing.assert_allclose(part.score, whole.score, rtol=1e-6)
     np.testing.assert_allclose(part.map, whole.map, rtol=1e-6)
     assert similarity.common.in_chunks(nomap, size)(x, y).map is None
+  # Chunks tuned at 2 images of 8 x 8 x 3 values: 6 of 4 x 4 x 4, so 5
+  # images go whole; 1 (never 0) of 16 x 16 x 3.
+  tuned = 8 * 8 * 3
+  assert similarity.common.chunk_images(2, tuned, 4 * 4 * 4) == 6
+  assert similarity.common.chunk_images(2, tuned, 16 * 16 * 3) == 1
+  assert similarity.common.chunk_images(2, None, 4 * 4 * 2) == 2
+  assert similarity.common.chunk_images(None, tuned, 4 * 4 * 2) is None
+  for values in (tuned // 2, tuned, 2 * tuned, 3 * tuned):  # 1, 2, 4, 6
+    part = jax.jit(similarity.common.in_chunks(fn, 2, values))(x, y)
+    np.testing.assert_allclose(part.score, whole.score, rtol=1e-6)
+    np.testing.assert_allclose(part.map, whole.map, rtol=1e-6)
 
 
 def test_flat_windows_and_uiq_on_partly_flat_images():

@@ -282,6 +282,14 @@ def _unpack(out, packed, large):
   return jax.tree.unflatten(treedef, result)
 
 
+def _signature(batch, skip: int) -> tuple:
+  """The batch's structure and its leaves' shapes past the first `skip`
+  axes (devices, rows): what the outputs' shapes follow. (Not dtypes: the
+  host's int64 arrays are traced as int32.)"""
+  return (jax.tree.structure(batch),
+          tuple(tuple(x.shape[skip:]) for x in jax.tree.leaves(batch)))
+
+
 def batched_call(fn: Callable, devices) -> Callable:
   """Runs `fn(replicated, batch)` with `batch` split over devices.
 
@@ -296,9 +304,18 @@ def batched_call(fn: Callable, devices) -> Callable:
   # The replicated argument carries one extra scalar leaf: with jax 0.10.2,
   # pmap given an in_axes=None argument without leaves ({} when no scorer
   # is fitted) left the device axis on the batch's first leaf.
-  mapped = jax.pmap(lambda r, b: _pack(fn(r[0], b)), axis_name=AXIS,
-                    in_axes=(None, 0), out_axes=0, devices=devices)
-  shapes = {}  # the per-device outputs' structure, from the first trace
+  # The outputs' structure per batch signature, recorded while pmap traces
+  # (a Python side effect at trace time; no second trace is needed).
+  shapes = {}
+
+  def traced(r, b):
+    out = fn(r[0], b)
+    shapes[_signature(b, 1)] = jax.tree.map(
+        lambda y: jax.ShapeDtypeStruct(y.shape, y.dtype), out)
+    return _pack(out)
+
+  mapped = jax.pmap(traced, axis_name=AXIS, in_axes=(None, 0), out_axes=0,
+                    devices=devices)
 
   def call(replicated, batch):
     size = jax.tree.leaves(batch)[0].shape[0]
@@ -318,13 +335,6 @@ def batched_call(fn: Callable, devices) -> Callable:
     # caller wants the values on the host anyway.
     packed, large = jax.tree.map(
         lambda y: y.reshape((-1,) + y.shape[2:])[:size], jax.device_get(out))
-    # The outputs' shapes follow the batch's shapes past the rows.
-    key = (jax.tree.structure(args),
-           tuple((x.shape[2:], x.dtype.str) for x in jax.tree.leaves(args[1])))
-    if key not in shapes:
-      shapes[key] = jax.eval_shape(lambda r, b: fn(r[0], b),
-                                   args[0], jax.tree.map(lambda x: x[0],
-                                                         args[1]))
-    return _unpack(shapes[key], packed, large)
+    return _unpack(shapes[_signature(args[1], 2)], packed, large)
 
   return call

@@ -127,6 +127,11 @@ def _get(config, field):
   return config
 
 
+def _set(config, field, value):
+  block, key = field.rsplit('.', 1)
+  _get(config, block)[key] = value
+
+
 # Values a still-unresolved AUTO field takes while the rest of the config
 # is checked (aad/validate.py), before the rules have read any image.
 _PLACEHOLDERS = {'dataset.channels': 1, 'dataset.image_size': 256,
@@ -145,8 +150,7 @@ def with_placeholders(config: ml_collections.ConfigDict
   config = ml_collections.ConfigDict(config.to_dict())
   for field, ask in AUTO.items():
     if _get(config, field) == ask:
-      block, key = field.rsplit('.', 1)
-      _get(config, block)[key] = _PLACEHOLDERS[field]
+      _set(config, field, _PLACEHOLDERS[field])
       if field == 'dataset.image_size':
         config.dataset.image_width = 0
   return config
@@ -172,7 +176,6 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                '; '.join(why))
   config = ml_collections.ConfigDict(config.to_dict())
   for field, value in fields.items():
-    block, key = field.rsplit('.', 1)
-    _get(config, block)[key] = value
+    _set(config, field, value)
   config.auto = False  # resolved: evaluate / predict must not redo it
   return config

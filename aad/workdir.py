@@ -144,7 +144,12 @@ def clean_debris(workdir: str) -> list[str]:
           shutil.rmtree(path, ignore_errors=True)
           dirs.remove(name)
         else:
-          os.remove(path)
+          try:
+            os.remove(path)
+          except FileNotFoundError:
+            # Gone since the listing: another process of a multi-host run
+            # removed its own write probe (errors.writable_dir).
+            continue
         removed.append(path)
   if removed:
     logging.info('Removed %d temporary file(s) of an interrupted run in %s.',

@@ -18,13 +18,25 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+def _failure(output: str) -> str:
+  """What a failed launch printed, errors first: when one process dies, the
+  other aborts with a stack dump and faulthandler's list of extension
+  modules, which would push the first process's error out of a plain tail.
+  """
+  lines = [line for line in output.splitlines()
+           if 'Extension modules:' not in line and '(total: ' not in line]
+  logged = [line for line in lines
+            if re.match(r'\[process \d+\] [EF]\d{4} ', line)]
+  return '\n'.join(['logged errors:', *logged, '... the end:', *lines[-40:]])
+
+
 def test_two_processes_of_two_devices_match_one_process_of_four(
     tmp_path, tiny_launch):
   multi = subprocess.run(
       ['launch/local.sh', '2', *tiny_launch.flags(tmp_path / '2x2')],
       cwd=REPO, env=tiny_launch.env(2), capture_output=True, text=True,
       timeout=600, check=False)
-  assert multi.returncode == 0, multi.stdout[-3000:] + multi.stderr[-3000:]
+  assert multi.returncode == 0, _failure(multi.stdout + multi.stderr)
   single_workdir, _ = tiny_launch.reference
 
   out = multi.stdout

@@ -548,6 +548,28 @@ def test_killed_at_random_moments_resumes_to_the_same_result(
   assert not left
 
 
+def test_debris_removed_by_another_process_meanwhile_is_no_error(
+    tmp_path, monkeypatch):
+  # Multi-host start-up: process 0 lists the workdir while process 1's
+  # write probe (errors.writable_dir) is there, and process 1 removes it
+  # before process 0 does. Seen in CI as process 0 failing with
+  # "<workdir>/.aad-write-test-<pid>: no such file or folder."
+  gone = tmp_path / '.aad-write-test-4242'
+  stale = tmp_path / '.metrics.json.ab12.tmp'
+  gone.write_text('ok')
+  stale.write_text('half')
+  real_remove = os.remove
+
+  def remove_after_the_other_process(path, *args, **kwargs):
+    if os.path.basename(path) == gone.name:
+      real_remove(path)  # the other process's own removal won the race
+    return real_remove(path, *args, **kwargs)
+
+  monkeypatch.setattr(os, 'remove', remove_after_the_other_process)
+  assert workdir_lib.clean_debris(str(tmp_path)) == [str(stale)]
+  assert not gone.exists() and not stale.exists()
+
+
 def test_start_up_removes_the_debris_of_killed_runs(finished, tmp_path):
   run = finished.copy(tmp_path)
   planted = [run / '.metrics.json.x1y2.tmp', run / 'brick' /

@@ -24,7 +24,8 @@ from aad import train
 
 def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
   """(seconds of the first call, median seconds of `repeats` later calls)."""
-  return _timed_together({'call': fn}, repeats)['call']
+  first, times = _rounds({'call': fn}, repeats)
+  return first['call'], statistics.median(times['call'])
 
 
 def _flops(fn: Callable, *args) -> float | None:
@@ -71,10 +72,10 @@ class _ScoringCall:
     return self._call(self._replicated, self._batch)
 
 
-def _timed_together(calls: dict[str, Callable[[], Any]], repeats: int
-                    ) -> dict[str, tuple[float, float]]:
-  """{name: (seconds of the first call, median seconds of `repeats` later
-  calls)}, the calls taking turns in each round."""
+def _rounds(calls: dict[str, Callable[[], Any]], repeats: int
+            ) -> tuple[dict[str, float], dict[str, list[float]]]:
+  """({name: seconds of the first call}, {name: seconds of each of
+  `repeats` later calls}), the calls taking turns in each round."""
   first, times = {}, {name: [] for name in calls}
   for name, fn in calls.items():
     t0 = time.perf_counter()
@@ -85,8 +86,7 @@ def _timed_together(calls: dict[str, Callable[[], Any]], repeats: int
       t0 = time.perf_counter()
       jax.block_until_ready(fn())
       times[name].append(time.perf_counter() - t0)
-  return {name: (first[name], statistics.median(times[name]))
-          for name in calls}
+  return first, times
 
 
 def run(config: ml_collections.ConfigDict, repeats: int = 5,
@@ -158,16 +158,21 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5,
                                names, devices)
            for name, names in (('score', config.eval.scorers),
                                ('versus', versus)) if names is not None}
-  timed = _timed_together(calls, max(1, repeats // 2))
-  result['score_compile_s'] = timed['score'][0] - timed['score'][1]
-  result['score_images_per_s'] = batch / timed['score'][1]
+  first, times = _rounds(calls, max(1, repeats // 2))
+  median = {name: statistics.median(t) for name, t in times.items()}
+  result['score_compile_s'] = first['score'] - median['score']
+  result['score_images_per_s'] = batch / median['score']
   result['scorers'] = calls['score'].names
   if 'versus' in calls:
     # Timed in the same loop, call after call, so that the machine's drift
-    # moves both alike (speed is a ratio measured side by side).
+    # moves both alike (speed is a ratio measured side by side); the ratio
+    # is the median of each round's, so that a round slowed by another
+    # job counts once, as one outlying ratio, instead of shifting both
+    # medians.
     result['versus_scorers'] = calls['versus'].names
-    result['versus_images_per_s'] = batch / timed['versus'][1]
-    result['score_cost_ratio'] = timed['score'][1] / timed['versus'][1]
+    result['versus_images_per_s'] = batch / median['versus']
+    result['score_cost_ratio'] = statistics.median(
+        s / v for s, v in zip(times['score'], times['versus']))
   result.update(detector_speed(config, variables, calls['score'].fitted,
                                calls['score'].scorers, devices, data[:batch],
                                repeats))

@@ -716,6 +716,19 @@ def test_in_chunks_matches_the_whole_batch():
     part = jax.jit(similarity.common.in_chunks(fn, 2, values))(x, y)
     np.testing.assert_allclose(part.score, whole.score, rtol=1e-6)
     np.testing.assert_allclose(part.map, whole.map, rtol=1e-6)
+  # Counted per pixel (FSIM's), 8 x 8 x 3 images are 64 values: chunks of
+  # 2 images tuned at 8 x 8 x 1 stay 2, not 2 * 64 // 192 = 0 -> 1.
+  seen = []
+
+  def recorded(x, y):
+    seen.append(x.shape[0])
+    return fn(x, y)
+
+  for per_pixel, chunk in ((True, 2), (False, 1)):
+    seen.clear()
+    part = similarity.common.in_chunks(recorded, 2, 8 * 8, per_pixel)(x, y)
+    np.testing.assert_allclose(part.score, whole.score, rtol=1e-6)
+    assert seen[0] == chunk, (per_pixel, seen)
 
 
 def test_flat_windows_and_uiq_on_partly_flat_images():

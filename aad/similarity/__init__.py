@@ -94,23 +94,25 @@ class Measure:
 
 
 def _measures(*entries) -> dict[str, Measure]:
-  return {name: Measure(name, in_chunks(fn, chunk, values), has_map)
-          for name, fn, has_map, chunk, values in entries}
+  return {name: Measure(name, in_chunks(fn, chunk, values, *per_pixel),
+                       has_map)
+          for name, fn, has_map, chunk, values, *per_pixel in entries}
 
 
 # Chunk sizes: the fastest of none, 1, 2, 4 and 8 images per step at
 # 16 x 256 x 256 x 3 on the 2-core CPU (noisy: other jobs shared it); the
 # cheap one-pass measures gained little and keep the whole batch. Those
 # given with _TUNED take proportionally more images of smaller sizes
-# (whole batches of 16 at 64 x 64, where that was faster). FSIM takes one
-# pair per step from 128 x 128 up (a pair's 16 complex responses per
-# luminance image already fill the 1 MiB L2 of a core) and 4 pairs at 64 x
-# 64 x 1 (_FSIM_TUNED): in the whole scoring call of every scorer, side by
-# side in one process, 4 pairs cut 1.0-1.4 ms off 1 pair's 26.6-27.2 ms
-# per batch of 16 (2 pairs: 0.7-0.8 ms; 8 pairs and the whole batch were
-# slower than 1), three runs.
+# (whole batches of 16 at 64 x 64, where that was faster). FSIM's chunks
+# count pixels, not values (its 16 complex responses per image are of the
+# luminance, whatever C is): one pair per step from 128 x 128 up (a pair's
+# responses already fill the 1 MiB L2 of a core), 4 pairs at 64 x 64
+# (_FSIM_TUNED). In the whole scoring call of every scorer, side by side in
+# one process, 4 pairs cut 1.0-1.4 ms off 1 pair's 26.6-27.2 ms per batch
+# of 16 at 64 x 64 x 1 (2 pairs: 0.7-0.8 ms; 8 pairs and the whole batch
+# were slower than 1), three runs; at 64 x 64 x 3 31.5 -> 29.5 ms.
 _TUNED = 256 * 256 * 3
-_FSIM_TUNED = 64 * 64 * 1
+_FSIM_TUNED = 64 * 64
 MEASURES: dict[str, Measure] = _measures(
     ('se', se, True, None, None),
     ('rmse', rmse, False, None, None),
@@ -119,7 +121,7 @@ MEASURES: dict[str, Measure] = _measures(
     ('ssim', ssim, True, 4, _TUNED),
     ('zncc', zncc, False, None, None),
     ('gmsd', gmsd, True, 2, _TUNED),
-    ('fsim', fsim, True, 4, _FSIM_TUNED),
+    ('fsim', fsim, True, 4, _FSIM_TUNED, True),
     ('issm', issm, False, 2, _TUNED),
     ('sre', sre, False, None, None),
     ('sam', sam, True, None, None),

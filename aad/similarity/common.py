@@ -143,7 +143,8 @@ def chunk_images(size: int | None, values: int | None,
   return max(1, size * values // image_values)
 
 
-def in_chunks(fn, size: int | None, values: int | None = None):
+def in_chunks(fn, size: int | None, values: int | None = None,
+              per_pixel: bool = False):
   """fn(x, y, **kw) run over the batch `size` images at a time (lax.map).
 
   On XLA:CPU the whole-batch arrays of the heavier measures (tens of MB at
@@ -159,13 +160,17 @@ def in_chunks(fn, size: int | None, values: int | None = None):
   call from 21.7 to 19.1 ms (side by side, busy machine; ISSM alone 3.3
   against 3.7 ms): on arrays that small the loop costs more than the
   cache saves.
+
+  per_pixel: count an image's values over H x W only (a measure whose
+  heavy part works on the luminance, FSIM's phase congruency).
   """
   def run(x, y, **kwargs):
     n = x.shape[0]
     # A symbolic batch (jax.export's) cannot be split into chunks: whole.
     if not isinstance(n, int) or jax.default_backend() != 'cpu':
       return fn(x, y, **kwargs)
-    per = chunk_images(size, values, math.prod(x.shape[1:]))
+    per = chunk_images(size, values,
+                       math.prod(x.shape[1:3] if per_pixel else x.shape[1:]))
     if per is None or n <= per:
       return fn(x, y, **kwargs)
     m = n - n % per

@@ -27,8 +27,8 @@ of inference from XLA's cost analysis and the process' peak memory. --image_size
 override the config; --scorers the scored list (config.eval.scorers, comma
 separated; scoring time covers the family outputs they need and their
 maps); --versus another list timed in the same rounds, call after call
-(score_cost_ratio = scorers' time / versus' time, a ratio measured side by
-side); --set KEY=VALUE any config field (a Python literal; repeatable).
+(score_cost_ratio = the median over rounds of scorers' time / versus'
+time, a ratio measured side by side); --set KEY=VALUE any config field (a Python literal; repeatable).
 """
 
 from __future__ import annotations

@@ -6,12 +6,26 @@ quantises predictions to uint8; we keep floats, so there are no ties and no
 uint8 wrap-around, METHOD.md 4.2).
 """
 
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 NORMS = ('l1', 'l2', 'linf')
+
+
+def over_channels(z: jax.Array, op: Callable = jnp.add,
+                  axis: int = -1) -> jax.Array:
+  """z's slices along a short axis (the channels) combined by `op`.
+
+  jnp.sum or jnp.max over a minor axis of 3 went to a YNNPACK reduction on
+  XLA:CPU that took 0.3-0.5 ms for a 16 x 64 x 64 x 3 batch, several times
+  the elementwise adds of its slices, which also fuse with what follows.
+  """
+  return functools.reduce(
+      op, [jax.lax.index_in_dim(z, i, axis, keepdims=False)
+           for i in range(z.shape[axis])])
 
 
 def to_float(images: jax.Array) -> jax.Array:
@@ -21,7 +35,7 @@ def to_float(images: jax.Array) -> jax.Array:
 
 def residual_map(x: jax.Array, recon: jax.Array) -> jax.Array:
   """Sum over channels of |x - recon|: (..., H, W, C) -> (..., H, W)."""
-  return jnp.sum(jnp.abs(x - recon), axis=-1)
+  return over_channels(jnp.abs(x - recon))
 
 
 def reduce_map(maps: jax.Array, norm: str) -> jax.Array:

@@ -23,6 +23,18 @@ def test_residual_and_norms_by_hand():
     scoring.reduce_map(m, 'l3')
 
 
+@pytest.mark.parametrize('axis', [-1, 1])
+def test_over_channels_is_the_reduction_over_that_axis(axis):
+  z = np.random.default_rng(3).standard_normal((2, 3, 5, 4)).astype(np.float32)
+  np.testing.assert_allclose(scoring.over_channels(jnp.asarray(z), axis=axis),
+                             z.sum(axis), rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(
+      scoring.over_channels(jnp.asarray(z), jnp.maximum, axis), z.max(axis))
+  # One channel: the plane itself.
+  np.testing.assert_array_equal(scoring.over_channels(jnp.asarray(z[..., :1])),
+                                z[..., 0])
+
+
 def _fake_apply(variables, x, mc_dropout=False, rngs=None):
   """Deterministic: 0.5 x; MC: plus uniform noise from the dropout key."""
   y = variables['scale'] * x

@@ -268,6 +268,25 @@ def test_sam_hand_values():
   np.testing.assert_allclose(_run('sam', g, -g)[0], 180, atol=1e-5)
 
 
+def test_atan2_against_numpy():
+  """SAM's polynomial atan2 against float64 numpy, over every octant, the
+  axes, zeros of either sign and ratios near the reduction's cut."""
+  rng = np.random.default_rng(4)
+  y = rng.standard_normal(20000) * 10.0 ** rng.integers(-6, 6, 20000)
+  x = rng.standard_normal(20000) * 10.0 ** rng.integers(-6, 6, 20000)
+  cut = math.tan(math.pi / 8)
+  edges = [(0.0, 0.0), (-0.0, 0.0), (0.0, -1.0), (-0.0, -1.0), (1.0, 0.0),
+           (-1.0, 0.0), (1.0, 1.0), (-1.0, -1.0), (2.0, -2.0), (cut, 1.0),
+           (1.0, cut), (-cut, -1.0), (3e-38, 1.0), (1.0, 3e-38)]
+  y = np.concatenate([y, [e[0] for e in edges]]).astype(np.float32)
+  x = np.concatenate([x, [e[1] for e in edges]]).astype(np.float32)
+  got = np.asarray(jax.jit(similarity.common.atan2)(y, x), np.float64)
+  want = np.arctan2(y.astype(np.float64), x.astype(np.float64))
+  np.testing.assert_allclose(got, want, rtol=0, atol=4e-7)
+  # The sign of a zero y decides between pi and -pi, as numpy's.
+  np.testing.assert_array_equal(np.signbit(got[-14:]), np.signbit(want[-14:]))
+
+
 # ---------------------------------------------------- structural measures
 
 

@@ -23,6 +23,7 @@ import ml_collections
 
 from aad import corruptions
 from aad import scorers
+from aad import scoring
 from aad.models import base
 from aad.models import losses
 
@@ -128,4 +129,5 @@ def family(config: ml_collections.ConfigDict,
 def residual_max(x, outputs, fitted, cfg):
   """Seed 002's map: the max over channels of |x - x_hat|, in [0, 1]."""
   del fitted, cfg
-  return jnp.max(jnp.abs(x - outputs['reconstruction']), axis=-1)
+  return scoring.over_channels(jnp.abs(x - outputs['reconstruction']),
+                              jnp.maximum)

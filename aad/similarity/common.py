@@ -50,6 +50,38 @@ def luminance(x: jax.Array) -> jax.Array:
   raise ValueError(f'luminance needs 1 or 3 channels, not {channels}')
 
 
+# Cephes' atanf on [0, tan(pi / 8)]: atan(u) ~ u + u^3 P(u^2), within
+# 2 float32 ulp.
+_ATAN_POLY = (8.05374449538e-2, -1.38776856032e-1, 1.99777106478e-1,
+              -3.33329491539e-1)
+
+
+def atan2(y: jax.Array, x: jax.Array) -> jax.Array:
+  """jnp.arctan2(y, x) for finite inputs, as selects and a polynomial.
+
+  XLA:CPU calls libm's scalar atan2f per element: 1 ms for SAM's 16 x 64 x
+  64 angles against 0.14 ms here, with the same error against float64
+  (2.6e-7 rad). The ratio min / max of |y| and |x| in [0, 1] is reduced to
+  [0, tan(pi / 8)] by atan(t) = pi / 4 + atan((t - 1) / (t + 1)), then
+  mapped to its octant; atan2(0, 0) = 0 and the sign of y (as its sign
+  bit, so -0 as numpy's) is kept.
+  """
+  ay, ax = jnp.abs(y), jnp.abs(x)
+  hi, lo = jnp.maximum(ay, ax), jnp.minimum(ay, ax)
+  t = lo / jnp.where(hi > 0, hi, 1.0)
+  reduced = t > math.tan(math.pi / 8)
+  u = jnp.where(reduced, (t - 1.0) / (t + 1.0), t)
+  z = u * u
+  p = 0.0
+  for c in _ATAN_POLY:
+    p = (p + c) * z
+  r = p * u + u
+  r = jnp.where(reduced, math.pi / 4 + r, r)
+  r = jnp.where(ay > ax, math.pi / 2 - r, r)
+  r = jnp.where(x < 0, math.pi - r, r)
+  return jnp.where(jnp.signbit(y), -r, r)
+
+
 def gaussian_taps(size: int, sigma: float) -> np.ndarray:
   """A normalised 1-D Gaussian window of `size` taps (dm-pix's centring)."""
   half = size // 2
@@ -109,20 +141,21 @@ def matlab_downsample(z: jax.Array, factor: int) -> jax.Array:
 
   The average-then-subsample step of the GMSD and FSIM reference code, on
   (N, H, W). 'same' zero-pads, so for an even f the window of output j
-  covers rows j f - (f - 1 - f // 2) ... j f + f // 2.
+  covers rows j f - (f - 1 - f // 2) ... j f + f // 2. The blocks are
+  summed as f strided slices per axis: on XLA:CPU reduce_window (or a
+  reshape and sum) took about 1 ms for GMSD's 2 x 2 means of the 32
+  luminances of a 16 x 64 x 64 x 3 pair of batches, the slices 0.1 ms.
   """
   if factor == 1:
     return z
   _, h, w = z.shape
   top = factor - 1 - factor // 2
-  pads = [(0, 0, 0)]
-  for n in (h, w):
-    out = -(-n // factor)
-    pads.append((top, max(0, out * factor - top - n), 0))
-  z = jax.lax.pad(z, jnp.array(0, z.dtype), pads)
-  window = (1, factor, factor)
-  total = jax.lax.reduce_window(z, 0.0, jax.lax.add, window, window, 'VALID')
-  return total / factor**2
+  out_h, out_w = -(-h // factor), -(-w // factor)
+  z = jax.lax.pad(z, jnp.array(0, z.dtype),
+                  [(0, 0, 0), (top, out_h * factor - top - h, 0),
+                   (top, out_w * factor - top - w, 0)])
+  rows = sum(z[:, i::factor] for i in range(factor))
+  return sum(rows[:, :, j::factor] for j in range(factor)) / factor**2
 
 
 def upsample(m: jax.Array, factor: int, h: int, w: int) -> jax.Array:

@@ -12,6 +12,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from aad import scoring
 from aad.similarity import common
 from aad.similarity.common import Result
 
@@ -21,7 +22,7 @@ _AXES = (1, 2, 3)
 def se(x, y) -> Result:
   """Squared error: score sum (x - y)^2; map its per-pixel sum over C."""
   common.check_pair(x, y)
-  terms = jnp.sum((x - y) ** 2, axis=-1)
+  terms = scoring.over_channels((x - y) ** 2)
   return Result(jnp.sum(terms, axis=(1, 2)), terms)
 
 
@@ -75,17 +76,18 @@ def sam(x, y) -> Result:
   The angle is atan2(|x ^ y|, x . y), with |x ^ y|^2 = sum_{i<j}
   (x_i y_j - x_j y_i)^2 (Lagrange's identity), which equals arccos of the
   normalised dot product but is exact for parallel vectors (arccos near 1
-  loses half the digits). A zero vector gives angle 0. For C=1 the angle is
+  loses half the digits; common.atan2, a polynomial, since XLA:CPU's is a
+  scalar call per pixel). A zero vector gives angle 0. For C=1 the angle is
   0 or 180 degrees only (METHOD.md 5.3): 0 throughout for images >= 0.
   """
   common.check_pair(x, y)
   channels = x.shape[-1]
-  dot = jnp.sum(x * y, axis=-1)
+  dot = scoring.over_channels(x * y)
   cross = jnp.zeros_like(dot)
   for i in range(channels):
     for j in range(i + 1, channels):
       cross = cross + (x[..., i] * y[..., j] - x[..., j] * y[..., i]) ** 2
-  angle = jnp.degrees(jnp.arctan2(jnp.sqrt(cross), dot))
+  angle = jnp.degrees(common.atan2(jnp.sqrt(cross), dot))
   return Result(jnp.mean(angle, axis=(1, 2)), angle)
 
 
@@ -134,5 +136,5 @@ def imed(x, y, *, sigma: float = 1.0, truncate: float = 4.0) -> Result:
   u = common.planes(x - y)
   smoothed = common.separable_valid(
       common.pad_hw(u, radius, radius, 'constant'), taps)
-  terms = jnp.sum(u * smoothed, axis=1)
+  terms = scoring.over_channels(u * smoothed, axis=1)
   return Result(jnp.sum(terms, axis=(1, 2)), terms)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aad import scoring
 from aad.similarity import common
 from aad.similarity.common import Result
 
@@ -45,7 +46,8 @@ def _map_and_score(local: jax.Array, size: int) -> Result:
   """Score 1 - mean of the local values (N, C, H', W'); map 1 - their
   channel mean, edge-padded back to (N, H, W)."""
   before, after = common.window_pad(size)
-  amap = common.pad_hw(1.0 - jnp.mean(local, axis=1), before, after, 'edge')
+  mean = scoring.over_channels(local, axis=1) / local.shape[1]
+  amap = common.pad_hw(1.0 - mean, before, after, 'edge')
   return Result(1.0 - jnp.mean(local, axis=(1, 2, 3)), amap)
 
 

@@ -151,6 +151,7 @@ def matlab_downsample(z: jax.Array, factor: int) -> jax.Array:
   _, h, w = z.shape
   top = factor - 1 - factor // 2
   out_h, out_w = -(-h // factor), -(-w // factor)
+  # A negative high pad crops the rows that no output window reaches.
   z = jax.lax.pad(z, jnp.array(0, z.dtype),
                   [(0, 0, 0), (top, out_h * factor - top - h, 0),
                    (top, out_w * factor - top - w, 0)])

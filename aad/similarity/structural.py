@@ -96,12 +96,17 @@ def uiq(x, y, *, block_size: int = 8) -> Result:
   var_y = jnp.where(flat_y, 0.0, jnp.maximum(var_y, 0.0))
   cov = jnp.where(flat_x | flat_y, 0.0, cov)
   den_var, den_mean = var_x + var_y, mx * mx + my * my
-  safe = lambda d: jnp.where(d == 0, 1.0, d)
-  both = 4.0 * cov * mx * my / safe(den_var * den_mean)
-  luminance_only = 2.0 * mx * my / safe(den_mean)
-  q = jnp.where(den_var * den_mean != 0, both,
-                jnp.where((den_var == 0) & (den_mean != 0), luminance_only,
-                          1.0))
+  # Three cases: both denominators non-zero, 4 s_xy m_x m_y / (den_var
+  # den_mean); flat, 2 m_x m_y / den_mean; a zero denominator left, 1. As
+  # one division whose operands pick the case: with the selects after the
+  # division, XLA:CPU fused them, and the box filters before them, into
+  # each consumer of Q, and UIQ took 3.3 instead of 1.4 ms at 16 x 64 x 64
+  # x 3 (the same values).
+  varies = den_var != 0
+  num = jnp.where(varies, 4.0 * cov, 2.0) * mx * my
+  den = jnp.where(varies, den_var * den_mean, den_mean)
+  zero = den == 0
+  q = jnp.where(zero, 1.0, num) / jnp.where(zero, 1.0, den)
   return _map_and_score(q, block_size)
 
 

@@ -49,7 +49,7 @@ def _map_and_score(local: jax.Array, size: int) -> Result:
   mean = scoring.over_channels(local, axis=1) / local.shape[1]
   amap = common.pad_hw(1.0 - mean, before, after, 'edge')
   # The mean of all local values, from the channel means already at hand.
-  return Result(1.0 - jnp.mean(mean, axis=(1, 2)), amap)
+  return Result(1.0 - scoring.image_mean(mean), amap)
 
 
 def ssim(x, y, *, max_val: float = 1.0, filter_size: int = 11,

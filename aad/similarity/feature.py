@@ -201,11 +201,15 @@ def phase_congruency(images: jax.Array, *, nscale: int = 4, norient: int = 4,
     sum_e, sum_o = sum(even), sum(odd)
     amplitude = amplitude + sum(jnp.sqrt(e * e + d * d)
                                 for e, d in zip(even, odd))
-    x_energy = jnp.sqrt(sum_e**2 + sum_o**2) + epsilon
-    mean_e, mean_o = sum_e / x_energy, sum_o / x_energy
-    energies.append(sum(e * mean_e + d * mean_o
-                        - jnp.abs(e * mean_o - d * mean_e)
-                        for e, d in zip(even, odd)))
+    # phasecong2's sum over scales of E MeanE + O MeanO - |E MeanO - O
+    # MeanE|, with (MeanE, MeanO) = (sum_e, sum_o) / x_energy taken out of
+    # the sum: its first two terms add up to sum_e^2 + sum_o^2, and one
+    # division is left instead of two maps of means (XLA:CPU materialised
+    # both): FSIM 9.6 -> 9.0 ms at 16 x 64 x 64, values within 2e-7.
+    power = sum_e**2 + sum_o**2
+    x_energy = jnp.sqrt(power) + epsilon
+    energies.append((power - sum(jnp.abs(e * sum_o - d * sum_e)
+                                 for e, d in zip(even, odd))) / x_energy)
     sample = (even[0] ** 2 + odd[0] ** 2)[:, ::noise_stride, ::noise_stride]
     noise.append(sample.reshape(b, -1))
   median = _median(jnp.stack(noise, axis=1))  # (B, O)

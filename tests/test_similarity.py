@@ -15,6 +15,7 @@ from skimage import metrics as skm
 
 from aad import similarity
 from aad.similarity import feature
+from aad.similarity import statistical
 
 LUMA = np.array([0.299, 0.587, 0.114])
 CHANNELS = [1, 3]
@@ -615,6 +616,24 @@ def _canny_reference(img, low=100, high=200):
   labels, _ = ndimage.label(cand, structure=np.ones((3, 3)))
   seeded = np.unique(labels[cand & (mag > high)])
   return np.isin(labels, seeded[seeded > 0])
+
+
+def test_hysteresis_against_connected_components():
+  # Random masks of several widths against scipy's 8-connected labelling.
+  rng = np.random.default_rng(11)
+  for w in (5, 31, 32, 33, 70):
+    candidates = rng.random((3, 9, w)) < 0.55
+    seeds = candidates & (rng.random((3, 9, w)) < 0.04)
+    got = np.asarray(jax.jit(statistical.hysteresis)(seeds, candidates))
+    for g, c, s in zip(got, candidates, seeds):
+      labels, _ = ndimage.label(c, structure=np.ones((3, 3)))
+      seeded = np.unique(labels[s])
+      np.testing.assert_array_equal(g, np.isin(labels, seeded[seeded > 0]))
+  # One row-long chain seeded at its right end reaches the left end.
+  chain = np.ones((1, 1, 70), bool)
+  seed = np.zeros_like(chain)
+  seed[..., -1] = True
+  assert np.asarray(statistical.hysteresis(seed, chain)).all()
 
 
 def test_canny_against_reference():

@@ -26,6 +26,28 @@ def _grow(edges: jax.Array, candidates: jax.Array) -> jax.Array:
   return (rows[:, :, :w] | rows[:, :, 1:w + 1] | rows[:, :, 2:]) & candidates
 
 
+def hysteresis(seeds: jax.Array, candidates: jax.Array,
+               steps_per_check: int = 8) -> jax.Array:
+  """The candidates (N, H, W) 8-connected to a seed (a seed is a
+  candidate), grown a step at a time until nothing changes.
+
+  (Bit-packed rows, 32 columns to a uint32, made ISSM's Canny slower on
+  XLA:CPU: 1.3 against 0.85 ms for 32 images of 64 x 64.)
+  steps_per_check: growth steps between the convergence tests (fewer
+  tests; extra steps change nothing).
+  """
+  def body(state):
+    edges, _ = state
+    grown = edges
+    for _ in range(steps_per_check):
+      grown = _grow(grown, candidates)
+    return grown, jnp.any(grown != edges)
+
+  start = seeds & candidates
+  edges, _ = jax.lax.while_loop(lambda s: s[1], body, (start, jnp.any(start)))
+  return edges
+
+
 def canny(gray: jax.Array, *, low: int = 100, high: int = 200,
           steps_per_check: int = 8) -> jax.Array:
   """OpenCV's cv2.Canny(gray, low, high) on integer images (N, H, W).
@@ -66,17 +88,7 @@ def canny(gray: jax.Array, *, low: int = 100, high: int = 200,
                           (mag > nb(-1, -1)) & (mag > nb(1, 1)),
                           (mag > nb(-1, 1)) & (mag > nb(1, -1)))))
   candidates = peak & (mag > low)
-
-  def body(state):
-    edges, _ = state
-    grown = edges
-    for _ in range(steps_per_check):
-      grown = _grow(grown, candidates)
-    return grown, jnp.any(grown != edges)
-
-  seeds = candidates & (mag > high)
-  edges, _ = jax.lax.while_loop(lambda s: s[1], body, (seeds, jnp.any(seeds)))
-  return edges
+  return hysteresis(candidates & (mag > high), candidates, steps_per_check)
 
 
 def edge_correlation(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -28,9 +28,11 @@ def _moments(x, y, taps):
 
   Returns (mean_x, mean_y, var_x, var_y, cov), each (N, C, H', W'). The
   moments are taken of each image less its mean (the same variances, with
-  less cancellation in E[z^2] - E[z]^2 in float32), and the barrier keeps
-  XLA from fusing the filter into each of its many consumers (which
-  recomputes it).
+  less cancellation in E[z^2] - E[z]^2 in float32). The barrier asks XLA
+  not to fuse the filter into each of its many consumers (which recomputes
+  it); XLA:CPU drops it before fusing (the same compiled program without
+  it, jaxlib 0.10), so on CPU the fusions are steered by how the consumers
+  are written (`uiq`, `scoring.image_mean`).
   """
   px, py = common.planes(x), common.planes(y)
   ox = jnp.mean(px, axis=(2, 3), keepdims=True)

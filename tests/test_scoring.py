@@ -35,6 +35,18 @@ def test_over_channels_is_the_reduction_over_that_axis(axis):
                                 z[..., 0])
 
 
+def test_image_mean_is_the_mean_over_all_but_the_first_axis():
+  rng = np.random.default_rng(4)
+  for shape in ((3, 7), (2, 5, 6), (2, 4, 5, 3)):
+    z = rng.standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(scoring.image_mean(jnp.asarray(z)),
+                               z.reshape(shape[0], -1).mean(axis=1),
+                               rtol=1e-5, atol=1e-6)
+  # Hand-computed: (1 + 2 + 3 + 6) / 4 and (-4 + 0 + 0 + 0) / 4.
+  z = jnp.asarray([[[1.0, 2.0], [3.0, 6.0]], [[-4.0, 0.0], [0.0, 0.0]]])
+  np.testing.assert_array_equal(scoring.image_mean(z), [3.0, -1.0])
+
+
 def _fake_apply(variables, x, mc_dropout=False, rngs=None):
   """Deterministic: 0.5 x; MC: plus uniform noise from the dropout key."""
   y = variables['scale'] * x

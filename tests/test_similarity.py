@@ -613,8 +613,13 @@ def _canny_reference(img, low=100, high=200):
       else:
         s = -1 if (xs < 0) != (ys < 0) else 1
         cand[i, j] = v > nb(-1, -s) and v > nb(1, s)
-  labels, _ = ndimage.label(cand, structure=np.ones((3, 3)))
-  seeded = np.unique(labels[cand & (mag > high)])
+  return _connected_to_seeds(cand, cand & (mag > high))
+
+
+def _connected_to_seeds(candidates, seeds):
+  """The candidates 8-connected to a seed, by scipy's labelling (H, W)."""
+  labels, _ = ndimage.label(candidates, structure=np.ones((3, 3)))
+  seeded = np.unique(labels[seeds])
   return np.isin(labels, seeded[seeded > 0])
 
 
@@ -626,9 +631,7 @@ def test_hysteresis_against_connected_components():
     seeds = candidates & (rng.random((3, 9, w)) < 0.04)
     got = np.asarray(jax.jit(statistical.hysteresis)(seeds, candidates))
     for g, c, s in zip(got, candidates, seeds):
-      labels, _ = ndimage.label(c, structure=np.ones((3, 3)))
-      seeded = np.unique(labels[s])
-      np.testing.assert_array_equal(g, np.isin(labels, seeded[seeded > 0]))
+      np.testing.assert_array_equal(g, _connected_to_seeds(c, s))
   # One row-long chain seeded at its right end reaches the left end.
   chain = np.ones((1, 1, 70), bool)
   seed = np.zeros_like(chain)

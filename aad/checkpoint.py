@@ -8,6 +8,7 @@ plateau logic), so a rerun in the same workdir resumes exactly and
 
 import contextlib
 import os
+import pathlib
 from typing import Any
 
 import jax
@@ -82,7 +83,28 @@ class Checkpoints:
           metrics={BEST_METRIC: float(val)})
 
   def restore(self, step: int, target: Any) -> tuple[Any, dict]:
-    """Restores (state, meta) of `step` into the structure of `target`."""
+    """Restores (state, meta) of `step` into the structure of `target`.
+
+    Raises ValueError, before reading any array, when an array of the
+    checkpoint has another shape than the same array of `target` (a
+    config edited or copied from another run). Left to orbax, that
+    failure came from one of its concurrent reads, and the others' errors
+    were logged later, with tracebacks, as "Task exception was never
+    retrieved" when Python collected them.
+    """
+    # The item's own metadata: a manager that has not saved or restored
+    # in this process has no handler for 'state', and its item_metadata
+    # gives None.
+    stored = _shapes(ocp.StandardCheckpointHandler().metadata(
+        pathlib.Path(self.directory) / str(step) / 'state'))
+    wanted = _shapes(target)
+    wrong = sorted(k for k in stored.keys() & wanted.keys()
+                   if stored[k] != wanted[k])
+    if wrong:
+      raise ValueError(
+          f'{self.directory}: step {step} stores {len(wrong)} arrays with '
+          f'another shape than the model, e.g. {wrong[0]}: '
+          f'{stored[wrong[0]]} against {wanted[wrong[0]]}')
     out = self._manager.restore(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
@@ -102,3 +124,17 @@ class Checkpoints:
     with self._disk_errors():
       self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """{'params/enc/kernel': shape} of a pytree of arrays or of orbax's
+  array metadata, keyed alike for both: dataclass fields, dict keys and
+  sequence indices all become path parts."""
+  def part(key):
+    for name in ('name', 'key', 'idx'):
+      if hasattr(key, name):
+        return str(getattr(key, name))
+    return str(key)
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {'/'.join(part(k) for k in path): tuple(leaf.shape)
+          for path, leaf in leaves if hasattr(leaf, 'shape')}

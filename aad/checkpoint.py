@@ -43,6 +43,11 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return self._manager.best_step()
 
+  def _step_dir(self, step: int) -> str:
+    """The folder orbax writes step `step` to (the manager's default
+    naming: the bare step number)."""
+    return os.path.join(self.directory, str(step))
+
   @contextlib.contextmanager
   def _disk_errors(self):
     """A full disk (orbax reports it from its writer threads, as
@@ -54,7 +59,7 @@ class Checkpoints:
       if not errors.is_disk_full(e):
         raise
       step = self._manager.latest_step()
-      needed = (errors.size_of(os.path.join(self.directory, str(step)))
+      needed = (errors.size_of(self._step_dir(step))
                 if step is not None else None)
       raise errors.disk_full(self.directory, needed) from e
 
@@ -65,7 +70,7 @@ class Checkpoints:
     # its size be measured.
     self.wait()
     last = self._manager.latest_step()
-    size = max(errors.size_of(os.path.join(self.directory, str(last)))
+    size = max(errors.size_of(self._step_dir(last))
                if last is not None else 0,
                sum(getattr(x, 'nbytes', 0) for x in jax.tree.leaves(state)))
     needed = int(1.25 * size) + 2**16  # orbax's metadata and manifests
@@ -96,7 +101,7 @@ class Checkpoints:
     # in this process has no handler for 'state', and its item_metadata
     # gives None.
     stored = _shapes(ocp.StandardCheckpointHandler().metadata(
-        pathlib.Path(self.directory) / str(step) / 'state'))
+        pathlib.Path(self._step_dir(step)) / 'state'))
     wanted = _shapes(target)
     wrong = sorted(k for k in stored.keys() & wanted.keys()
                    if stored[k] != wanted[k])
@@ -130,11 +135,7 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   """{'params/enc/kernel': shape} of a pytree of arrays or of orbax's
   array metadata, keyed alike for both: dataclass fields, dict keys and
   sequence indices all become path parts."""
-  def part(key):
-    for name in ('name', 'key', 'idx'):
-      if hasattr(key, name):
-        return str(getattr(key, name))
-    return str(key)
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {'/'.join(part(k) for k in path): tuple(leaf.shape)
+  return {jax.tree_util.keystr(path, simple=True, separator='/'):
+              tuple(leaf.shape)
           for path, leaf in leaves if hasattr(leaf, 'shape')}

@@ -529,6 +529,30 @@ def test_phase_congruency_peaks_at_a_step_edge():
   assert np.abs(pc - pc[:1]).max() < 1e-5  # The same on every row.
 
 
+def test_phase_congruency_of_constant_images_is_zero_on_both_paths():
+  # A batch of constant images takes the conditional's zero branch on CPU
+  # (phase_congruency's comment); the transforms give exactly 0 as well.
+  flat = jnp.asarray(np.stack([np.full((32, 40), v, np.float32)
+                               for v in (0.0, 7.0, 255.0)]))
+  pc = np.asarray(jax.jit(similarity.phase_congruency)(flat))
+  np.testing.assert_array_equal(pc, 0.0)
+  filters, factors = feature.log_gabor_bank(32, 40)
+  spectrum = jnp.fft.fft2(flat)
+  products = tuple(spectrum * filters[o, s] for o in range(4)
+                   for s in range(4))
+  computed = jax.jit(lambda p: feature._congruency(
+      p, factors=factors, nscale=4, epsilon=1e-4, noise_stride=1))(products)
+  np.testing.assert_array_equal(np.asarray(computed), 0.0)
+  # One varying image sends the batch down the transforms, whose PC of
+  # the constant images is 0 too; non-finite constants are not skipped.
+  mixed = flat.at[1, 5:20, 10:30].set(200.0)
+  pc = np.asarray(jax.jit(similarity.phase_congruency)(mixed))
+  np.testing.assert_array_equal(pc[[0, 2]], 0.0)
+  assert pc[1].max() > 0.5
+  inf = jnp.full((2, 16, 16), jnp.inf)
+  assert np.isnan(np.asarray(jax.jit(similarity.phase_congruency)(inf))).all()
+
+
 def test_median_is_exact():
   rng = np.random.default_rng(5)
   for n in (1, 2, 7, 8, 1000, 1001, 4096):

@@ -210,7 +210,7 @@ def phase_congruency(images: jax.Array, *, nscale: int = 4, norient: int = 4,
   # branch it did, and that write-after-read chained the transforms one
   # after another on one thread; independent, they are ready together and
   # XLA's thunk executor hands half of them to a second thread. FSIM took
-  # 20-28 % less time on the 2-core CPU, with the same values (README
+  # 11-27 % less time on the 2-core CPU, with the same values (README
   # "Comparing scorers"). The other branch is exact, not a shortcut: the
   # filters are 0 at frequency 0, so constant images have zero filtered
   # spectra, and every response, threshold and PC is then 0.

@@ -195,9 +195,7 @@ def phase_congruency(images: jax.Array, *, nscale: int = 4, norient: int = 4,
       rows, cols, nscale=nscale, norient=norient,
       min_wavelength=min_wavelength, mult=mult, sigma_onf=sigma_onf,
       d_theta_on_sigma=d_theta_on_sigma, k=k)
-  spectrum = jnp.fft.fft2(images.astype(jnp.float32))
-  products = tuple(spectrum * filters[o, s]
-                   for o in range(norient) for s in range(nscale))
+  products = _filtered_spectra(images, filters)
   congruency = functools.partial(
       _congruency, factors=factors, nscale=nscale, epsilon=epsilon,
       noise_stride=noise_stride)
@@ -219,6 +217,13 @@ def phase_congruency(images: jax.Array, *, nscale: int = 4, norient: int = 4,
   return jax.lax.cond(
       flat, lambda p: jnp.zeros((b, rows, cols), jnp.float32), congruency,
       products)
+
+
+def _filtered_spectra(images: jax.Array, filters: np.ndarray) -> tuple:
+  """fft2 of the (B, H, W) images times each (orientation, scale) filter,
+  orientation-major: the operands of the inverse transforms."""
+  spectrum = jnp.fft.fft2(images.astype(jnp.float32))
+  return tuple(spectrum * f for f in filters.reshape(-1, *filters.shape[2:]))
 
 
 def _congruency(products, *, factors, nscale: int, epsilon: float,

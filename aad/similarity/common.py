@@ -167,6 +167,14 @@ def upsample(m: jax.Array, factor: int, h: int, w: int) -> jax.Array:
   return m[:, :h, :w]
 
 
+def cpu_layout(batch) -> bool:
+  """Whether XLA:CPU-specific program shapes apply to a batch of `batch`
+  images: on the CPU backend and with a concrete batch (jax.export's
+  symbolic batch, which also lowers for accelerators, gets the plain
+  program)."""
+  return isinstance(batch, int) and jax.default_backend() == 'cpu'
+
+
 def chunk_images(size: int | None, values: int | None,
                  image_values: int) -> int | None:
   """Images per chunk: `size`, or with `values` (H W C of the image size
@@ -201,7 +209,7 @@ def in_chunks(fn, size: int | None, values: int | None = None,
   def run(x, y, **kwargs):
     n = x.shape[0]
     # A symbolic batch (jax.export's) cannot be split into chunks: whole.
-    if not isinstance(n, int) or jax.default_backend() != 'cpu':
+    if not cpu_layout(n):
       return fn(x, y, **kwargs)
     per = chunk_images(size, values,
                        math.prod(x.shape[1:3] if per_pixel else x.shape[1:]))

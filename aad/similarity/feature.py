@@ -199,7 +199,7 @@ def phase_congruency(images: jax.Array, *, nscale: int = 4, norient: int = 4,
   congruency = functools.partial(
       _congruency, factors=factors, nscale=nscale, epsilon=epsilon,
       noise_stride=noise_stride)
-  if not isinstance(b, int) or jax.default_backend() != 'cpu':
+  if not common.cpu_layout(b):
     return congruency(products)
   # On XLA:CPU the 16 inverse transforms run in a conditional's branch.
   # Its operands (the filtered spectra) are buffers of the enclosing

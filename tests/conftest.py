@@ -20,17 +20,27 @@ os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 # the tests holds; the command lines and aad.benchmark still compile with
 # every optimisation.
 os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
-# One persistent compilation cache for the session, shared by this process
-# and every subprocess: the runs of aad.main, aad.evaluate, the launchers
+# One persistent compilation cache per test process, shared with every
+# subprocess it starts: the runs of aad.main, aad.evaluate, the launchers
 # and the sweeps compile the same tiny programs again and again (aad.main
 # keeps a cache in its workdir only when none is set). With it,
 # tests/test_train.py, test_predict.py and test_portability.py took 119
 # instead of 175 s on the 2-core machine. Every entry is kept, however
-# quickly it compiled; the folder goes at the end of the session.
-if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
-  _XLA_CACHE = tempfile.mkdtemp(prefix='aad-tests-xla-cache-')
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = _XLA_CACHE
-  atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+# quickly it compiled. The first pytest process (pytest-xdist's controller,
+# or the only one with -n 0) makes the folder and removes it at exit; each
+# xdist worker keeps its own subfolder, since JAX writes entries without a
+# lock and one worker's process could read another's half-written entry. A
+# JAX_COMPILATION_CACHE_DIR set by the caller is left alone.
+if ('JAX_COMPILATION_CACHE_DIR' not in os.environ
+    and 'AAD_TESTS_XLA_CACHE' not in os.environ):
+  os.environ['AAD_TESTS_XLA_CACHE'] = tempfile.mkdtemp(
+      prefix='aad-tests-xla-cache-')
+  atexit.register(shutil.rmtree, os.environ['AAD_TESTS_XLA_CACHE'],
+                  ignore_errors=True)
+if 'AAD_TESTS_XLA_CACHE' in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(
+      os.environ['AAD_TESTS_XLA_CACHE'],
+      os.environ.get('PYTEST_XDIST_WORKER', 'main'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import pytest  # pylint: disable=g-import-not-at-top

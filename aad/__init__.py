@@ -8,6 +8,6 @@ exported detectors) pulls in neither Flax nor the training code.
 
 def __getattr__(name):
   if name in ('Detector', 'Prediction'):
-    from aad import detector  # pylint: disable=g-import-not-at-top
+    from aad.deploy import detector  # pylint: disable=g-import-not-at-top
     return getattr(detector, name)
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from aad import evaluation
+from aad.metrics import protocol as evaluation
 
 
 def _blob(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -181,7 +181,7 @@ def set_field(config, item: str) -> None:
 
 def _speed(args: argparse.Namespace) -> dict[str, object]:
   """Loads the config file, applies the overrides, runs aad.speed."""
-  from aad import host_devices  # pylint: disable=g-import-not-at-top
+  from aad.runtime import cpu  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(args.config):
     raise SystemExit(f'--config={args.config}: no such file (run from the '
                      'repository root, e.g. --config=configs/aesc_stain.py)')
@@ -202,11 +202,11 @@ def _speed(args: argparse.Namespace) -> dict[str, object]:
   versus = (None if args.versus is None else
             tuple(n for n in args.versus.split(',') if n))
   # Before aad.speed imports JAX: the CPU device count is fixed at start-up.
-  host_devices.configure(config.num_devices, config.train.batch_size,
+  cpu.configure(config.num_devices, config.train.batch_size,
                          config.dataset.image_size)
-  from aad import speed  # pylint: disable=g-import-not-at-top
+  from aad.speed import throughput  # pylint: disable=g-import-not-at-top
   return {'benchmark': 'speed', 'config': args.config,
-          **speed.run(config, repeats=args.repeats, versus=versus)}
+          **throughput.run(config, repeats=args.repeats, versus=versus)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,15 +27,15 @@ _ALLOW_EVAL_CHANGES = flags.DEFINE_bool(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from aad import host_devices  # pylint: disable=g-import-not-at-top
+  from aad.runtime import cpu  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   # Before anything imports JAX: the CPU device count is fixed at start-up.
-  host_devices.configure(config.num_devices, config.train.batch_size,
+  cpu.configure(config.num_devices, config.train.batch_size,
                          config.dataset.image_size)
   import jax  # pylint: disable=g-import-not-at-top
-  from aad import logs  # pylint: disable=g-import-not-at-top
-  from aad import parallel  # pylint: disable=g-import-not-at-top
-  from aad import pipeline  # pylint: disable=g-import-not-at-top
+  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
+  from aad.runtime import parallel  # pylint: disable=g-import-not-at-top
+  from aad.experiment import run as pipeline  # pylint: disable=g-import-not-at-top
   logs.setup()
   workdir = _WORKDIR.value or os.path.join('runs', config.name)
   if config.sweep:
@@ -43,7 +43,7 @@ def main(argv):
         f'{config_flags.get_config_filename(flags.FLAGS["config"])} '
         'declares a sweep: run it with python -m aad.sweep (every run, or '
         '--point=K for one).')
-  from aad import validate  # pylint: disable=g-import-not-at-top
+  from aad.experiment import validate  # pylint: disable=g-import-not-at-top
   validate.check_config(config)  # before any work, in one line
   parallel.initialize(config.distributed)
   if not jax.config.jax_compilation_cache_dir:
@@ -56,5 +56,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from aad import logs  # pylint: disable=g-import-not-at-top
+  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
   logs.run(main)

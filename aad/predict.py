@@ -33,12 +33,12 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from aad import detector as detector_lib
-from aad import errors
-from aad import evaluate
-from aad import evaluation
+from aad.deploy import detector as detector_lib
+from aad.runtime import errors
+from aad.experiment import testing
+from aad.metrics import protocol
 from aad import report
-from aad import workdir as workdir_lib
+from aad.experiment import workdir as workdir_lib
 from aad.data import imageio
 
 
@@ -171,7 +171,7 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
     One dict per image: file, the score of each scorer, decision.
   """
   config = workdir_lib.load_config(workdir)
-  scorers = evaluate.configured_scorers(config)
+  scorers = testing.configured_scorers(config)
   # Global similarity measures have an image score and no map: they get a
   # score column, and cannot draw maps, masks or decisions.
   names = [s.name for s in scorers if s.has_map]
@@ -288,7 +288,7 @@ def _define_flags():
 
 
 def main(argv):
-  from aad import logs  # pylint: disable=g-import-not-at-top
+  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
   logs.start(argv)
   f = flags.FLAGS
   predict(f.workdir, split_inputs(f.input), f.output, category=f.category,
@@ -300,5 +300,5 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  from aad import logs  # pylint: disable=g-import-not-at-top
+  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
   logs.run(main)

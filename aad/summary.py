@@ -128,5 +128,5 @@ if __name__ == '__main__':
   # Defined here only, so that aad.sweep can import this module.
   flags.DEFINE_string('workdir', None, 'Root folder of the runs.')
   flags.mark_flag_as_required('workdir')
-  from aad import logs  # pylint: disable=g-import-not-at-top
+  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
   logs.run(main)

@@ -127,10 +127,10 @@ def run(config: ml_collections.ConfigDict, root: str,
   Returns:
     The names of the points that failed (their error is logged).
   """
-  from aad import parallel  # pylint: disable=g-import-not-at-top
-  from aad import pipeline  # pylint: disable=g-import-not-at-top
+  from aad.runtime import parallel  # pylint: disable=g-import-not-at-top
+  from aad.experiment import run as pipeline  # pylint: disable=g-import-not-at-top
   from aad import report  # pylint: disable=g-import-not-at-top
-  from aad import errors  # pylint: disable=g-import-not-at-top
+  from aad.runtime import errors  # pylint: disable=g-import-not-at-top
   points = expand(config)
   if parallel.is_primary():
     report.write_json(os.path.join(root, 'sweep.json'), {
@@ -158,7 +158,7 @@ def run(config: ml_collections.ConfigDict, root: str,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from aad import logs  # pylint: disable=g-import-not-at-top
+  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
   from aad import summary  # pylint: disable=g-import-not-at-top
   logs.setup()
   config, point = flags.FLAGS.config, flags.FLAGS.point
@@ -179,12 +179,12 @@ def main(argv):
     for i, point in enumerate(points):
       print(f'[{i}] {os.path.join(root, point.name)}\n    {_command(i)}')
     return
-  from aad import host_devices  # pylint: disable=g-import-not-at-top
+  from aad.runtime import cpu  # pylint: disable=g-import-not-at-top
   # Before JAX starts; sweep axes that change the image or batch size keep
   # the layout of the base config.
-  host_devices.configure(config.num_devices, config.train.batch_size,
+  cpu.configure(config.num_devices, config.train.batch_size,
                          config.dataset.image_size)
-  from aad import parallel  # pylint: disable=g-import-not-at-top
+  from aad.runtime import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize(config.distributed)
   indices = None if point is None else [point]
   failed = run(config, root, indices)
@@ -216,5 +216,5 @@ def _define_flags():
 
 if __name__ == '__main__':
   _define_flags()
-  from aad import logs  # pylint: disable=g-import-not-at-top
+  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
   logs.run(main)

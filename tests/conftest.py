@@ -45,7 +45,7 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import pytest  # pylint: disable=g-import-not-at-top
 
-from aad import host_devices  # pylint: disable=g-import-not-at-top
+from aad.runtime import cpu as host_devices  # pylint: disable=g-import-not-at-top
 
 host_devices.configure_convolutions()  # as the command lines do
 

@@ -5,9 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from aad import activation_gaussian as ag
+from aad.scoring import gaussian as ag
 from aad import models
-from aad import scorers
+from aad.scoring import scorer as scorers
 from configs import test as test_config
 
 

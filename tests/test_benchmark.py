@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aad import benchmark
-from aad import evaluation
+from aad.metrics import protocol
 
 KEYS = {'benchmark', 'num_maps', 'size', 'num_types', 'num_val', 'image_s',
         'pixel_s', 'by_type_s', 'threshold_s', 'total_s'}
@@ -37,9 +37,9 @@ def test_synthetic_maps_are_deterministic_and_typed():
   assert np.all(a['masks'][defective].any(axis=(1, 2)))
   assert not a['masks'][~defective].any()
   # What is timed is what the evaluation computes.
-  results = evaluation.evaluate_scorer(
+  results = protocol.evaluate_scorer(
       a['maps'], a['labels'], a['masks'], a['defect_types'],
-      evaluation.Protocol(reductions=('l2',)), val_map=a['val_maps'])
+      protocol.Protocol(reductions=('l2',)), val_map=a['val_maps'])
   assert set(results['by_type']) == {'type0', 'type1', 'type2'}
 
 

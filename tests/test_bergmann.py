@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from aad import evaluation
+from aad.metrics import protocol as evaluation
 from aad import models
-from aad import pipeline
-from aad import scorers
+from aad.experiment import run as pipeline
+from aad.scoring import scorer as scorers
 from aad.models import bergmann
 from aad.models import losses
 from configs import ae_l2

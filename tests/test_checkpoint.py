@@ -4,7 +4,7 @@ orbax reads anything."""
 import numpy as np
 import pytest
 
-from aad import checkpoint
+from aad.runtime import checkpoint
 
 
 def _state(width: int) -> dict:

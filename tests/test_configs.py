@@ -5,11 +5,11 @@ import inspect
 
 import pytest
 
-from aad import corruptions
+from aad.models import corruptions
 from aad import models
-from aad import scorers
+from aad.scoring import scorer
 from aad import sweep
-from aad import validate
+from aad.experiment import validate
 from configs import default
 
 
@@ -27,7 +27,7 @@ def test_config_files_load_and_are_consistent(name, num_runs):
     family.check_size(run.dataset.image_size,
                       run.dataset.image_width or run.dataset.image_size,
                       'the image size')
-    assert scorers.resolve(run.eval.scorers, family)
+    assert scorer.resolve(run.eval.scorers, family)
     assert run.eval.norm in run.eval.norms
     assert callable(corruptions.from_config(run.corruption))
     validate.check_config(run)  # every shipped config passes the check
@@ -54,6 +54,6 @@ def test_unknown_corruption_name_is_named():
 def test_compare_scorers_lists_every_scorer_aesc_can_use():
   config = importlib.import_module('configs.compare_scorers').get_config()
   family = models.create(config)
-  usable = {n for n, s in scorers.REGISTRY.items()
+  usable = {n for n, s in scorer.REGISTRY.items()
             if set(s.needs) <= set(family.output_names)}
   assert set(config.eval.scorers) == usable

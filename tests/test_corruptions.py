@@ -13,7 +13,7 @@ import pytest
 from scipy import interpolate
 from scipy import ndimage
 
-from aad import corruptions
+from aad.models import corruptions
 
 HW = (128, 128)  # a and b are then drawn in [1, 15].
 N_DRAWS = 2000

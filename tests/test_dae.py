@@ -14,8 +14,8 @@ import pytest
 
 from aad import data
 from aad import models
-from aad import scorers
-from aad import train
+from aad.scoring import scorer as scorers
+from aad.training import loop
 from aad.models import dae
 from configs import dae_denoiser
 from configs import test as test_config
@@ -114,10 +114,10 @@ def test_the_frozen_ae_is_bit_identical_after_stage_two(tmp_path,
   devices = jax.local_devices()[:1]
   family = models.create(config)
   assert [s.name for s in family.stages] == ['ae', 'denoiser']
-  init = train.init_variables(family, config, (32, 32, 1))
-  ae, _ = train.train_stage(config, family, 0, init, str(tmp_path), dataset,
+  init = loop.init_variables(family, config, (32, 32, 1))
+  ae, _ = loop.train_stage(config, family, 0, init, str(tmp_path), dataset,
                             devices)
-  variables, summary = train.train_category(config, str(tmp_path), dataset,
+  variables, summary = loop.train_category(config, str(tmp_path), dataset,
                                             devices)
   for a, b in zip(jax.tree.leaves(ae['ae']), jax.tree.leaves(variables['ae'])):
     np.testing.assert_array_equal(a, b)

@@ -17,11 +17,11 @@ import skimage.transform
 
 import aad
 from aad import data as data_lib
-from aad import deploy
-from aad import evaluation
-from aad import export
-from aad import exported
-from aad import pipeline
+from aad.deploy import function
+from aad.metrics import protocol
+from aad.deploy import export
+from aad.deploy import loader
+from aad.experiment import run as pipeline
 from aad.data import imageio
 from aad.data import preprocess
 from configs import test as test_config
@@ -112,7 +112,7 @@ def test_exported_matches_in_process(family, request, benchmark):
   detector = run['detector']
   assert run['meta']['platforms'] == ['cpu', 'cuda', 'tpu']
   inside = detector.predict(native)
-  loaded = exported.load(run['aad'])
+  loaded = loader.load(run['aad'])
   outside = loaded.predict(native)
   assert set(outside.scores) == {s.name for s in detector.scorers}
   assert_agree(inside, outside)
@@ -131,7 +131,7 @@ def test_exported_matches_in_process(family, request, benchmark):
 
 def test_mc_dropout_seed_and_sizes(aesc, benchmark):
   native, model_size = benchmark
-  loaded = exported.load(aesc['aad'])
+  loaded = loader.load(aesc['aad'])
   base = loaded.predict(native)
   assert loaded.metadata['seed'] == 2  # config.seed + 2, as aad.evaluate
   other = loaded.predict(native, seed=7)
@@ -160,9 +160,9 @@ def test_resize_and_reductions_match_scikit_image_and_scipy():
 
       @jax.jit
       def run(image, amap, size=size, shape=(h, w)):
-        return (deploy.resize(image[None].astype(jnp.float64), size)[0],
-                deploy.prepare(image[None], size, 1)[0],
-                deploy.resize(amap[None, ..., None].astype(jnp.float64),
+        return (function.resize(image[None].astype(jnp.float64), size)[0],
+                function.prepare(image[None], size, 1)[0],
+                function.resize(amap[None, ..., None].astype(jnp.float64),
                               shape)[0, ..., 0])
 
       resized, grey, pasted = map(np.asarray, run(image, amap))
@@ -174,11 +174,11 @@ def test_resize_and_reductions_match_scikit_image_and_scipy():
       np.testing.assert_allclose(pasted, preprocess.paste_map(
           amap, (h, w), None), rtol=0, atol=1e-6)
     maps = rng.random((3, 20, 27)).astype(np.float32)
-    for norm in evaluation.REDUCTIONS:
+    for norm in protocol.REDUCTIONS:
       np.testing.assert_allclose(
-          np.asarray(deploy.reduce(jnp.asarray(maps, jnp.float64), norm,
+          np.asarray(function.reduce(jnp.asarray(maps, jnp.float64), norm,
                                    4.0)),
-          evaluation.reduce(maps, norm, 4.0), rtol=1e-6, atol=0)
+          protocol.reduce(maps, norm, 4.0), rtol=1e-6, atol=0)
 
 
 @pytest.mark.skipif(not HAVE_ONNX, reason='the ONNX export needs '
@@ -186,8 +186,8 @@ def test_resize_and_reductions_match_scikit_image_and_scipy():
 def test_onnx_under_onnxruntime_matches_in_process(aesc, benchmark):
   run = aesc
   _, model_size = benchmark
-  loaded = exported.load(run['onnx'])
-  assert isinstance(loaded, exported.OnnxDetector)
+  loaded = loader.load(run['onnx'])
+  assert isinstance(loaded, loader.OnnxDetector)
   assert loaded.metadata['scorers'] == ['residual', 'baseline_mean']
   assert loaded.metadata['left_out'] == ['mc_variance']
   inside = run['detector'].predict(model_size)
@@ -212,9 +212,10 @@ FRESH = textwrap.dedent('''
     import importlib.abc, json, sys
     import numpy as np
     BLOCKED = ('flax', 'optax', 'orbax', 'tensorflow', 'tensorflow_datasets',
-               'clu', 'dm_pix', 'aad.train', 'aad.models', 'aad.detector',
-               'aad.evaluate', 'aad.workdir', 'aad.data', 'aad.deploy',
-               'aad.scorers', 'aad.export', 'aad.checkpoint')
+               'clu', 'dm_pix', 'aad.training', 'aad.models',
+               'aad.deploy.detector', 'aad.deploy.function', 'aad.deploy.export',
+               'aad.experiment', 'aad.data', 'aad.scoring', 'aad.metrics',
+               'aad.runtime', 'aad.report')
 
     class Block(importlib.abc.MetaPathFinder):
       def find_spec(self, name, path=None, target=None):
@@ -223,9 +224,9 @@ FRESH = textwrap.dedent('''
         return None
 
     sys.meta_path.insert(0, Block())
-    from aad import exported
+    from aad.deploy import loader
     images = np.load('images.npy')
-    detector = exported.load('brick.aad')
+    detector = loader.load('brick.aad')
     result = detector.predict(images)
     out = {'scores': {s: v.tolist() for s, v in result.scores.items()}}
     try:
@@ -252,7 +253,7 @@ def test_artifact_runs_in_a_process_without_training_modules(
   assert result.returncode == 0, result.stderr[-3000:]
   out = json.loads(result.stdout.strip().splitlines()[-1])
   assert out['flax'] == 'blocked: flax'
-  assert out['loaded'] == ['aad', 'aad.exported']
+  assert out['loaded'] == ['aad', 'aad.deploy', 'aad.deploy.loader']
   inside = aesc['detector'].predict(native)
   assert set(out['scores']) == set(inside.scores)
   for s, values in out['scores'].items():
@@ -262,10 +263,10 @@ def test_artifact_runs_in_a_process_without_training_modules(
 def test_errors_name_the_problem(aesc, tmp_path):
   with pytest.raises(ValueError, match='not an exported aad detector'):
     (tmp_path / 'x.aad').write_text('hello')
-    exported.load(str(tmp_path / 'x.aad'))
+    loader.load(str(tmp_path / 'x.aad'))
   with pytest.raises(ValueError, match='no such file'):
-    exported.load(str(tmp_path / 'missing.aad'))
-  loaded = exported.load(aesc['aad'])
+    loader.load(str(tmp_path / 'missing.aad'))
+  loaded = loader.load(aesc['aad'])
   with pytest.raises(ValueError, match=r'image 1: float images must lie in '
                      r'\[0, 1\]'):
     loaded.predict([np.zeros((8, 8)), np.full((8, 8), 2.0)])
@@ -293,23 +294,23 @@ def test_patch_mode_matches_evaluate(textures_dir):
   """Tiles at static positions on device give aad.evaluate's stitched maps
   and MC-dropout keys (an untrained model: the arithmetic, not the fit)."""
   # pylint: disable=g-import-not-at-top
-  from aad import evaluate
+  from aad.experiment import testing as evaluate
   from aad import models
-  from aad import parallel
-  from aad import train
+  from aad.runtime import parallel
+  from aad.training import loop
   config = test_config.get_config()
   config.dataset.patch_size = 16
   config.dataset.patch_stride = 8
   config.eval.mc_samples = 2
   family = models.create(config)
-  variables = train.init_variables(family, config, (16, 16, 1))
+  variables = loop.init_variables(family, config, (16, 16, 1))
   images = data_lib.load('textures', 'brick', image_size=32, channels=1,
                          data_dir=textures_dir).test.images[:3]
   scorers = evaluate.configured_scorers(config)
   fitted = {'baseline_mean': images.astype(np.float32).mean(0) / 255}
   _, maps, _ = evaluate.score(config, variables, images,
                               parallel.select_devices(1), scorers, fitted)
-  got, _ = jax.jit(deploy.model_fn(config, scorers))(
+  got, _ = jax.jit(function.model_fn(config, scorers))(
       variables, fitted, images, config.seed + 2, np.arange(3))
   assert set(got) == {'residual', 'mc_variance', 'baseline_mean'}
   for name, value in got.items():

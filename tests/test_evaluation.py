@@ -8,10 +8,10 @@ from scipy import ndimage
 import skimage.transform
 
 from aad import data
-from aad import evaluation
-from aad import metrics
+from aad.metrics import protocol as evaluation
+from aad.metrics import curves as metrics
 from aad import report
-from aad import scoring
+from aad.scoring import ops
 from aad.data import preprocess
 
 TYPES = ('good',) * 6 + ('crack',) * 3 + ('hole',) * 4
@@ -81,7 +81,7 @@ def test_reductions():
   maps = rng.random((3, 20, 17)).astype(np.float32)
   for norm in ('l1', 'l2', 'linf'):
     np.testing.assert_allclose(evaluation.reduce(maps, norm),
-                               scoring.reduce_map(maps, norm), rtol=1e-6)
+                               ops.reduce_map(maps, norm), rtol=1e-6)
   expected = [ndimage.gaussian_filter(m.astype(np.float64), 2.5).max()
               for m in maps]
   np.testing.assert_allclose(evaluation.reduce(maps, 'smooth_max', 2.5),

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from aad import data
-from aad import tiling
+from aad.data import tiling
 from aad.data import folder
 from aad.data import imageio
 from aad.data import preprocess

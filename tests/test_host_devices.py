@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from aad import host_devices
+from aad.runtime import cpu as host_devices
 
 from conftest import REPO
 
@@ -40,11 +40,11 @@ def test_precedence_flags_then_env_then_config_then_one():
 
 def test_configure_sets_the_device_count_before_jax_starts():
   # A fresh interpreter: this one's JAX backend already exists.
-  code = ('from aad import host_devices\n'
-          'print(host_devices.configure(0, 16))\n'
+  code = ('from aad.runtime import cpu\n'
+          'print(cpu.configure(0, 16))\n'
           'import jax\n'
           'print(jax.device_count("cpu"))\n'
-          'print(host_devices.configure(0, 16))\n'
+          'print(cpu.configure(0, 16))\n'
           'import os; print(os.environ["XLA_FLAGS"])\n')
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env.update({host_devices.ENV: '3', 'JAX_PLATFORMS': 'cpu',

@@ -84,13 +84,14 @@ def test_the_graph_sees_function_level_and_submodule_imports(tmp_path):
 
 def test_aad_has_no_import_cycle():
   graph = import_graph()
-  assert {'aad.train', 'aad.evaluate', 'aad.pipeline', 'aad.models'} <= set(
+  assert {'aad.training.loop', 'aad.experiment.testing', 'aad.experiment.run',
+          'aad.models'} <= set(
       graph)
   assert find_cycle(graph) is None, ' -> '.join(find_cycle(graph))
 
 
 def test_training_knows_nothing_of_evaluation():
   graph = import_graph()
-  assert not graph['aad.train'] & {'aad.evaluate', 'aad.evaluation',
-                                   'aad.scorers', 'aad.report',
-                                   'aad.pipeline'}
+  assert not graph['aad.training.loop'] & {
+      'aad.experiment.testing', 'aad.metrics.protocol', 'aad.scoring.scorer',
+      'aad.report', 'aad.experiment.run'}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from aad import metrics
+from aad.metrics import curves
 
 TINY_LABELS = [0, 0, 1, 1]
 TINY_SCORES = [0.1, 0.4, 0.35, 0.8]
@@ -25,24 +25,24 @@ CASES = [(seed, tied) for seed in range(5) for tied in (False, True)]
 @pytest.mark.parametrize('seed,tied', CASES)
 def test_against_sklearn(seed, tied):
   labels, scores = _random_case(seed, tied)
-  np.testing.assert_allclose(metrics.auroc(labels, scores),
+  np.testing.assert_allclose(curves.auroc(labels, scores),
                              skm.roc_auc_score(labels, scores), rtol=1e-12)
   np.testing.assert_allclose(
-      metrics.average_precision(labels, scores),
+      curves.average_precision(labels, scores),
       skm.average_precision_score(labels, scores), rtol=1e-12)
 
 
 @pytest.mark.parametrize('seed,tied', CASES)
 def test_curves_are_points_of_sklearn_curves(seed, tied):
   labels, scores = _random_case(seed, tied)
-  fpr, tpr, thr = metrics.roc_curve(labels, scores)
+  fpr, tpr, thr = curves.roc_curve(labels, scores)
   assert (fpr[0], tpr[0], thr[0]) == (0, 0, np.inf)
   assert (fpr[-1], tpr[-1]) == (1, 1) and np.all(np.diff(thr) < 0)
   ref = skm.roc_curve(labels, scores, drop_intermediate=False)
   ref = {t: (f, p) for f, p, t in zip(*ref)}
   for f, p, t in zip(fpr, tpr, thr):
     np.testing.assert_allclose((f, p), ref[t], rtol=1e-12)
-  precision, recall, thr = metrics.pr_curve(labels, scores)
+  precision, recall, thr = curves.pr_curve(labels, scores)
   assert (precision[-1], recall[-1]) == (1, 0)
   ref = skm.precision_recall_curve(labels, scores, drop_intermediate=False)
   ref = {t: (p, r) for p, r, t in zip(*ref)}
@@ -56,53 +56,53 @@ def test_pixel_auroc_pools_all_pixels(tied):
   masks = rng.random((4, 9, 11)) < 0.2
   maps = rng.integers(0, 4, masks.shape) if tied else rng.random(masks.shape)
   maps = maps + masks
-  np.testing.assert_allclose(metrics.pixel_auroc(masks.astype(np.uint8), maps),
+  np.testing.assert_allclose(curves.pixel_auroc(masks.astype(np.uint8), maps),
                              skm.roc_auc_score(masks.ravel(), maps.ravel()),
                              rtol=1e-12)
 
 
 def test_hand_computed():
-  assert metrics.auroc(TINY_LABELS, TINY_SCORES) == pytest.approx(0.75)
-  assert metrics.auroc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
+  assert curves.auroc(TINY_LABELS, TINY_SCORES) == pytest.approx(0.75)
+  assert curves.auroc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
   # Descending: 0.8 (P=1, R=1/2), 0.4 neg, 0.35 (P=2/3, R=1).
-  assert metrics.average_precision(TINY_LABELS, TINY_SCORES) == (
+  assert curves.average_precision(TINY_LABELS, TINY_SCORES) == (
       pytest.approx(0.5 + 0.5 * 2 / 3))
   # Best F1 at 0.35: P = 2/3, R = 1, F1 = 0.8.
-  f1, thr = metrics.f1_max(TINY_LABELS, TINY_SCORES)
+  f1, thr = curves.f1_max(TINY_LABELS, TINY_SCORES)
   assert (f1, thr) == (pytest.approx(0.8), 0.35)
   np.testing.assert_allclose(
-      metrics.precision_recall_f1_at(TINY_LABELS, TINY_SCORES, 0.35),
+      curves.precision_recall_f1_at(TINY_LABELS, TINY_SCORES, 0.35),
       (2 / 3, 1, 0.8), rtol=1e-9)
   np.testing.assert_allclose(
-      metrics.precision_recall_f1_at(TINY_LABELS, TINY_SCORES, 0.5),
+      curves.precision_recall_f1_at(TINY_LABELS, TINY_SCORES, 0.5),
       (1, 0.5, 2 / 3), rtol=1e-9)
 
 
 @pytest.mark.parametrize('seed,tied', CASES)
 def test_f1_max_brute_force(seed, tied):
   labels, scores = _random_case(seed, tied)
-  best = max(metrics.precision_recall_f1_at(labels, scores, t)[2]
+  best = max(curves.precision_recall_f1_at(labels, scores, t)[2]
              for t in np.unique(scores))
-  f1, thr = metrics.f1_max(labels, scores)
+  f1, thr = curves.f1_max(labels, scores)
   assert f1 == pytest.approx(best, rel=1e-12)
-  assert metrics.precision_recall_f1_at(labels, scores, thr)[2] == (
+  assert curves.precision_recall_f1_at(labels, scores, thr)[2] == (
       pytest.approx(f1, rel=1e-12))
 
 
 def test_one_class_and_bad_input_raise():
-  for fn in (metrics.auroc, metrics.average_precision, metrics.f1_max):
+  for fn in (curves.auroc, curves.average_precision, curves.f1_max):
     with pytest.raises(ValueError, match='one class'):
       fn([1, 1, 1], [0.1, 0.2, 0.3])
   with pytest.raises(ValueError, match='one class'):
-    metrics.pixel_auroc(np.zeros((2, 3, 3)), np.ones((2, 3, 3)))
+    curves.pixel_auroc(np.zeros((2, 3, 3)), np.ones((2, 3, 3)))
   with pytest.raises(ValueError, match='No anomalous'):
-    metrics.au_pro(np.zeros((2, 3, 3)), np.ones((2, 3, 3)))
+    curves.au_pro(np.zeros((2, 3, 3)), np.ones((2, 3, 3)))
   with pytest.raises(ValueError, match='0/1'):
-    metrics.auroc([0, 255], [0.1, 0.2])
+    curves.auroc([0, 255], [0.1, 0.2])
   with pytest.raises(ValueError, match='finite'):
-    metrics.auroc([0, 1], [0.1, np.nan])
+    curves.auroc([0, 1], [0.1, np.nan])
   with pytest.raises(ValueError, match='shape'):
-    metrics.pixel_auroc(np.zeros((2, 3, 3)), np.ones((2, 3, 4)))
+    curves.pixel_auroc(np.zeros((2, 3, 3)), np.ones((2, 3, 4)))
 
 
 def _two_images(mask_pixels, mask_scores, normal_score=5.0):
@@ -116,19 +116,19 @@ def _two_images(mask_pixels, mask_scores, normal_score=5.0):
 def test_au_pro_closed_forms():
   masks = np.zeros((3, 8, 8), bool)
   masks[1, 1:3, 1:4] = masks[2, 5:8, 0:2] = masks[2, 0, 7] = True
-  assert metrics.au_pro(masks, masks.astype(float)) == pytest.approx(1.0)
+  assert curves.au_pro(masks, masks.astype(float)) == pytest.approx(1.0)
   # Constant map: one threshold, the curve is the segment (0,0)-(1,1) and
   # the area on [0, a] / a is a / 2 (the AUROC = 0.5 tie convention).
-  assert metrics.au_pro(masks, np.ones(masks.shape)) == pytest.approx(0.15)
+  assert curves.au_pro(masks, np.ones(masks.shape)) == pytest.approx(0.15)
   # Region A (2 px) found before any normal pixel, region B (1 px) only
   # after all of them: PRO = 0.5 for 0 <= FPR < 1.
   masks, maps = _two_images([(0, 0), (0, 1), (3, 3)], [9, 9, 1])
-  assert metrics.au_pro(masks, maps) == pytest.approx(0.5)
+  assert curves.au_pro(masks, maps) == pytest.approx(0.5)
   # 8-connectivity: the diagonal pair (0,0),(1,1) is one region, half found;
   # the lone pixel (3,3) is found: PRO = (1/2 + 1) / 2 = 0.75 (4-connected
   # regions would give 2/3, pooling pixels would also give 2/3).
   masks, maps = _two_images([(0, 0), (1, 1), (3, 3)], [9, 1, 9])
-  assert metrics.au_pro(masks, maps) == pytest.approx(0.75)
+  assert curves.au_pro(masks, maps) == pytest.approx(0.75)
 
 
 def test_au_pro_linear_curve():
@@ -140,10 +140,10 @@ def test_au_pro_linear_curve():
   maps = np.stack([np.arange(100.0).reshape(10, 10),
                    np.repeat(np.arange(50.0, 100.0), 2).reshape(10, 10)])
   for limit in (0.3, 0.255, 0.1):
-    assert metrics.au_pro(masks, maps, fpr_limit=limit) == (
+    assert curves.au_pro(masks, maps, fpr_limit=limit) == (
         pytest.approx(limit, rel=1e-12))
   with pytest.raises(ValueError, match='fpr_limit'):
-    metrics.au_pro(masks, maps, fpr_limit=0)
+    curves.au_pro(masks, maps, fpr_limit=0)
 
 
 def _brute_force_au_pro(masks, maps, limit):
@@ -177,15 +177,15 @@ def test_au_pro_brute_force(seed, tied):
   maps = rng.integers(0, 8, masks.shape) if tied else rng.random(masks.shape)
   maps = maps + 2.0 * masks * rng.random(masks.shape)
   for limit in (0.3, 1.0):
-    assert metrics.au_pro(masks, maps, limit) == pytest.approx(
+    assert curves.au_pro(masks, maps, limit) == pytest.approx(
         _brute_force_au_pro(masks, maps, limit), rel=1e-10)
-  together = metrics.pixel_metrics(masks, maps)
+  together = curves.pixel_metrics(masks, maps)
   assert together == {
-      'pixel_auroc': metrics.pixel_auroc(masks, maps),
-      'pixel_ap': metrics.average_precision(masks, maps),
-      'pixel_f1_max': metrics.f1_max(masks, maps)[0],
-      'pixel_f1_threshold': metrics.f1_max(masks, maps)[1],
-      'pixel_au_pro': metrics.au_pro(masks, maps)}
-  fpr, pro, _ = metrics.pro_curve(masks, maps)
+      'pixel_auroc': curves.pixel_auroc(masks, maps),
+      'pixel_ap': curves.average_precision(masks, maps),
+      'pixel_f1_max': curves.f1_max(masks, maps)[0],
+      'pixel_f1_threshold': curves.f1_max(masks, maps)[1],
+      'pixel_au_pro': curves.au_pro(masks, maps)}
+  fpr, pro, _ = curves.pro_curve(masks, maps)
   assert (fpr[0], pro[0], fpr[-1]) == (0, 0, 1)
   assert pro[-1] == pytest.approx(1) and np.all(np.diff(fpr) >= 0)

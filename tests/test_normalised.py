@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from aad import corruptions
-from aad import evaluation
+from aad.models import corruptions
+from aad.metrics import protocol
 from aad import models  # noqa: F401  (registers the scorers)
-from aad import normalised
-from aad import scorers
+from aad.scoring import normalisation
+from aad.scoring import scorer as scorers
 
 
 def _cfg(**kwargs):
-  block = dict(normalised.DEFAULTS, **kwargs)
+  block = dict(normalisation.DEFAULTS, **kwargs)
   return ml_collections.ConfigDict({'normalised': block})
 
 
@@ -26,23 +26,23 @@ def test_gaussian_blur_matches_scipy():
   maps = np.random.default_rng(0).random((2, 13, 29)).astype(np.float32)
   for sigma in (0.7, 2.0):
     np.testing.assert_allclose(
-        normalised.gaussian_blur(jnp.asarray(maps), sigma),
+        normalisation.gaussian_blur(jnp.asarray(maps), sigma),
         ndimage.gaussian_filter(maps, (0, sigma, sigma), mode='reflect',
                                 truncate=4.0), atol=1e-5)
-  np.testing.assert_array_equal(normalised.gaussian_blur(maps, 0), maps)
+  np.testing.assert_array_equal(normalisation.gaussian_blur(maps, 0), maps)
 
 
 def test_top_k_mean_by_hand():
   maps = jnp.asarray([[[1., 5.], [3., 2.]], [[0., 0.], [0., 7.]]])
-  np.testing.assert_allclose(normalised.top_k_mean(maps, 0.5), [4.0, 3.5])
-  np.testing.assert_allclose(normalised.top_k_mean(maps, 0.01), [5.0, 7.0])
+  np.testing.assert_allclose(normalisation.top_k_mean(maps, 0.5), [4.0, 3.5])
+  np.testing.assert_allclose(normalisation.top_k_mean(maps, 0.01), [5.0, 7.0])
 
 
 def test_top_k_reduction_by_hand():
   maps = np.zeros((2, 50, 40))   # 2000 values: the top 0.1% are 2
   maps[0, 0, :2] = [4.0, 2.0]
   maps[1, 3, 3] = 9.0
-  np.testing.assert_allclose(evaluation.reduce(maps, 'top_k'), [3.0, 4.5])
+  np.testing.assert_allclose(protocol.reduce(maps, 'top_k'), [3.0, 4.5])
 
 
 def test_position_mode_standardises_each_pixel():
@@ -52,14 +52,14 @@ def test_position_mode_standardises_each_pixel():
   sd = (0.1 + rng.random((4, 6))).astype(np.float32)
   maps = mu + sd * rng.standard_normal((200, 4, 6)).astype(np.float32)
   x = np.zeros((200, 4, 6, 1), np.float32)
-  s = normalised.settings(_cfg(mode='position'))
-  fitted = normalised.fit_maps(x, maps, s)
+  s = normalisation.settings(_cfg(mode='position'))
+  fitted = normalisation.fit_maps(x, maps, s)
   np.testing.assert_allclose(fitted['position_mean'], maps.mean(0),
                              rtol=1e-5)
   np.testing.assert_allclose(fitted['position_std'], maps.std(0), rtol=1e-5)
   # A new map at mean + 3 std everywhere normalises to 3.
   new = fitted['position_mean'] + 3 * fitted['position_std']
-  z = normalised.normalise(jnp.zeros((1, 4, 6, 1)), jnp.asarray(new[None]),
+  z = normalisation.normalise(jnp.zeros((1, 4, 6, 1)), jnp.asarray(new[None]),
                            fitted, s)
   np.testing.assert_allclose(z, 3.0, rtol=1e-4)
 
@@ -75,12 +75,12 @@ def test_local_mode_conditions_on_intensity():
   dark = 1 + 0.1 * rng.choice([-1.0, 1.0], (50, 8, 32))
   bright = 5 + 1.0 * rng.choice([-1.0, 1.0], (50, 8, 32))
   maps = np.concatenate([dark, bright], -1).astype(np.float32)
-  s = normalised.settings(_cfg(mode='local', bins=2, local_sigma=1.0))
-  fitted = normalised.fit_maps(x, maps, s)
+  s = normalisation.settings(_cfg(mode='local', bins=2, local_sigma=1.0))
+  fitted = normalisation.fit_maps(x, maps, s)
   # Pixels near the seam see both sides; away from it each side is pure.
   new = np.concatenate([np.full((1, 8, 32), 1.2), np.full((1, 8, 32), 7.0)],
                        -1).astype(np.float32)
-  z = np.asarray(normalised.normalise(jnp.asarray(x[:1]), jnp.asarray(new),
+  z = np.asarray(normalisation.normalise(jnp.asarray(x[:1]), jnp.asarray(new),
                                       fitted, s))
   np.testing.assert_allclose(z[0, :, :20], 2.0, rtol=0.05)
   np.testing.assert_allclose(z[0, :, 44:], 2.0, rtol=0.05)
@@ -108,15 +108,15 @@ def test_scorer_fits_on_validation_images_and_scores():
 
 def test_settings_name_bad_values():
   with pytest.raises(ValueError, match='normalised.mode'):
-    normalised.settings(_cfg(mode='everywhere'))
+    normalisation.settings(_cfg(mode='everywhere'))
   with pytest.raises(ValueError, match="normalised.base: 'baseline_mean'"):
-    normalised.settings(_cfg(base=('baseline_mean',)))
+    normalisation.settings(_cfg(base=('baseline_mean',)))
   with pytest.raises(ValueError, match='top_k'):
-    normalised.settings(_cfg(top_k=0.0))
+    normalisation.settings(_cfg(top_k=0.0))
   with pytest.raises(ValueError, match='unknown key'):
-    normalised.settings(ml_collections.ConfigDict(
-        {'normalised': dict(normalised.DEFAULTS, sigma=1.0)}))
-  assert normalised.settings(types.SimpleNamespace(get=lambda k: None))[
+    normalisation.settings(ml_collections.ConfigDict(
+        {'normalised': dict(normalisation.DEFAULTS, sigma=1.0)}))
+  assert normalisation.settings(types.SimpleNamespace(get=lambda k: None))[
       'base'] == ('residual',)
 
 

@@ -9,8 +9,8 @@ import pytest
 from scipy import signal
 
 from aad import models  # noqa: F401  (registers the scorers)
-from aad import normalised
-from aad import oriented
+from aad.scoring import normalisation
+from aad.scoring import lines as oriented
 
 
 def test_kernels_are_rotated_separable_gaussians():
@@ -66,7 +66,7 @@ def test_a_faint_line_under_noise_stands_out():
 
 def _cfg(**kwargs):
   return ml_collections.ConfigDict(
-      {'normalised': dict(normalised.DEFAULTS, **kwargs)})
+      {'normalised': dict(normalisation.DEFAULTS, **kwargs)})
 
 
 def test_normalised_map_clips_before_the_line_filter():
@@ -74,21 +74,21 @@ def test_normalised_map_clips_before_the_line_filter():
   val = (0.5 + 0.05 * rng.standard_normal((30, 20, 24, 1))).astype(
       np.float32)
   recon = np.full((30, 20, 24, 1), 0.5, np.float32)
-  fitted = {'residual': normalised.fit_maps(
-      val, np.abs(val - 0.5)[..., 0], normalised.settings(_cfg()))}
+  fitted = {'residual': normalisation.fit_maps(
+      val, np.abs(val - 0.5)[..., 0], normalisation.settings(_cfg()))}
   test = np.full((1, 20, 24, 1), 0.5, np.float32)
   test[0, 10, 12] = 1.0                           # one extreme pixel
   outputs = {'reconstruction': jnp.asarray(recon[:1])}
   plain = _cfg(smooth_sigma=0.0)
-  z = np.asarray(normalised._map(jnp.asarray(test), outputs, fitted, plain))
+  z = np.asarray(normalisation._map(jnp.asarray(test), outputs, fitted, plain))
   assert z[0, 10, 12] > 5
   clipped = _cfg(smooth_sigma=0.0, clip=5.0)
-  zc = np.asarray(normalised._map(jnp.asarray(test), outputs, fitted,
+  zc = np.asarray(normalisation._map(jnp.asarray(test), outputs, fitted,
                                   clipped))
   np.testing.assert_allclose(zc, np.minimum(z, 5.0), rtol=1e-6)
   lines = _cfg(smooth_sigma=0.0, clip=5.0, line_length=3.0, line_width=1.0,
                orientations=4)
-  zl = np.asarray(normalised._map(jnp.asarray(test), outputs, fitted, lines))
+  zl = np.asarray(normalisation._map(jnp.asarray(test), outputs, fitted, lines))
   np.testing.assert_allclose(
       zl, np.asarray(oriented.line_filter(jnp.asarray(zc), 3.0, 1.0, 4)),
       rtol=1e-5, atol=1e-6)
@@ -100,4 +100,4 @@ def test_normalised_map_clips_before_the_line_filter():
                                  dict(orientations=2.5)])
 def test_settings_name_bad_line_values(bad):
   with pytest.raises(ValueError, match='config.eval.normalised: clip'):
-    normalised.settings(_cfg(**bad))
+    normalisation.settings(_cfg(**bad))

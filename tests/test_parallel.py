@@ -6,8 +6,8 @@ import optax
 import pytest
 
 from aad import models
-from aad import parallel
-from aad import train
+from aad.runtime import parallel
+from aad.training import loop
 from configs import test as test_config
 
 
@@ -18,10 +18,10 @@ def _run(config, data, devices, steps):
   # round-off-sized gradients of the conv biases that precede BatchNorm
   # (their true gradient is 0) into full-size, order-dependent updates.
   tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.5)
-  variables = train.init_variables(family, config, data.shape[1:])
-  state = train.create_train_state(stage, variables, config, tx)
+  variables = loop.init_variables(family, config, data.shape[1:])
+  state = loop.create_train_state(stage, variables, config, tx)
   chunk = parallel.replicated_call(
-      train.make_train_chunk(
+      loop.make_train_chunk(
           stage, batch_size=config.train.batch_size,
           num_devices=len(devices), num_steps=steps), devices)
   state, metrics = chunk(parallel.replicate(state, devices),
@@ -52,7 +52,7 @@ def test_four_devices_match_one_device():
 def test_batch_size_must_split_over_devices():
   stage = models.create(test_config.get_config()).stages[0]
   with pytest.raises(ValueError, match='batch_size=6 is not divisible'):
-    train.make_train_chunk(stage, batch_size=6, num_devices=4, num_steps=1)
+    loop.make_train_chunk(stage, batch_size=6, num_devices=4, num_steps=1)
 
 
 def test_host_slice_gives_each_process_an_equal_share(monkeypatch):
@@ -70,17 +70,17 @@ def test_train_data_is_sharded_over_hosts_only_when_asked_or_too_large(
     monkeypatch):
   images = np.arange(8 * 4 * 4 * 1, dtype=np.uint8).reshape(8, 4, 4, 1)
   config = test_config.get_config().distributed
-  assert train.host_train_images(images, config) is images  # 'auto', small
+  assert loop.host_train_images(images, config) is images  # 'auto', small
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
   monkeypatch.setattr(jax, 'process_index', lambda: 1)
   config.max_replicated_mb = 0  # the 128 bytes no longer fit
-  np.testing.assert_array_equal(train.host_train_images(images, config),
+  np.testing.assert_array_equal(loop.host_train_images(images, config),
                                 images[4:])
   config.train_data = 'all'
-  assert train.host_train_images(images, config) is images
+  assert loop.host_train_images(images, config) is images
   config.train_data = 'shard'
-  np.testing.assert_array_equal(train.host_train_images(images, config),
+  np.testing.assert_array_equal(loop.host_train_images(images, config),
                                 images[4:])
   config.train_data = 'some'
   with pytest.raises(ValueError, match="train_data='some'"):
-    train.host_train_images(images, config)
+    loop.host_train_images(images, config)

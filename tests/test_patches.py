@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from aad import pipeline
-from aad import train
+from aad.experiment import run
+from aad.training import loop
 from configs import test as test_config
 
 
@@ -17,7 +17,7 @@ def test_random_patches_are_slices_of_their_images():
   n, h, w = 8, 10, 12
   images = (1000 * np.arange(n)[:, None, None] + 12 * np.arange(h)[:, None]
             + np.arange(w)).astype(np.float32)[..., None]
-  patches = np.asarray(train.random_patches(
+  patches = np.asarray(loop.random_patches(
       jax.random.key(0), images, 4, np.arange(n)))
   assert patches.shape == (n, 4, 4, 1)
   offsets = set()
@@ -28,7 +28,7 @@ def test_random_patches_are_slices_of_their_images():
                                                 left:left + 4])
     offsets.add((top, left))
   assert len(offsets) > 1  # drawn per image, not one crop for the batch
-  again = train.random_patches(jax.random.key(0), images, 4, np.arange(n))
+  again = loop.random_patches(jax.random.key(0), images, 4, np.arange(n))
   np.testing.assert_array_equal(patches, again)
 
 
@@ -43,12 +43,12 @@ def test_patch_mode_trains_on_patches_and_scores_whole_images(
   # The activation Gaussian's non-spatial outputs are grouped per image
   # (N, tiles, L, V), not stitched.
   config.eval.scorers = ('residual', 'activation_gaussian')
-  pipeline.train_and_evaluate(config, str(tmp_path))
+  run.train_and_evaluate(config, str(tmp_path))
   metrics = json.loads((tmp_path / 'metrics.json').read_text())
   assert 0 <= metrics['brick/residual/pixel_auroc'] <= 1
   assert 0 <= metrics['brick/activation_gaussian/own/image_auroc'] <= 1
   assert (tmp_path / 'brick' / 'heatmaps.png').stat().st_size > 100
   config.dataset.patch_size = 12
-  with pytest.raises(train.TrainingError,
+  with pytest.raises(loop.TrainingError,
                      match='patch_size: .* multiples of 8'):
-    pipeline.train_and_evaluate(config, str(tmp_path / 'bad'))
+    run.train_and_evaluate(config, str(tmp_path / 'bad'))

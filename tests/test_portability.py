@@ -6,19 +6,19 @@ import jax
 import numpy as np
 import pytest
 
-from aad import checkpoint
+from aad.runtime import checkpoint
 from aad import data
-from aad import evaluate
+from aad.experiment import testing
 from aad import models
-from aad import train
+from aad.training import loop
 from configs import test as test_config
 
 
 def _target(config):
   """A train state of the test model's only stage, to restore into."""
   family = models.create(config)
-  variables = train.init_variables(family, config, (32, 32, 1))
-  return train.create_train_state(family.stages[0], variables, config)
+  variables = loop.init_variables(family, config, (32, 32, 1))
+  return loop.create_train_state(family.stages[0], variables, config)
 
 
 @pytest.mark.skipif(jax.local_device_count() < 4,
@@ -35,7 +35,7 @@ def test_train_on_four_devices_then_resume_and_evaluate_on_one(
                       data_dir=textures_dir)
   devices = jax.local_devices()
   workdir = str(tmp_path / 'brick')
-  train.train_category(config, workdir, dataset, devices[:4])
+  loop.train_category(config, workdir, dataset, devices[:4])
   ckpts = checkpoint.Checkpoints(f'{workdir}/checkpoints/ae')
   target = _target(config)
   saved, _ = ckpts.restore(ckpts.latest_step(), target)
@@ -44,7 +44,7 @@ def test_train_on_four_devices_then_resume_and_evaluate_on_one(
 
   config.train.num_steps = 12
   with caplog.at_level(logging.INFO):
-    best, summary = train.train_category(config, workdir, dataset,
+    best, summary = loop.train_category(config, workdir, dataset,
                                          devices[:1])
   assert 'Resuming brick from step 8' in caplog.text
   assert summary['steps'] == 12 and summary['best_step'] in (4, 8, 12)
@@ -54,7 +54,7 @@ def test_train_on_four_devices_then_resume_and_evaluate_on_one(
   ckpts.close()
   assert int(resumed.step) == 12
 
-  metrics = evaluate.evaluate_category(config, best, dataset,
+  metrics = testing.evaluate_category(config, best, dataset,
                                        str(tmp_path / 'eval'), devices[:1])
   assert 0.0 <= metrics['residual/l2/image_auroc'] <= 1.0
 
@@ -70,13 +70,13 @@ def test_train_on_one_device_then_resume_on_four(tmp_path, textures_dir,
                       data_dir=textures_dir)
   devices = jax.local_devices()
   workdir = str(tmp_path / 'brick')
-  train.train_category(config, workdir, dataset, devices[:1])
+  loop.train_category(config, workdir, dataset, devices[:1])
   ckpts = checkpoint.Checkpoints(f'{workdir}/checkpoints/ae')
   first, _ = ckpts.restore(4, _target(config))
   ckpts.close()
   config.train.num_steps = 8
   with caplog.at_level(logging.INFO):
-    resumed, summary = train.train_category(config, workdir, dataset,
+    resumed, summary = loop.train_category(config, workdir, dataset,
                                             devices[:4])
   assert 'Resuming brick from step 4' in caplog.text
   assert 'brick step 8/8' in caplog.text and 'step 4/8' not in caplog.text

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from aad import evaluate
-from aad import pipeline
+from aad.experiment import testing
+from aad.experiment import run as pipeline
 from aad import predict
 from aad.data import imageio
 from configs import test as test_config
@@ -46,14 +46,14 @@ def run(tmp_path_factory):
 def test_evaluate_reproduces_the_training_metrics(run, tmp_path):
   workdir, category = run
   before = json.loads(pathlib.Path(workdir, 'metrics.json').read_text())
-  evaluate.evaluate_workdir(workdir, output=str(tmp_path))
+  testing.evaluate_workdir(workdir, output=str(tmp_path))
   after = json.loads((tmp_path / 'metrics.json').read_text())
   assert after == before
   assert (tmp_path / 'widget' / 'report.md').is_file()
   # Another folder (here a copy under another name) is scored by the run's
   # only model: the same images give the same figures under the new name.
   shutil.copytree(category, tmp_path / 'data' / 'gadget')
-  evaluate.evaluate_workdir(workdir, path=str(tmp_path / 'data' / 'gadget'))
+  testing.evaluate_workdir(workdir, path=str(tmp_path / 'data' / 'gadget'))
   other = json.loads(pathlib.Path(workdir, 'eval', 'gadget',
                                   'metrics.json').read_text())
   assert other == {k.replace('widget/', 'gadget/'): v
@@ -166,7 +166,7 @@ def test_similarity_scorers_with_and_without_maps_end_to_end(run, tmp_path):
   scorers = ['psnr', 'ssim', 'residual', 'sh', 'activation_gaussian']
   config['eval']['scorers'] = scorers
   (copy / 'config.json').write_text(json.dumps(config))
-  evaluate.evaluate_workdir(str(copy))
+  testing.evaluate_workdir(str(copy))
   metrics = json.loads((copy / 'widget' / 'metrics.json').read_text())
   assert 'psnr/own/image_auroc' in metrics
   assert 'psnr/pixel_auroc' not in metrics and 'ssim/pixel_auroc' in metrics

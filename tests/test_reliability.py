@@ -27,12 +27,12 @@ from PIL import Image
 import pytest
 
 from aad import data
-from aad import errors
-from aad import logs
-from aad import pipeline
+from aad.runtime import errors
+from aad.runtime import logs
+from aad.experiment import run as pipeline
 from aad import predict
-from aad import evaluate
-from aad import workdir as workdir_lib
+from aad.experiment import testing
+from aad.experiment import workdir as workdir_lib
 from configs import test as test_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -265,17 +265,17 @@ def test_predict_and_evaluate_refuse_before_scoring(finished, tmp_path,
                 str(tmp_path / 'out'), mc_samples=0,
                 match=r'--mc_samples=0: must be at least 1')
   elif case == 'evaluate_not_a_run':
-    expect_exit(io, evaluate.evaluate_workdir, str(images),
+    expect_exit(io, testing.evaluate_workdir, str(images),
                 match=r'images/config.json: not found')
   elif case == 'evaluate_output_is_a_file':
-    expect_exit(io, evaluate.evaluate_workdir, str(run),
+    expect_exit(io, testing.evaluate_workdir, str(run),
                 output=str(tmp_path / 'a_file'),
                 match=r'--output=.*a_file: is a file')
   else:  # config.json edited by hand: no orbax traceback
     config = json.loads((run / 'config.json').read_text())
     config['model']['features'] = 8
     (run / 'config.json').write_text(json.dumps(config))
-    expect_exit(io, evaluate.evaluate_workdir, str(run),
+    expect_exit(io, testing.evaluate_workdir, str(run),
                 match=r'checkpoints/ae: the checkpoint of step \d+ does not '
                 r'fit the model of .*config.json')
     (run / 'config.json').write_bytes(

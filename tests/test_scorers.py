@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aad import evaluation
+from aad.metrics import protocol
 from aad import models  # noqa: F401  (registers the families' scorers)
-from aad import scorers
+from aad.scoring import scorer as scorers
 
 _PLAIN = types.SimpleNamespace(name='plain', scorers=('residual',),
                                output_names=('reconstruction',))
@@ -62,10 +62,10 @@ def test_a_scorer_s_own_image_score_is_computed_and_evaluated():
   np.testing.assert_allclose(out['image']['peak'],
                              [-15 / 255, -225 / 255], atol=1e-6)
   # The map ranks image 1 first, its own score image 0: both are reported.
-  entry = evaluation.evaluate_scorer(
+  entry = protocol.evaluate_scorer(
       np.asarray(out['maps']['peak']), [1, 0], np.zeros((2, 1, 2), bool) |
       np.array([[[True, False]], [[False, False]]]), ['cut', 'good'],
-      evaluation.Protocol(), own_scores=np.asarray(out['image']['peak']))
+      protocol.Protocol(), own_scores=np.asarray(out['image']['peak']))
   assert entry['l2']['image_auroc'] == 0.0
   assert entry['own']['image_auroc'] == 1.0
   assert entry['by_type']['cut']['own']['image_auroc'] == 1.0

@@ -1,4 +1,4 @@
-"""Tests of aad.similarity against independent NumPy/SciPy/scikit-image
+"""Tests of aad.scoring.similarity against independent NumPy/SciPy/scikit-image
 computations, identity cases and hand-computed values, for C=1 and C=3."""
 
 import functools
@@ -13,9 +13,9 @@ from scipy import ndimage
 from scipy import signal
 from skimage import metrics as skm
 
-from aad import similarity
-from aad.similarity import feature
-from aad.similarity import statistical
+from aad.scoring import similarity
+from aad.scoring.similarity import feature
+from aad.scoring.similarity import statistical
 
 LUMA = np.array([0.299, 0.587, 0.114])
 CHANNELS = [1, 3]

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aad import evaluation
+from aad.metrics import protocol as evaluation
 from aad import report
-from aad import scorers
-from aad.similarity import MEASURES
-from aad.similarity import scorers as similarity_scorers
+from aad.scoring import scorer
+from aad.scoring.similarity import MEASURES
+from aad.scoring.similarity import scorers as similarity_scorers
 from configs import default
 
 MAPLESS = {'rmse', 'psnr', 'zncc', 'issm', 'sre', 'sh'}
@@ -28,7 +28,7 @@ def _pair(n=3, size=24, channels=3, seed=0):
 def test_every_measure_is_a_scorer_with_a_map_only_where_it_has_one():
   assert set(similarity_scorers.NAMES) == set(MEASURES)
   for name in MEASURES:
-    s = scorers.REGISTRY[name]
+    s = scorer.REGISTRY[name]
     assert s.has_map == (name not in MAPLESS), name
     assert s.image is not None and s.needs == ('reconstruction',)
 
@@ -36,8 +36,8 @@ def test_every_measure_is_a_scorer_with_a_map_only_where_it_has_one():
 def test_config_defaults_are_the_measures_defaults():
   block = default.get_config().eval.similarity
   assert set(block) == set(MEASURES)
-  from aad.similarity import feature  # the functions behind in_chunks
-  from aad.similarity import pixelwise, statistical, structural
+  from aad.scoring.similarity import feature  # the functions behind in_chunks
+  from aad.scoring.similarity import pixelwise, statistical, structural
   plain = {n: getattr(m, n) for m in (feature, pixelwise, statistical,
                                       structural) for n in MEASURES
            if hasattr(m, n)}
@@ -57,7 +57,7 @@ def test_scorer_values_are_the_measure_s_and_follow_the_config():
   # (each is compiled op by op here: all thirteen took ~40 s).
   for name in ('se', 'psnr', 'ssim', 'sh'):
     measure = MEASURES[name]
-    amap, own = scorers.REGISTRY[name].compute(
+    amap, own = scorer.REGISTRY[name].compute(
         jnp.asarray(x), {'reconstruction': jnp.asarray(y)}, None, cfg)
     want = measure.fn(x, y)
     np.testing.assert_allclose(own, want.score, rtol=1e-5, atol=1e-6)
@@ -66,7 +66,7 @@ def test_scorer_values_are_the_measure_s_and_follow_the_config():
     else:
       assert amap is None
   cfg.similarity.ssim.filter_size = 5
-  _, own = scorers.REGISTRY['ssim'].compute(
+  _, own = scorer.REGISTRY['ssim'].compute(
       jnp.asarray(x), {'reconstruction': jnp.asarray(y)}, None, cfg)
   np.testing.assert_allclose(
       own, MEASURES['ssim'].fn(x, y, filter_size=5).score, rtol=1e-5)
@@ -75,14 +75,14 @@ def test_scorer_values_are_the_measure_s_and_follow_the_config():
 
 def test_maps_fn_leaves_map_less_scorers_out_of_the_maps():
   x, y = _pair(n=2)
-  chosen = [scorers.REGISTRY[n] for n in ('residual', 'psnr', 'ssim')]
-  out = scorers.make_maps_fn(chosen, default.get_config().eval)(
+  chosen = [scorer.REGISTRY[n] for n in ('residual', 'psnr', 'ssim')]
+  out = scorer.make_maps_fn(chosen, default.get_config().eval)(
       {}, (np.round(x * 255).astype(np.uint8),
            {'reconstruction': jnp.asarray(y)}))
   assert set(out['maps']) == {'residual', 'ssim'}
   assert set(out['image']) == {'psnr', 'ssim'}
   with pytest.raises(ValueError, match='neither a map nor an image'):
-    scorers.Scorer('nothing', None, (), 'n', None, False)
+    scorer.Scorer('nothing', None, (), 'n', None, False)
 
 
 def test_image_only_evaluation_by_hand():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from aad import data
-from aad import parallel
-from aad import pipeline
-from aad import train
+from aad.runtime import parallel
+from aad.experiment import run as pipeline
+from aad.training import loop
 from configs import test as test_config
 from tests import processes
 
@@ -55,10 +55,10 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, textures_dir):
   # must still stop on a non-finite loss, saying no checkpoint exists yet.
   config = _config(textures_dir, learning_rate=float('inf'))
   dataset = data.from_config(config.dataset, 'brick')
-  with pytest.raises(train.TrainingError,
+  with pytest.raises(loop.TrainingError,
                      match='no checkpoint had been saved yet.*lower config'
                      r'.train.learning_rate in a new --workdir'):
-    train.train_category(config, str(tmp_path), dataset,
+    loop.train_category(config, str(tmp_path), dataset,
                          parallel.select_devices(1))
 
 
@@ -95,7 +95,7 @@ def test_mistyped_config_key_is_named(tmp_path):
 
 
 def test_plateau_halves_after_patience():
-  plateau = train.Plateau(patience=2, factor=0.5, min_delta=1.0)
+  plateau = loop.Plateau(patience=2, factor=0.5, min_delta=1.0)
   lrs = [plateau.update(v, 1e-3) for v in (20.0, 20.5, 20.9)]
   np.testing.assert_allclose(lrs, [1e-3, 1e-3, 5e-4])
   assert plateau.update(22.5, 5e-4) == 5e-4 and plateau.best == 22.5

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from aad import errors
+from aad.runtime import errors
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 

@@ -12,13 +12,13 @@ import ml_collections
 # lookup goes through a family (scorers.resolve), so importing them here
 # makes them available wherever a model is (aad.scorers must not import
 # them: they import it).
-from aad import activation_gaussian  # noqa: F401
-from aad import normalised  # noqa: F401
+from aad.scoring import gaussian  # noqa: F401
+from aad.scoring import normalisation  # noqa: F401
 from aad.models import aesc
 from aad.models import base
 from aad.models import bergmann
 from aad.models import dae
-from aad.similarity import scorers as similarity_scorers  # noqa: F401
+from aad.scoring.similarity import scorers as similarity_scorers  # noqa: F401
 
 FAMILIES = {
     'aesc': aesc.family,

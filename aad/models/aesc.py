@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aad import corruptions
-from aad import scoring
+from aad.models import corruptions
+from aad.scoring import ops
 from aad.models import base
 from aad.models import layers
 from aad.models import losses
@@ -269,9 +269,9 @@ def family(config: ml_collections.ConfigDict,
       return out
     # The memory estimate uses the configured batch, not this call's, so
     # a short last batch samples in the same chunks (same round-off).
-    chunk = config.eval.mc_chunk or scoring.mc_chunk_size(
+    chunk = config.eval.mc_chunk or ops.mc_chunk_size(
         samples, config.eval.batch_size, x.shape[1:], m.features)
-    return {**out, **scoring.mc_dropout(
+    return {**out, **ops.mc_dropout(
         eval_net.apply, samples=samples, chunk=chunk,
         shared_prefix=True)(v, x, keys)}
 

@@ -21,9 +21,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
-from aad import corruptions
-from aad import scorers
-from aad import scoring
+from aad.models import corruptions
+from aad.scoring import scorer as scorers
+from aad.scoring import ops
 from aad.models import base
 from aad.models import losses
 
@@ -129,5 +129,5 @@ def family(config: ml_collections.ConfigDict,
 def residual_max(x, outputs, fitted, cfg):
   """Seed 002's map: the max over channels of |x - x_hat|, in [0, 1]."""
   del fitted, cfg
-  return scoring.over_channels(jnp.abs(x - outputs['reconstruction']),
+  return ops.over_channels(jnp.abs(x - outputs['reconstruction']),
                               jnp.maximum)

@@ -34,8 +34,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aad import corruptions
-from aad import scorers
+from aad.models import corruptions
+from aad.scoring import scorer as scorers
 from aad.models import base
 from aad.models import layers
 

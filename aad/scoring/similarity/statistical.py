@@ -9,9 +9,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from aad.similarity import common
-from aad.similarity import structural
-from aad.similarity.common import Result
+from aad.scoring.similarity import common
+from aad.scoring.similarity import structural
+from aad.scoring.similarity.common import Result
 
 # OpenCV's tan(22.5 deg) in 15-bit fixed point (canny.cpp, CANNY_SHIFT).
 _SHIFT = 15

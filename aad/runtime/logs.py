@@ -10,7 +10,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from aad import errors
+from aad.runtime import errors
 
 _QUIET = ('/orbax/', '/etils/', '/clu/', '/tensorflow_datasets/')
 
@@ -43,8 +43,8 @@ def start(argv) -> None:
   choice made before JAX starts, then the terminal logging."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from aad import host_devices  # pylint: disable=g-import-not-at-top
-  host_devices.configure_convolutions()
+  from aad.runtime import cpu  # pylint: disable=g-import-not-at-top
+  cpu.configure_convolutions()
   setup()
 
 

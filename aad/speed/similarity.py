@@ -1,6 +1,6 @@
 """Times each similarity measure, jitted, on random batches (not a test).
 
-  python -m aad.similarity.timing [--shapes 16x256x256x3,16x128x128x1]
+  python -m aad.speed.similarity [--shapes 16x256x256x3,16x128x128x1]
 
 Prints, per shape, the median milliseconds per batch of each measure (score
 and map together) and of all thirteen in one jitted function, after a
@@ -12,14 +12,14 @@ import argparse
 import statistics
 import time
 
-from aad import host_devices
+from aad.runtime import cpu
 
-host_devices.configure_convolutions()  # Before JAX starts its backend.
+cpu.configure_convolutions()  # Before JAX starts its backend.
 
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from aad import similarity  # pylint: disable=g-import-not-at-top
+from aad.scoring import similarity  # pylint: disable=g-import-not-at-top
 
 
 def _median_ms(fn, *args, repeats: int) -> float:

@@ -12,13 +12,13 @@ import math
 
 import ml_collections
 
-from aad import corruptions
-from aad import errors
-from aad import evaluation
+from aad.models import corruptions
+from aad.runtime import errors
+from aad.metrics import protocol as evaluation
 from aad import models
-from aad import recommend
-from aad import scorers as scorers_lib
-from aad import train
+from aad.experiment import recommend
+from aad.scoring import scorer as scorers_lib
+from aad.training import loop
 
 # Adam learning rates above this diverge for every model here (1e6 trained
 # to 6.8 dB validation PSNR without a word): refused, not warned about.
@@ -104,5 +104,5 @@ def check_config(config: ml_collections.ConfigDict):
   family = models.create(config)
   h = config.dataset.image_size
   w = config.dataset.image_width or h
-  train.input_shape(config, family, (h, w, config.dataset.channels))
+  loop.input_shape(config, family, (h, w, config.dataset.channels))
 

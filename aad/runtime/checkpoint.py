@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from aad import errors
+from aad.runtime import errors
 
 BEST_METRIC = 'val'  # the stage's validation metric, higher is better
 

@@ -25,13 +25,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from aad import checkpoint
-from aad import corruptions
+from aad.runtime import checkpoint
+from aad.models import corruptions
 from aad import data as data_lib
-from aad import errors
+from aad.runtime import errors
 from aad import models
-from aad import parallel
-from aad import scoring
+from aad.runtime import parallel
+from aad.scoring import ops
 from aad.models import base
 
 
@@ -180,7 +180,7 @@ def make_train_chunk(stage: base.Stage, *, batch_size: int,
       # training.
       images = random_patches(jax.random.fold_in(step_key, 3), images, patch,
                               positions)
-    clean = scoring.to_float(images)
+    clean = ops.to_float(images)
     # The conditional (always true) makes XLA materialise the corrupted
     # batch once: XLA:CPU drops optimisation barriers, and would otherwise
     # fuse the whole corruption into both consumers of the first conv's
@@ -215,7 +215,7 @@ def make_val_fn(stage: base.Stage) -> Callable:
   """
   def fn(variables, batch):
     images, positions = batch
-    clean = scoring.to_float(images)
+    clean = ops.to_float(images)
     inputs = corruptions.corrupt_batch(stage.corrupt, jax.random.key(0),
                                        clean, positions)
     if stage.prepare is not None:

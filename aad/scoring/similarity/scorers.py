@@ -1,6 +1,6 @@
 """The thirteen similarity measures as scorers (issue 13, METHOD.md 5.3).
 
-Each measure of aad.similarity.MEASURES is registered under its own name
+Each measure of aad.scoring.similarity.MEASURES is registered under its own name
 ('se', 'ssim', 'fsim', ...) as a scorer comparing the input x with the
 family's reconstruction. Its score (the measure's standard image form,
 larger = more anomalous) is the scorer's own image score, reported as the
@@ -14,8 +14,8 @@ Parameters come from config.eval.similarity.<measure> (configs/default.py,
 the papers' values); map and score are computed in one pass (`joint`).
 """
 
-from aad import scorers
-from aad.similarity import MEASURES
+from aad.scoring import scorer as scorers
+from aad.scoring.similarity import MEASURES
 
 LABELS = {'se': 'SE', 'rmse': 'RMSE', 'psnr': 'PSNR', 'imed': 'IMED',
           'ssim': '1 - SSIM', 'zncc': 'ZNCC', 'gmsd': 'GMSD',

@@ -21,8 +21,8 @@ from typing import Any
 from matplotlib.figure import Figure
 import numpy as np
 
-from aad import errors
-from aad import evaluation
+from aad.runtime import errors
+from aad.metrics import protocol
 
 # Heat-map grid columns drawn as images (gray or RGB); others are maps.
 IMAGE_COLUMNS = ('input', 'reconstruction', 'mean prediction',
@@ -173,7 +173,7 @@ def metric_sections(flat: Mapping[str, float],
   image, pixel, thresholds, other, types = {}, {}, {}, {}, []
   for key, value in flat.items():
     parts = key.split('/')
-    if len(parts) > 3 and parts[1] == evaluation.BY_TYPE:
+    if len(parts) > 3 and parts[1] == protocol.BY_TYPE:
       if parts[2] not in types:
         types.append(parts[2])
     elif len(parts) == 3 and parts[2].startswith('image_'):

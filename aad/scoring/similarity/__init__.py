@@ -41,7 +41,7 @@ histogram for C=1), so that a colour shift at constant luma still counts.
 one line, e.g. `MEASURES['ssim'].score_fn(x, y)`. Its functions give the
 same values as the plain ones above; on CPU the heavier ones run a few
 images at a time (common.in_chunks), which was 2-3 times faster.
-`python -m aad.similarity.timing` times them.
+`python -m aad.speed.similarity` times them.
 """
 
 import dataclasses
@@ -49,23 +49,23 @@ from typing import Callable
 
 import jax
 
-from aad.similarity.common import in_chunks
-from aad.similarity.common import Result
-from aad.similarity.feature import fsim
-from aad.similarity.feature import phase_congruency
-from aad.similarity.pixelwise import imed
-from aad.similarity.pixelwise import psnr
-from aad.similarity.pixelwise import rmse
-from aad.similarity.pixelwise import sam
-from aad.similarity.pixelwise import se
-from aad.similarity.pixelwise import sre
-from aad.similarity.pixelwise import zncc
-from aad.similarity.statistical import canny
-from aad.similarity.statistical import issm
-from aad.similarity.statistical import sh
-from aad.similarity.structural import gmsd
-from aad.similarity.structural import ssim
-from aad.similarity.structural import uiq
+from aad.scoring.similarity.common import in_chunks
+from aad.scoring.similarity.common import Result
+from aad.scoring.similarity.feature import fsim
+from aad.scoring.similarity.feature import phase_congruency
+from aad.scoring.similarity.pixelwise import imed
+from aad.scoring.similarity.pixelwise import psnr
+from aad.scoring.similarity.pixelwise import rmse
+from aad.scoring.similarity.pixelwise import sam
+from aad.scoring.similarity.pixelwise import se
+from aad.scoring.similarity.pixelwise import sre
+from aad.scoring.similarity.pixelwise import zncc
+from aad.scoring.similarity.statistical import canny
+from aad.scoring.similarity.statistical import issm
+from aad.scoring.similarity.statistical import sh
+from aad.scoring.similarity.structural import gmsd
+from aad.scoring.similarity.structural import ssim
+from aad.scoring.similarity.structural import uiq
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ the nearest window inside it.
 
 SSIM is written here rather than taken from dm-pix: dm-pix filters its five
 local moments one NHWC array at a time, which ran 6-7 times slower on CPU
-than filtering them as one stack of planes (aad.similarity.common); the
+than filtering them as one stack of planes (aad.scoring.similarity.common); the
 tests check it against both dm-pix and scikit-image.
 """
 
@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aad import scoring
-from aad.similarity import common
-from aad.similarity.common import Result
+from aad.scoring import ops
+from aad.scoring.similarity import common
+from aad.scoring.similarity.common import Result
 
 
 def _moments(x, y, taps):
@@ -48,10 +48,10 @@ def _map_and_score(local: jax.Array, size: int) -> Result:
   """Score 1 - mean of the local values (N, C, H', W'); map 1 - their
   channel mean, edge-padded back to (N, H, W)."""
   before, after = common.window_pad(size)
-  mean = scoring.over_channels(local, axis=1) / local.shape[1]
+  mean = ops.over_channels(local, axis=1) / local.shape[1]
   amap = common.pad_hw(1.0 - mean, before, after, 'edge')
   # The mean of all local values, from the channel means already at hand.
-  return Result(1.0 - scoring.image_mean(mean), amap)
+  return Result(1.0 - ops.image_mean(mean), amap)
 
 
 def ssim(x, y, *, max_val: float = 1.0, filter_size: int = 11,

@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from aad import data as data_lib
-from aad import evaluation
+from aad.metrics import protocol
 from aad import models
-from aad import scorers as scorers_lib
-from aad import scoring
-from aad import tiling
+from aad.scoring import scorer as scorers_lib
+from aad.scoring import ops
+from aad.data import tiling
 from aad.data import preprocess
 
 # scipy.ndimage.gaussian_filter's default kernel extent, in sigmas.
@@ -145,10 +145,10 @@ def reduce(maps: jax.Array, norm: str, sigma: float) -> jax.Array:
   if norm == 'top_k':
     # The mean of the largest evaluation.TOP_K fraction (at least one).
     flat = maps.reshape(maps.shape[0], -1)
-    k = max(1, int(round(evaluation.TOP_K * flat.shape[1])))
+    k = max(1, int(round(protocol.TOP_K * flat.shape[1])))
     return jnp.mean(jax.lax.top_k(flat, k)[0], axis=1)
-  if norm in scoring.NORMS:
-    return scoring.reduce_map(maps, norm)
+  if norm in ops.NORMS:
+    return ops.reduce_map(maps, norm)
   raise ValueError(f'unknown norm {norm!r}; choose one of '
                    f'{evaluation.REDUCTIONS}')
 
@@ -204,12 +204,12 @@ def model_fn(config, scorers, random: bool = True):
   stride = config.dataset.patch_stride or max(1, patch // 2)
 
   def image_keys(seed, indices):
-    return (scoring.image_keys(jax.random.key(seed), indices) if random
+    return (ops.image_keys(jax.random.key(seed), indices) if random
             else None)
 
   def fn(variables, fitted, images, seed, indices):
     def outputs(images, keys):
-      out = family.outputs(variables, scoring.to_float(images), keys, wanted)
+      out = family.outputs(variables, ops.to_float(images), keys, wanted)
       return {k: v for k, v in out.items() if k in wanted}
 
     if patch:

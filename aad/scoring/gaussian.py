@@ -16,7 +16,7 @@ the scorer has an image score only (aad/scorers.py, map None).
 
 import jax.numpy as jnp
 
-from aad import scorers
+from aad.scoring import scorer as scorers
 
 NAME = 'activation_gaussian'
 

@@ -16,10 +16,10 @@ import ml_collections
 import numpy as np
 
 from aad import models
-from aad import parallel
-from aad import scorers as scorers_lib
-from aad import scoring
-from aad import train
+from aad.runtime import parallel
+from aad.scoring import scorer as scorers_lib
+from aad.scoring import ops
+from aad.training import loop as train
 
 
 def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
@@ -46,11 +46,11 @@ class _ScoringCall:
   def __init__(self, config, family, variables, images, names, devices):
     scorers = scorers_lib.resolve(names, family)
     self.scorers, self.names = scorers, [s.name for s in scorers]
-    keys = scoring.image_keys(jax.random.key(1), np.arange(len(images)))
+    keys = ops.image_keys(jax.random.key(1), np.arange(len(images)))
     fit_wanted = scorers_lib.fit_outputs(scorers)
     train_outputs = jax.device_get(jax.jit(
         lambda v, x: family.outputs(v, x, keys, fit_wanted))(
-            variables, scoring.to_float(images))) if fit_wanted else None
+            variables, ops.to_float(images))) if fit_wanted else None
     fitted = scorers_lib.fit(scorers, images, train_outputs, config.eval)
     self.fitted = fitted
     wanted = scorers_lib.needed_outputs(scorers)
@@ -59,8 +59,8 @@ class _ScoringCall:
     def score_fn(replicated, batch):
       v, fitted = replicated
       images, indices = batch
-      out = family.outputs(v, scoring.to_float(images),
-                           scoring.image_keys(jax.random.key(1), indices),
+      out = family.outputs(v, ops.to_float(images),
+                           ops.image_keys(jax.random.key(1), indices),
                            wanted)
       return maps_fn(fitted, (images, out))
 
@@ -143,7 +143,7 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5,
   variables = {**variables, **train.state_variables(
       jax.device_get(holder['state']))}
   x = data[:batch].astype(np.float32) / 255.0
-  keys = scoring.image_keys(jax.random.key(1), np.arange(batch))
+  keys = ops.image_keys(jax.random.key(1), np.arange(batch))
   reconstruct = lambda v, x: eval_family.outputs(
       v, x, keys, frozenset({'reconstruction'}))['reconstruction']
   infer = jax.jit(reconstruct)
@@ -190,9 +190,9 @@ def detector_speed(config: ml_collections.ConfigDict, variables, fitted,
   with `jax.export`, deserialised and run by `aad.exported` (everything in
   the one compiled call)."""
   # pylint: disable=g-import-not-at-top
-  from aad import detector as detector_lib
-  from aad import export
-  from aad import exported
+  from aad.deploy import detector as detector_lib
+  from aad.deploy import export
+  from aad.deploy import loader
   thresholds = {kind: {s.name: 0.5 for s in scorers}
                 for kind in ('image', 'pixel')}
   detector = detector_lib.Detector(config, 'benchmark', scorers, variables,
@@ -207,7 +207,7 @@ def detector_speed(config: ml_collections.ConfigDict, variables, fitted,
       detector, platforms=(devices[0].platform,),
       input_channels=(config.dataset.channels,))
   out['export_s'] = time.perf_counter() - t0
-  frozen = exported.ExportedDetector(
+  frozen = loader.ExportedDetector(
       {**export.metadata(detector, ''), 'batch_size': len(images)},
       {c: jax.export.deserialize(bytearray(m)) for c, m in modules.items()})
   first, median = _timed(lambda: frozen.predict(images), max(1, repeats // 2))

@@ -1,6 +1,6 @@
 """Loading and running an exported detector (`python -m aad.export`).
 
-  from aad import exported
+  from aad.deploy import loader as exported
   detector = exported.load('brick.aad')       # StableHLO, needs only jax
   result = detector.predict([image, ...])     # uint8 or [0, 1] float arrays
   result.maps['residual'][0], result.scores['residual'],

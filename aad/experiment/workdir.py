@@ -16,12 +16,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from aad import checkpoint
+from aad.runtime import checkpoint
 from aad import data as data_lib
-from aad import errors
+from aad.runtime import errors
 from aad import models
 from aad import report
-from aad import train
+from aad.training import loop
 from aad.data.imageio import DataError
 from aad.models import base
 
@@ -195,8 +195,8 @@ def restore_best(config: ml_collections.ConfigDict, workdir: str,
                     f'{", ".join(trained_categories(workdir)) or "none"}.')
   family = models.create(config)
   h, w = data_lib.image_size(config.dataset)
-  shape = train.input_shape(config, family, (h, w, config.dataset.channels))
-  variables = train.init_variables(family, config, shape)
+  shape = loop.input_shape(config, family, (h, w, config.dataset.channels))
+  variables = loop.init_variables(family, config, shape)
   summaries = []
   for stage in family.stages:
     ckpts = checkpoint.Checkpoints(os.path.join(directory, stage.name))
@@ -206,7 +206,7 @@ def restore_best(config: ml_collections.ConfigDict, workdir: str,
         raise DataError(f'{ckpts.directory}: no complete checkpoint of stage '
                         f'{stage.name!r} yet; rerun training in this '
                         'workdir to finish it.')
-      target = train.create_train_state(stage, variables, config)
+      target = loop.create_train_state(stage, variables, config)
       try:
         state, meta = ckpts.restore(step, target)
       except (ValueError, KeyError, TypeError) as e:
@@ -217,10 +217,10 @@ def restore_best(config: ml_collections.ConfigDict, workdir: str,
             'own config.json or train again.') from e
     finally:
       ckpts.close()
-    variables = {**variables, **train.state_variables(state)}
+    variables = {**variables, **loop.state_variables(state)}
     summaries.append({'best_step': step, 'train_seconds': meta['seconds'],
                       'steps': stage.num_steps})
-  return variables, train.merge_summaries(family, summaries)
+  return variables, loop.merge_summaries(family, summaries)
 
 
 def load_thresholds(workdir: str, category: str) -> dict:

@@ -23,23 +23,23 @@ import jax
 import numpy as np
 
 from aad import data as data_lib
-from aad import deploy
-from aad import evaluate
-from aad import evaluation
-from aad import exported
-from aad import parallel
-from aad import workdir as workdir_lib
+from aad.deploy import function
+from aad.experiment import testing
+from aad.metrics import protocol
+from aad.deploy import loader
+from aad.runtime import parallel
+from aad.experiment import workdir as workdir_lib
 from aad.data import imageio
 from aad.data import preprocess
 
 
-Prediction = exported.Prediction
+Prediction = loader.Prediction
 
 
 def as_uint8(image: Any, name: str) -> np.ndarray:
   """`exported.as_uint8`, its errors as DataError."""
   try:
-    return exported.as_uint8(image, name)
+    return loader.as_uint8(image, name)
   except ValueError as e:
     raise imageio.DataError(str(e)) from e
 
@@ -113,7 +113,7 @@ class Detector:
       if mc_samples < 1:
         raise imageio.DataError('--mc_samples must be at least 1.')
       config.eval.mc_samples = mc_samples
-    scorers = evaluate.configured_scorers(config)
+    scorers = testing.configured_scorers(config)
     category = choose_category(workdir, category)
     thresholds = None
     if need_thresholds:
@@ -132,7 +132,7 @@ class Detector:
     two, so calls of any length reuse a few compiled shapes.
     """
     if self._call is None:
-      fn = deploy.model_fn(self.config, self.scorers)
+      fn = function.model_fn(self.config, self.scorers)
       seed = self.config.seed + 2  # aad.evaluate's scoring key
       self._call = parallel.batched_call(
           lambda replicated, batch: fn(*replicated, batch[0], seed,
@@ -197,7 +197,7 @@ class Detector:
     for s in self.scorers:
       if s.has_map:
         # At the resolution the thresholds were calibrated at.
-        scores[s.name] = np.array([float(evaluation.reduce(
+        scores[s.name] = np.array([float(protocol.reduce(
             (maps[s.name][i] if full else model_maps[s.name][i])[None],
             norm, sigma)[0]) for i in range(len(originals))])
       else:

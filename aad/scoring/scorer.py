@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aad import scoring
+from aad.scoring import ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +153,7 @@ def make_maps_fn(scorers: Sequence[Scorer], cfg) -> Callable:
   """
   def fn(fitted, batch):
     images, outputs = batch
-    x = scoring.to_float(images)
+    x = ops.to_float(images)
     out = {'maps': {}, 'image': {}}
     for s in scorers:
       amap, own = s.compute(x, outputs, fitted.get(s.name), cfg)
@@ -199,7 +199,7 @@ def fit(scorers: Sequence[Scorer], train_images: np.ndarray,
 def residual(x, outputs, fitted, cfg):
   """|x - reconstruction| summed over channels (METHOD.md 4.1)."""
   del fitted, cfg
-  return scoring.residual_map(x, outputs['reconstruction'])
+  return ops.residual_map(x, outputs['reconstruction'])
 
 
 @register('mc_variance', needs=('mc_variance',), label='MC variance')
@@ -219,4 +219,4 @@ def baseline_mean(x, outputs, fitted, cfg):
   """|x - mean training image| summed over channels: no learning at all,
   it shows how hard the data are."""
   del outputs, cfg
-  return scoring.over_channels(jnp.abs(x - fitted))
+  return ops.over_channels(jnp.abs(x - fitted))

@@ -40,10 +40,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aad import oriented
-from aad import scorers
-from aad import scoring
-from aad.similarity import scorers as similarity_scorers  # noqa: F401
+from aad.scoring import lines as oriented
+from aad.scoring import scorer as scorers
+from aad.scoring import ops
+from aad.scoring.similarity import scorers as similarity_scorers  # noqa: F401
 
 MODES = ('position', 'local', 'both')
 EPS = 1e-6
@@ -210,7 +210,7 @@ def normalise(x, amap, fitted_base: dict, s: dict) -> jax.Array:
 def _fit(images: np.ndarray, outputs: dict, cfg) -> dict:
   s = settings(cfg)
   fitted = {}
-  x = np.asarray(scoring.to_float(images))
+  x = np.asarray(ops.to_float(images))
   recon = outputs['reconstruction']
   step = 16
   compute = jax.jit(lambda x, r: base_maps(x, {'reconstruction': r}, cfg,

@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aad.similarity import common
-from aad.similarity.common import Result
+from aad.scoring.similarity import common
+from aad.scoring.similarity.common import Result
 
 
 def _frequency_grid(n: int) -> np.ndarray:

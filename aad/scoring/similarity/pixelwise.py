@@ -12,9 +12,9 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from aad import scoring
-from aad.similarity import common
-from aad.similarity.common import Result
+from aad.scoring import ops
+from aad.scoring.similarity import common
+from aad.scoring.similarity.common import Result
 
 _AXES = (1, 2, 3)
 
@@ -22,7 +22,7 @@ _AXES = (1, 2, 3)
 def se(x, y) -> Result:
   """Squared error: score sum (x - y)^2; map its per-pixel sum over C."""
   common.check_pair(x, y)
-  terms = scoring.over_channels((x - y) ** 2)
+  terms = ops.over_channels((x - y) ** 2)
   return Result(jnp.sum(terms, axis=(1, 2)), terms)
 
 
@@ -84,7 +84,7 @@ def sam(x, y) -> Result:
   """
   common.check_pair(x, y)
   channels = x.shape[-1]
-  dot = scoring.over_channels(x * y)
+  dot = ops.over_channels(x * y)
   cross = jnp.zeros_like(dot)
   for i in range(channels):
     for j in range(i + 1, channels):
@@ -138,5 +138,5 @@ def imed(x, y, *, sigma: float = 1.0, truncate: float = 4.0) -> Result:
   u = common.planes(x - y)
   smoothed = common.separable_valid(
       common.pad_hw(u, radius, radius, 'constant'), taps)
-  terms = scoring.over_channels(u * smoothed, axis=1)
+  terms = ops.over_channels(u * smoothed, axis=1)
   return Result(jnp.sum(terms, axis=(1, 2)), terms)

@@ -12,13 +12,13 @@ import jax
 import ml_collections
 
 from aad import data as data_lib
-from aad import errors
-from aad import evaluate
-from aad import parallel
-from aad import recommend
-from aad import train
-from aad import validate
-from aad import workdir as workdir_lib
+from aad.runtime import errors
+from aad.experiment import testing
+from aad.runtime import parallel
+from aad.experiment import recommend
+from aad.training import loop
+from aad.experiment import validate
+from aad.experiment import workdir as workdir_lib
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -38,9 +38,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   config = recommend.resolve(config)
   validate.check_config(config)
   try:  # A bad model or scorer list fails before any work, in one line.
-    evaluate.configured_scorers(config)
+    testing.configured_scorers(config)
   except ValueError as e:
-    raise train.TrainingError(str(e)) from None
+    raise loop.TrainingError(str(e)) from None
   workdir_lib.check_rerun(config, workdir, allow_eval_changes)
   devices = parallel.select_devices(config.num_devices)
   errors.writable_dir(workdir, '--workdir')
@@ -61,8 +61,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if index == 0 and parallel.is_primary():
       workdir_lib.write_config(config, workdir)
     cat_dir = os.path.join(workdir, category)
-    variables, summary = train.train_category(config, cat_dir, dataset,
+    variables, summary = loop.train_category(config, cat_dir, dataset,
                                               devices)
-    results[category] = evaluate.evaluate_category(
+    results[category] = testing.evaluate_category(
         config, variables, dataset, cat_dir, devices, extra=summary)
-  return evaluate.write_summary(config, workdir, results)
+  return testing.write_summary(config, workdir, results)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from aad import metrics as metrics_lib
+from aad.metrics import curves as metrics_lib
 
 REDUCTIONS = ('l1', 'l2', 'linf', 'smooth_max', 'top_k')
 # Those reported by default (config.eval.norms).

@@ -1,0 +1,526 @@
+"""Scoring a split with a trained model; the per-category and run reports.
+
+Scoring has two parts, both on device: the family's `outputs` (a
+reconstruction, MC-dropout maps, ...; aad/models/base.py), then the
+configured scorers' maps from the input and those outputs
+(aad/scorers.py). `aad.evaluation` turns the maps into metrics, whatever
+they are (METHOD.md 6.1). The good validation images are scored the same
+way, to set each scorer's deployment threshold without defect labels.
+"""
+
+import json
+import os
+import time
+from typing import Any
+
+# Before TensorFlow (clu, tfds) is imported: its C++ start-up chatter.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from aad import data as data_lib
+from aad.runtime import errors
+from aad.metrics import protocol as evaluation
+from aad import models
+from aad.runtime import parallel
+from aad import report
+from aad.scoring import scorer as scorers_lib
+from aad.scoring import ops
+from aad.data import tiling
+from aad.experiment import workdir as workdir_lib
+
+# Heat-map grid: at most this many scorer columns (the first listed).
+MAX_MAP_COLUMNS = 6
+
+
+def family_outputs(config: ml_collections.ConfigDict, family, variables: Any,
+                   images: np.ndarray, devices: list[jax.Device],
+                   wanted: frozenset[str]) -> dict:
+  """The family's outputs of `images` (uint8 NHWC), on the host.
+
+  In patch mode (config.dataset.patch_size > 0) the images are scored as
+  overlapping tiles: outputs with the tiles' (patch, patch) spatial axes
+  are stitched back to the images (aad/tiling.py); the others, such as
+  the sampled 'activations' (tiles, L, V), are grouped per image as
+  (N, tiles per image, ...), for scorers that handle tiles (the
+  activation Gaussian scores an image by its most distant tile).
+  """
+  patch = config.dataset.patch_size
+  if patch:
+    stride = config.dataset.patch_stride or max(1, patch // 2)
+    tiles = tiling.extract(images, patch, stride)
+    logging.info('patch mode: %d images -> %d tiles of %dx%d', len(images),
+                 len(tiles), patch, patch)
+    out = _outputs(config, family, variables, tiles, devices, wanted)
+    spatial = lambda v: v.ndim >= 3 and v.shape[1:3] == (patch, patch)
+    return {k: tiling.stitch(v, images.shape[1:3], stride) if spatial(v)
+            else v.reshape((len(images), -1) + v.shape[1:])
+            for k, v in out.items()}
+  return _outputs(config, family, variables, images, devices, wanted)
+
+
+def _outputs(config, family, variables, images, devices, wanted) -> dict:
+  key = jax.random.key(config.seed + 2)
+
+  def fn(variables, batch):
+    images, indices = batch
+    out = family.outputs(variables, ops.to_float(images),
+                         ops.image_keys(key, indices), wanted)
+    return {k: v for k, v in out.items() if k in wanted}
+
+  call = parallel.batched_call(fn, devices)
+  variables = parallel.replicate(variables, devices)
+  step = config.eval.batch_size * len(devices)
+  outputs, t0 = [], time.time()
+  for start in range(0, len(images), step):
+    batch = images[start:start + step]
+    outputs.append(jax.device_get(
+        call(variables, (batch, np.arange(start, start + len(batch))))))
+    done = start + len(batch)
+    logging.info('scored %d/%d images (%.1f img/s)', done, len(images),
+                 done / (time.time() - t0))
+  return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+
+
+def scorer_maps(config: ml_collections.ConfigDict, scorers, fitted: dict,
+                images: np.ndarray, outputs: dict, devices: list[jax.Device]
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """The scorers' maps {scorer: (N, H, W)} of `images` from the family's
+  `outputs`, and the image scores {scorer: (N,)} of those with their own."""
+  call = parallel.batched_call(
+      scorers_lib.make_maps_fn(scorers, config.eval), devices)
+  fitted = parallel.replicate(fitted, devices)
+  step = config.eval.batch_size * len(devices)
+  parts = []
+  for start in range(0, len(images), step):
+    part = slice(start, start + step)
+    parts.append(jax.device_get(call(
+        fitted, (images[part], {k: v[part] for k, v in outputs.items()}))))
+  return tuple({k: np.concatenate([p[kind][k] for p in parts])
+                for k in parts[0][kind]} for kind in ('maps', 'image'))
+
+
+def score(config: ml_collections.ConfigDict, variables: Any,
+          images: np.ndarray, devices: list[jax.Device], scorers,
+          fitted: dict) -> tuple[dict, dict, dict]:
+  """(family outputs, scorer maps, scorers' own image scores) of `images`
+  with the run's model."""
+  family = models.create(config)
+  wanted = scorers_lib.needed_outputs(scorers)
+  outputs = family_outputs(config, family, variables, images, devices,
+                           wanted)
+  used = set().union(*(s.needs for s in scorers))
+  maps, image_scores = scorer_maps(
+      config, scorers, fitted, images,
+      {k: v for k, v in outputs.items() if k in used}, devices)
+  return outputs, maps, image_scores
+
+
+def fit_scorers(config: ml_collections.ConfigDict, variables: Any, scorers,
+                images: np.ndarray, devices: list[jax.Device],
+                val_images: np.ndarray | None = None) -> dict:
+  """`scorers_lib.fit` on the training `images` (on the good `val_images`
+  for the scorers with fit_split 'val'), with the family's outputs of them
+  where a scorer is fitted on those (its `fit_needs`)."""
+  fitted = {}
+  for split, data in (('train', images), ('val', val_images)):
+    chosen = [s for s in scorers if s.fit and s.fit_split == split]
+    if not chosen:
+      continue
+    if data is None:
+      raise ValueError(f'scorer(s) {", ".join(s.name for s in chosen)} are '
+                       'fitted on the validation images; none were given')
+    wanted = scorers_lib.fit_outputs(chosen)
+    outputs = family_outputs(config, models.create(config), variables,
+                             data, devices, wanted) if wanted else None
+    fitted.update(scorers_lib.fit(chosen, data, outputs, config.eval))
+  return fitted
+
+
+def configured_scorers(config: ml_collections.ConfigDict):
+  """The run's scorers: config.eval.scorers, or its family's default list;
+  the first is the headline scorer."""
+  return scorers_lib.resolve(config.eval.scorers, models.create(config))
+
+
+def type_table_columns(norm: str, scorers) -> list[str]:
+  """Keys of the per-defect-type table: the headline metrics (image AUROC,
+  pixel AUROC, AU-PRO) of the scorers that are not baselines; a scorer
+  without a map has its own image AUROC only."""
+  return [f'{s.name}/{m}' for s in scorers if not s.baseline
+          for m in ((f'{norm}/image_auroc', 'pixel_auroc', 'pixel_au_pro')
+                    if s.has_map else (f'{evaluation.OWN}/image_auroc',))]
+
+
+def headline_keys(norm: str, scorers) -> list[str]:
+  """Summary table keys: image AUROC (headline reduction, 'own' without a
+  map), then pixel AUROC and AU-PRO of the scorers with maps."""
+  image = [f'{s.name}/{norm if s.has_map else evaluation.OWN}/image_auroc'
+           for s in scorers]
+  mapped = [s for s in scorers if s.has_map]
+  return (image + [f'{s.name}/pixel_auroc' for s in mapped] +
+          [f'{s.name}/pixel_au_pro' for s in mapped])
+
+
+RANKING_NOTE = (
+    'Ranking: scorers sorted by image AUROC, of their own image score '
+    "('own') where they have one (the similarity measures), else of the "
+    'headline {norm} reduction of the map; the pixel rank is by pixel AUROC '
+    'among the scorers with maps. Ties share a rank.')
+
+
+def ranking_keys(norm: str, scorers) -> dict[str, tuple[str, str | None]]:
+  """{scorer: (its image AUROC key, its pixel AUROC key or None)}, by the
+  rule of RANKING_NOTE."""
+  return {s.name: (f'{s.name}/{evaluation.OWN if s.image else norm}/'
+                   'image_auroc',
+                   f'{s.name}/pixel_auroc' if s.has_map else None)
+          for s in scorers}
+
+
+def _example_rows(split, outputs, maps, scores, count, scorers):
+  """Heat-map rows, picked by `scores` (the headline scorer's).
+
+  The highest- and lowest-scored defective test images (2/5 of `count`
+  each) show what the model finds and misses; the highest-scored good
+  images (the rest) show its false alarms.
+  """
+  labels = np.asarray(split.labels)
+  by_score = np.argsort(-scores, kind='stable')
+  defective = [i for i in by_score if labels[i]]
+  good = [i for i in by_score if not labels[i]]
+  per_end = (2 * count) // 5
+  high = defective[:per_end]
+  low = [i for i in defective[::-1][:per_end] if i not in high][::-1]
+  picked = ([('high', i) for i in high] + [('low', i) for i in low] +
+            [('good', i) for i in good[:count - len(high) - len(low)]])
+  rows = []
+  for kind, i in picked:
+    rows.append({
+        report.ROW_LABEL: f'{kind}: {split.names[i]}\n'
+                          f'{split.defect_types[i]}, score {scores[i]:.3g}',
+        'input': split.images[i],
+        'reconstruction': outputs['reconstruction'][i],
+        **{s.label: maps[s.name][i] for s in map_columns(scorers)},
+        'ground truth': split.masks[i],
+    })
+  return rows
+
+
+def map_columns(scorers) -> list:
+  """The scorers drawn in the heat-map grid: the first with maps."""
+  return [s for s in scorers if s.has_map][:MAX_MAP_COLUMNS]
+
+
+def _summary_line(metrics: dict, norm: str, scorers) -> str:
+  def cell(key):
+    return f'{metrics[key]:.3f}' if key in metrics else '-'
+  return ', '.join(
+      f'{s.name} {cell(f"{s.name}/{norm}/image_auroc")} / '
+      f'{cell(f"{s.name}/pixel_auroc")} / '
+      f'{cell(f"{s.name}/pixel_au_pro")}' if s.has_map else
+      f'{s.name} {cell(f"{s.name}/{evaluation.OWN}/image_auroc")} (own, '
+      'no map)' for s in scorers)
+
+
+def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
+                      dataset: data_lib.Dataset, out_dir: str,
+                      devices: list[jax.Device],
+                      extra: dict | None = None) -> dict[str, float]:
+  """Scores `dataset.test` (and `.val` for thresholds); writes the report.
+
+  Writes out_dir/{metrics.json, report.md, thresholds.json, scorers.msgpack,
+  roc_*.png, pr_*.png, pro.png, score_histograms.png, heatmaps.png}.
+
+  Every process of a multi-host run calls this and takes part in the
+  scoring; only process 0 computes the metrics and writes the report.
+
+  Returns:
+    The category's flattened metrics ('residual/l2/image_auroc', ...) on
+    process 0; {} on the others.
+  """
+  t_start = time.time()
+  scorers = configured_scorers(config)
+  split, val = dataset.test, dataset.val
+  protocol = evaluation.Protocol.from_config(config.eval)
+  norm = protocol.headline
+  fitted = fit_scorers(config, variables, scorers, dataset.train.images,
+                       devices, val.images)
+  # Validation images are all good: scoring them like the test images gives
+  # a threshold without looking at a single defect. One call for both
+  # splits compiles the score function once; test images keep indices
+  # 0..N-1, hence the same MC-dropout keys as when scored alone.
+  both, both_maps, both_scores = score(
+      config, variables, np.concatenate([split.images, val.images]),
+      devices, scorers, fitted)
+  if not parallel.is_primary():
+    return {}
+  n = len(split.images)
+  outputs = {k: v[:n] for k, v in both.items()}
+  maps = {k: v[:n] for k, v in both_maps.items()}
+  val_maps = model_val_maps = {k: v[n:] for k, v in both_maps.items()}
+  eval_maps, masks = evaluation.at_resolution(
+      config.eval.resolution, maps, split.masks, split.native_masks)
+  val_maps = {k: evaluation.resize_maps(v, masks.shape[1:])
+              for k, v in val_maps.items()}
+  results = evaluation.evaluate(eval_maps, split.labels, masks,
+                                split.defect_types, protocol,
+                                val_maps=val_maps,
+                                pixel_images=split.has_masks,
+                                own_scores={k: v[:n] for k, v in
+                                            both_scores.items()},
+                                val_own_scores={k: v[n:] for k, v in
+                                                both_scores.items()})
+  # Report order = config order (map-less scorers come last otherwise).
+  results = {s.name: results[s.name] for s in scorers}
+  curves = evaluation.curves(eval_maps, split.labels, masks, protocol,
+                             pixel_images=split.has_masks)
+  thresholds = {
+      s: r[evaluation.threshold_reduction(r, norm)]['threshold']
+      for s, r in results.items()}
+  write_thresholds(out_dir, config, thresholds, model_val_maps)
+  workdir_lib.save_fitted(out_dir, fitted)
+  metrics = report.flatten(results)
+  # Timings go to timings.json, not metrics.json: identical runs must give
+  # identical metrics files.
+  timings = {}
+  for key, value in (extra or {}).items():
+    if key.split('/')[-1].endswith('seconds'):
+      timings[f'train/{key}'] = value
+    else:
+      metrics[f'train/{key}'] = value
+  size = 'x'.join(map(str, masks.shape[1:]))
+  model_size = 'x'.join(map(str, split.masks.shape[1:]))
+  if config.eval.resolution == 'original':
+    resolution = (
+        f'at the native mask resolution ({size}): maps computed at '
+        f'{model_size} are upsampled bilinearly (half-pixel centres, as '
+        'torch interpolate(align_corners=False)) to the masks that '
+        'aad.data.load keeps before resizing (Split.native_masks), '
+        "MVTec's convention")
+  else:
+    resolution = (f'at the model resolution ({size}), masks resized with '
+                  'nearest neighbour')
+  quantile = (f'the {protocol.threshold_quantile:g} quantile'
+              if protocol.threshold_mode == 'quantile' else 'the maximum')
+  headline = scorers[0]
+  headline_reduction = norm if headline.has_map else evaluation.OWN
+  notes = [
+      f'Model: {config.model.name}; scorers: '
+      f'{", ".join(s.name for s in scorers)} (the first is the headline).',
+      f'Headline image score: the {norm} reduction of the map, fixed in '
+      'the config before evaluation; l1 = mean, l2 = root mean square, '
+      f'linf = max, smooth_max = max after a Gaussian filter of sigma '
+      f'{protocol.sigma:g} px (at the evaluation resolution).',
+      f'Maps and masks are evaluated {resolution}.',
+      'Pixel metrics pool every pixel of every test image (good ones '
+      'included). AU-PRO: per-region overlap of the 8-connected GT '
+      'regions against the FPR over all normal pixels, integrated up to '
+      f'FPR {protocol.fpr_limit:g} and divided by {protocol.fpr_limit:g}.',
+      'F1-max is the best F1 over all thresholds (score >= threshold); its '
+      'threshold is chosen on the test labels, so it is optimistic.',
+      f'Deployment threshold: {quantile} of the {norm} scores of the '
+      f'{len(val.images)} good validation images (no defect labels); '
+      'precision, recall and F1 are those of the test images at it.',
+      'Per defect type: the images of that type against all good test '
+      'images; the table shows headline metrics, metrics.json has them all.',
+  ]
+  if protocol.pixel_tau:
+    notes.append(
+        f'pixel_tau_*: pixel precision, recall and F1 of map >= '
+        f'{protocol.pixel_tau:g} (a fixed threshold, seed 002), over all '
+        'test images and per defect type.')
+  mapless = [s.name for s in scorers if not s.has_map]
+  if mapless:
+    notes.append(
+        f'{", ".join(mapless)}: global measures without a local map; they '
+        "have image metrics of their own score ('own') only, a deployment "
+        'threshold on the own scores of the good validation images, and no '
+        'pixel metrics, curves or heat maps.')
+  notes.append(RANKING_NOTE.format(norm=norm))
+  notes += models.create(config).notes(scorers_lib.needed_outputs(scorers))
+  scores = (evaluation.reduce(eval_maps[headline.name], norm, protocol.sigma)
+            if headline.has_map else both_scores[headline.name][:n])
+  labels = np.asarray(split.labels)
+  report.write_category_report(
+      out_dir, category=dataset.category, metrics=metrics,
+      roc_curves={'image': curves['roc_image'], 'pixel': curves['roc_pixel']},
+      pr_curves={'image': curves['pr_image'], 'pixel': curves['pr_pixel']},
+      pr_chance={'image': float(labels.mean()),
+                 'pixel': float(np.mean(masks))},
+      pro_curves=curves['pro'], pro_fpr_limit=protocol.fpr_limit,
+      score_histograms=curves['scores'], thresholds=thresholds,
+      image_score=norm,
+      heatmap_rows=_example_rows(split, outputs, maps, scores,
+                                 config.eval.heatmap_rows, scorers),
+      heatmap_title=('highest- and lowest-scored defective and '
+                     'highest-scored good test images\n'
+                     f'(by the {headline.name} {headline_reduction} score)'),
+      columns=['input', 'reconstruction',
+               *(s.label for s in map_columns(scorers)), 'ground truth'],
+      notes=notes, grouped=True,
+      type_columns=type_table_columns(norm, scorers),
+      ranking=ranking_keys(norm, scorers),
+      roi_previews=split.roi_previews)
+  timings['eval/seconds'] = time.time() - t_start
+  report.write_json(os.path.join(out_dir, workdir_lib.TIMINGS_FILE), timings)
+  logging.info('%s: image AUROC (%s) / pixel AUROC / AU-PRO: %s; F1 at the '
+               'val threshold (%s) %.3f', dataset.category, norm,
+               _summary_line(metrics, norm, scorers), headline.name,
+               metrics[f'{headline.name}/{headline_reduction}/'
+                       'threshold_f1'])
+  return metrics
+
+
+def write_thresholds(out_dir: str, config: ml_collections.ConfigDict,
+                     image_thresholds: dict[str, float],
+                     val_maps: dict[str, np.ndarray]) -> dict:
+  """Saves the deployment thresholds `aad.predict` uses by default.
+
+  Image thresholds are those of the report (on the headline reduction of
+  the good validation maps); pixel thresholds, for predicted masks, are the
+  eval.pixel_threshold_quantile of the good validation map values.
+  """
+  q = config.eval.pixel_threshold_quantile
+  out = {
+      'norm': config.eval.norm,
+      'image_rule': (f'{config.eval.threshold_mode} '
+                     f'{config.eval.threshold_quantile:g}'
+                     if config.eval.threshold_mode == 'quantile'
+                     else config.eval.threshold_mode) +
+                    f' of {len(next(iter(val_maps.values())))} good '
+                    'validation images',
+      'pixel_quantile': q,
+      'image': {k: float(v) for k, v in image_thresholds.items()},
+      'pixel': {k: float(np.quantile(v, q)) for k, v in val_maps.items()},
+  }
+  report.write_json(os.path.join(out_dir, workdir_lib.THRESHOLDS_FILE), out)
+  return out
+
+
+def write_summary(config: ml_collections.ConfigDict, workdir: str,
+                  per_category: dict[str, dict[str, float]]) -> dict:
+  """Writes workdir/metrics.json and report.md averaged over categories.
+
+  Returns:
+    The means over categories; {} on processes other than 0, which write
+    nothing.
+  """
+  if not parallel.is_primary():
+    return {}
+  norm = config.eval.norm
+  scorers = configured_scorers(config)
+  headline = headline_keys(norm, scorers)
+  baselines = [s.name for s in scorers if s.baseline]
+  means = report.write_summary_report(
+      workdir, per_category=per_category,
+      title=f'{config.name}: {config.model.name} + {config.corruption.name} '
+      f'noise on {config.dataset.name}',
+      notes=[f'One model per category; image score = {norm} reduction of '
+             'the map (fixed beforehand); scorers '
+             f'{", ".join(s.name for s in scorers)}, the first the headline.'
+             + (f' {", ".join(baselines)}: no-learning baseline(s).'
+                if baselines else ''),
+             f'Evaluation resolution: {config.eval.resolution}; deployment '
+             f'thresholds: {config.eval.threshold_mode} of the good '
+             'validation scores (see the category reports).',
+             'Per-defect-type means exist only for types every category '
+             'has; each category\'s metrics.json has all of them.',
+             RANKING_NOTE.format(norm=norm) + ' Ranked on the means over '
+             'categories.'],
+      headline_keys=headline, grouped=True,
+      type_columns=type_table_columns(norm, scorers),
+      ranking=ranking_keys(norm, scorers))
+  write_timings(workdir, per_category)
+  logging.info('Mean over %d categories, image AUROC (%s) / pixel AUROC / '
+               'AU-PRO: %s. Report: %s/report.md', len(per_category), norm,
+               _summary_line(means, norm, scorers), workdir)
+  return means
+
+
+def write_timings(workdir: str, categories) -> dict:
+  """workdir/timings.json: each category's timings.json and their means
+  (wall-clock seconds; they differ between identical runs)."""
+  per = {}
+  for category in categories:
+    path = os.path.join(workdir, category, workdir_lib.TIMINGS_FILE)
+    if os.path.isfile(path):
+      with open(path) as f:
+        per[category] = json.load(f)
+  out = {f'{c}/{k}': v for c, t in per.items() for k, v in t.items()}
+  for key in sorted({k for t in per.values() for k in t}):
+    values = [t[key] for t in per.values() if key in t]
+    out[f'mean/{key}'] = float(np.mean(values))
+  report.write_json(os.path.join(workdir, workdir_lib.TIMINGS_FILE), out)
+  return out
+
+
+def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
+                     path: str = '', categories=(), model_category: str = '',
+                     num_devices: int = 0) -> dict:
+  """Scores a trained run again, without training; writes its report.
+
+  Args:
+    workdir: the run (config.json and <category>/checkpoints).
+    output: where to write; '' = the workdir itself (what training wrote,
+      rewritten with the same figures) or, for another dataset,
+      workdir/eval/<dataset or folder name>.
+    dataset, path: score this dataset (config.dataset.name / .path) instead
+      of the one trained on.
+    categories: categories to score; () = all of the dataset's (trained
+      ones only, for the run's own dataset).
+    model_category: the trained category whose model scores every
+      category (for another dataset); '' = the one of the same name, or
+      the run's only one.
+    num_devices: local devices to use; 0 = the run's config.num_devices
+      if this machine has that many, else all.
+
+  Returns:
+    The means over categories (as `write_summary`).
+  """
+  config = workdir_lib.load_config(workdir)
+  trained = workdir_lib.trained_categories(workdir)
+  if not trained:
+    raise data_lib.DataError(f'{workdir}: no <category>/checkpoints folder; '
+                             'train first with python -m aad.main.')
+  other = bool(dataset or path)
+  if dataset or path:
+    config.dataset.name = dataset or 'folder'
+  if path:
+    config.dataset.path = path
+  if categories:
+    config.dataset.categories = tuple(categories)
+  elif not other:
+    config.dataset.categories = trained
+  else:
+    config.dataset.categories = ()
+  if not output:
+    output = workdir if not other else os.path.join(
+        workdir, 'eval', os.path.basename(os.path.normpath(path)) if path
+        else dataset)
+  errors.writable_dir(output, '--output')
+  # The run's own device count where possible: batch splits change float
+  # round-off, so the same count reproduces the figures to the last digit.
+  if not num_devices and config.num_devices <= len(jax.local_devices()):
+    num_devices = config.num_devices
+  devices = parallel.select_devices(num_devices)
+  results = {}
+  for category in data_lib.config_categories(config.dataset):
+    source = model_category or (category if category in trained else
+                                trained[0] if len(trained) == 1 else '')
+    if source not in trained:
+      raise data_lib.DataError(
+          f'No model for category {category!r} in {workdir} (trained: '
+          f'{", ".join(trained)}); choose one with --model_category.')
+    variables, summary = workdir_lib.restore_best(config, workdir, source)
+    logging.info('%s: scoring with the model of %s (best step %d)',
+                 category, source, summary['best_step'])
+    ds = data_lib.from_config(config.dataset, category)
+    out_dir = os.path.join(output, category)
+    os.makedirs(out_dir, exist_ok=True)
+    results[category] = evaluate_category(config, variables, ds, out_dir,
+                                          devices, extra=summary)
+  return write_summary(config, output, results)

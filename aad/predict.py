@@ -219,7 +219,7 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
         np.uint8) * 255
     rows.append({'file': path,
                  **{f'{s}_{norm}': float(result.scores[s][i]) for s in names},
-                 **{f'{s}_{evaluation.OWN}': float(result.scores[s][i])
+                 **{f'{s}_{protocol.OWN}': float(result.scores[s][i])
                     for s in mapless},
                  'decision': ('anomalous' if result.scores[scorer][i] >=
                               threshold else 'good')})

@@ -150,7 +150,7 @@ def reduce(maps: jax.Array, norm: str, sigma: float) -> jax.Array:
   if norm in ops.NORMS:
     return ops.reduce_map(maps, norm)
   raise ValueError(f'unknown norm {norm!r}; choose one of '
-                   f'{evaluation.REDUCTIONS}')
+                   f'{protocol.REDUCTIONS}')
 
 
 def check_exportable(config) -> None:

@@ -12,7 +12,7 @@ images (aad/normalised.py), and by the thirteen similarity measures of seed
 of all of them by image and pixel AUROC (aad/evaluate.py RANKING_NOTE).
 """
 
-from aad.similarity import MEASURES
+from aad.scoring.similarity import MEASURES
 from configs import aesc_stain
 
 # The method's scorers (METHOD.md 4), seed 002's max-channel residual.

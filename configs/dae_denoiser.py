@@ -8,7 +8,7 @@ denoiser learns to map its reconstructions to the clean images (on 32 px
 crops). Three scorers, as the seed: reconstruction (residual), smooth
 reconstruction (smooth_residual) and feature mask (feature_mask, the
 headline, chosen because the seed reports it best); readings of what the
-seed leaves open are in aad/models/dae.py.
+seed leaves open are in aad/models/dae_denoiser.py.
 
 As configs/aesc_stain.py, a budget for a few minutes on a 2-core CPU: 64 px
 crops, 300 + 200 steps per category, and the seed's widths divided by 4

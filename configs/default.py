@@ -1,10 +1,22 @@
 """Base config: every field of every experiment, with its unit.
 
+The families' fields of config.model and the scorers' options in
+config.eval come from the defaults() beside their code (aad/models/<name>.py,
+aad/scoring/scorers/<name>.py); this file assembles them.
+
 Experiment files import this and change a few fields. Override any field on
 the command line with `--config.<field>=value`; a mistyped field is an error.
 """
 
 import ml_collections
+
+from aad.models import aesc
+from aad.models import bergmann
+from aad.models import dae_denoiser
+from aad.scoring.scorers import activation_gaussian
+from aad.scoring.scorers import feature_mask
+from aad.scoring.scorers import normalised
+from aad.scoring.similarity import scorers as similarity_scorers
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -76,51 +88,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.dataset.patch_stride = 0     # px; 0 = patch_size // 2
 
   c.model = ml_collections.ConfigDict()
-  # The model family (aad/models/): 'aesc' (AE with additive skips), 'ae'
-  # (the same without skips), 'bergmann' (seed 002), 'dae_denoiser' (seed
-  # 000). The fields below, up
-  # to train_dropout, are aesc's and ae's; other families read the block
+  # The model family (aad/models/<name>.py): 'aesc' (AE with additive
+  # skips), 'ae' (the same without skips), 'bergmann' (seed 002),
+  # 'dae_denoiser' (seed 000). Each family module's defaults() gives its
+  # fields: aesc's flat ones (aesc and ae read them), the others' blocks
   # named after them.
   c.model.name = 'aesc'
-  c.model.depth = 6              # stride-2 levels
-  c.model.features = 16          # maps at level 0, doubled per level
-  c.model.kernel = 5             # conv kernel size
-  # 'fast': exact space-to-depth / sub-pixel forms of the strided and
-  # upsampling convs (aad/models/layers.py); 'plain': textbook convs.
-  c.model.conv_impl = 'fast'
-  # Compute dtype: 'float32', or 'bfloat16' for GPU/TPU (parameters,
-  # optimiser state and the loss stay float32; slower on CPUs).
-  c.model.dtype = 'float32'
-  # MC-dropout rate per level (finest first); () = the paper's for the model.
-  c.model.dropout_rates = ()
-  # METHOD.md Q1: the reference trains without dropout and only switches
-  # it on for MC sampling, so False is the default.
-  c.model.train_dropout = False
-  # aesc / ae training loss: 'mse' (the method's), 'ssim' (1 - SSIM) or
-  # 'mse_ssim' (their sum, DRAEM's).
-  c.model.loss = 'mse'
-  # Bergmann-style AE (seed 002, METHOD.md 5.2), model.name='bergmann'.
-  c.model.bergmann = ml_collections.ConfigDict(dict(
-      latent=500,   # size of the 1x1 latent code
-      # 'l2': mean per-pixel squared error; 'l2_norm': mean over images of
-      # ||x - x_hat||_2 (the seed's written form); 'ssim': 1 - SSIM with an
-      # 11x11 Gaussian window (sigma 1.5), as Bergmann et al.
-      loss='l2'))
-  # Denoising AE + 20-layer denoiser (seed 000, METHOD.md 5.1; our readings
-  # of its open points are in aad/models/dae.py), model.name=
-  # 'dae_denoiser'. Stage 'ae' trains train.num_steps steps, stage
-  # 'denoiser' (AE frozen) denoiser_steps.
-  c.model.dae_denoiser = ml_collections.ConfigDict(dict(
-      encoder=(128, 256, 512),      # strided 5x5 conv blocks
-      latent=256,                   # dense latent size
-      decoder=(512, 256, 128, 64),  # strided 5x5 transposed-conv blocks
-                                    # before the output one
-      noise_std=0.1,                # stage-1 Gaussian noise std, [0, 1]
-      denoiser_layers=20,
-      denoiser_features=64,         # per layer; C of them accumulated
-      denoiser_residual=True,       # Den(y) = y + sum of the layers' maps
-      denoiser_steps=1000,
-      denoiser_crop=32))            # px, stage-2 training crops; 0 = whole
+  c.model.update(aesc.defaults())
+  c.model.update(bergmann.defaults())
+  c.model.update(dae_denoiser.defaults())
 
   c.corruption = ml_collections.ConfigDict()
   # Training-input noise: stain, gaussian, scratch, drops, structural,
@@ -178,8 +154,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.plateau_min_delta = 1.0
 
   c.eval = ml_collections.ConfigDict()
-  # Scorers to evaluate (aad/scorers.py and the family modules), the first
-  # being the headline one (heat maps, aad.predict's default); () = the
+  # Scorers to evaluate (aad/scoring/scorers/<name>.py, or a module of
+  # one's own named with its dots), the first being the headline one (heat maps, aad.predict's default); () = the
   # family's default list (aesc/ae: residual, mc_variance, baseline_mean).
   c.eval.scorers = ()
   # Map -> image score reductions (aad/evaluation.py): l1 (mean), l2 (root
@@ -201,53 +177,13 @@ def get_config() -> ml_collections.ConfigDict:
   # > 0: also report pixel precision / recall / F1 of map >= pixel_tau, per
   # defect type (seed 002's fixed tau, in map units); 0 = off.
   c.eval.pixel_tau = 0.0
-  # feature_mask scorer (dae_denoiser): |x - Den(AE(x))| times
-  # |Den(AE(x)) - AE(x)| to this power (0: the smooth residual alone).
-  c.eval.feature_mask_power = 1.0
-  # Similarity-measure scorers (aad/similarity/scorers.py; METHOD.md 5.3):
-  # keyword arguments per measure, the papers' values. Grey levels in
-  # [0, 1]; fsim's scale maps them to the paper's 0..255 constants.
-  c.eval.similarity = ml_collections.ConfigDict(dict(
-      se={}, rmse={}, zncc={}, sam={},
-      psnr=dict(max_val=1.0, max_db=200.0),   # -PSNR, capped (identity)
-      sre=dict(max_db=200.0),
-      imed=dict(sigma=1.0, truncate=4.0),     # Gaussian metric, px
-      ssim=dict(max_val=1.0, filter_size=11, filter_sigma=1.5, k1=0.01,
-                k2=0.03),                     # Wang et al. 2004
-      uiq=dict(block_size=8),                 # Wang & Bovik 2002
-      gmsd=dict(c=170.0 / 255.0**2),          # Xue et al. 2014
-      # Zhang et al. 2011; noise_stride > 1 takes the phase-congruency
-      # noise median on every n-th row and column (1 = the reference;
-      # 2 took 4-10 % off FSIM's cost on the 2-core CPU, README
-      # "Comparing scorers").
-      fsim=dict(chroma=True, scale=255.0, t1=0.85, t2=160.0, t3=200.0,
-                t4=200.0, lam=0.03, nscale=4, norient=4, noise_stride=1),
-      issm=dict(a=0.3, b=0.5, c=0.7, bins=10, low=100, high=200),
-      sh=dict(bins=256)))                     # histogram intersection
-  # Activation-Gaussian scorer (seed 001, METHOD.md 5.4; aad/
-  # activation_gaussian.py), for aesc/ae: vector_size activations sampled
-  # at fixed random positions of each layer (enc0..enc<depth-1>,
-  # dec<depth-2>..dec0; () = all), one Gaussian per layer fitted on the
-  # training images, covariance + reg tr(Sigma) / vector_size on the
-  # diagonal.
-  c.eval.activation_gaussian = ml_collections.ConfigDict(dict(
-      layers=(), vector_size=64, reg=1e-3, seed=0))
-  # The `normalised` scorer (aad/normalised.py): error maps (`base`, scorers
-  # with a map; several are averaged) normalised by the mean and std of
-  # the error on the good validation images, per `mode`: 'position' (per
-  # pixel, for aligned images), 'local' (per bin of local intensity and
-  # texture: `bins` x `bins` quantile bins of the Gaussian local mean and
-  # std of `local_sigma` px) or 'both'; per-position statistics pooled
-  # over a Gaussian of `position_sigma` px (0: each pixel alone); then
-  # clipped at `clip` (0: off), smoothed by a Gaussian of `smooth_sigma` px
-  # and, if `line_length` > 0, by the largest mean along a line among
-  # `orientations` directions (sigma `line_length` px along, `line_width`
-  # across; aad/oriented.py); own image score: mean of the top `top_k`
-  # fraction of the map.
-  c.eval.normalised = ml_collections.ConfigDict(dict(
-      base=('residual',), mode='position', smooth_sigma=2.0, top_k=0.001,
-      bins=8, local_sigma=4.0, position_sigma=0.0, clip=0.0,
-      line_length=0.0, line_width=2.0, orientations=16))
+  # Scorers' options: each scorer module's defaults() (aad/scoring/
+  # scorers/<name>.py; the similarity measures' in aad/scoring/similarity/
+  # scorers.py, METHOD.md 5.3).
+  c.eval.update(feature_mask.defaults())
+  c.eval.update(similarity_scorers.defaults())
+  c.eval.update(activation_gaussian.defaults())
+  c.eval.update(normalised.defaults())
   c.eval.mc_samples = 30         # T, Monte-Carlo dropout passes
   c.eval.mc_chunk = 0            # passes per device call; 0 = from memory
   c.eval.batch_size = 16         # test images per device call

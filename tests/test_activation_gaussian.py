@@ -88,9 +88,9 @@ def test_aesc_samples_fixed_positions_of_the_chosen_layers():
 
 
 def test_scorer_is_fitted_on_the_outputs_it_declares():
-  s = scorers.REGISTRY['activation_gaussian']
+  s = scorers.get('activation_gaussian')
   assert s.fit_needs == ('activations',) and not s.has_map
-  assert scorers.fit_outputs([s, scorers.REGISTRY['baseline_mean']]) == {
+  assert scorers.fit_outputs([s, scorers.get('baseline_mean')]) == {
       'activations'}
   train, _, _ = _known(50)
   cfg = test_config.get_config().eval

@@ -54,6 +54,6 @@ def test_unknown_corruption_name_is_named():
 def test_compare_scorers_lists_every_scorer_aesc_can_use():
   config = importlib.import_module('configs.compare_scorers').get_config()
   family = models.create(config)
-  usable = {n for n, s in scorer.REGISTRY.items()
-            if set(s.needs) <= set(family.output_names)}
+  usable = {n for n in scorer.builtin_names()
+            if set(scorer.get(n).needs) <= set(family.output_names)}
   assert set(config.eval.scorers) == usable

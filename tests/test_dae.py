@@ -16,7 +16,7 @@ from aad import data
 from aad import models
 from aad.scoring import scorer as scorers
 from aad.training import loop
-from aad.models import dae
+from aad.models import dae_denoiser as dae
 from configs import dae_denoiser
 from configs import test as test_config
 from tests import processes
@@ -95,14 +95,14 @@ def test_smooth_residual_and_feature_mask_by_hand():
   out = {'reconstruction': jnp.array([[[[0.5, 0.5]]]]),
          'smooth': jnp.array([[[[0.1, 0.6]]]])}
   cfg = test_config.get_config().eval
-  smooth = scorers.REGISTRY['smooth_residual'].map(x, out, None, cfg)
+  smooth = scorers.get('smooth_residual').map(x, out, None, cfg)
   np.testing.assert_allclose(smooth, [[[0.3]]], atol=1e-6)
   # correction |smooth - recon| = 0.4 + 0.1 = 0.5; feature mask 0.3 * 0.5.
-  mask = scorers.REGISTRY['feature_mask'].map(x, out, None, cfg)
+  mask = scorers.get('feature_mask').map(x, out, None, cfg)
   np.testing.assert_allclose(mask, [[[0.15]]], atol=1e-6)
   cfg.feature_mask_power = 2.0
   np.testing.assert_allclose(
-      scorers.REGISTRY['feature_mask'].map(x, out, None, cfg),
+      scorers.get('feature_mask').map(x, out, None, cfg),
       [[[0.075]]], atol=1e-6)
 
 

@@ -87,7 +87,7 @@ def test_local_mode_conditions_on_intensity():
 
 
 def test_scorer_fits_on_validation_images_and_scores():
-  s = scorers.REGISTRY['normalised']
+  s = scorers.get('normalised')
   assert s.fit_split == 'val' and s.fit_needs == ('reconstruction',)
   rng = np.random.default_rng(3)
   val = rng.integers(0, 256, (20, 16, 16, 1), np.uint8)

@@ -80,15 +80,15 @@ def test_normalised_map_clips_before_the_line_filter():
   test[0, 10, 12] = 1.0                           # one extreme pixel
   outputs = {'reconstruction': jnp.asarray(recon[:1])}
   plain = _cfg(smooth_sigma=0.0)
-  z = np.asarray(normalisation._map(jnp.asarray(test), outputs, fitted, plain))
+  normalised = normalisation.normalised_map
+  z = np.asarray(normalised(jnp.asarray(test), outputs, fitted, plain))
   assert z[0, 10, 12] > 5
   clipped = _cfg(smooth_sigma=0.0, clip=5.0)
-  zc = np.asarray(normalisation._map(jnp.asarray(test), outputs, fitted,
-                                  clipped))
+  zc = np.asarray(normalised(jnp.asarray(test), outputs, fitted, clipped))
   np.testing.assert_allclose(zc, np.minimum(z, 5.0), rtol=1e-6)
   lines = _cfg(smooth_sigma=0.0, clip=5.0, line_length=3.0, line_width=1.0,
                orientations=4)
-  zl = np.asarray(normalisation._map(jnp.asarray(test), outputs, fitted, lines))
+  zl = np.asarray(normalised(jnp.asarray(test), outputs, fitted, lines))
   np.testing.assert_allclose(
       zl, np.asarray(oriented.line_filter(jnp.asarray(zc), 3.0, 1.0, 4)),
       rtol=1e-5, atol=1e-6)

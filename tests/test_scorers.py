@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from aad.metrics import protocol
-from aad import models  # noqa: F401  (registers the families' scorers)
 from aad.scoring import scorer as scorers
 
 _PLAIN = types.SimpleNamespace(name='plain', scorers=('residual',),

@@ -1,32 +1,33 @@
 """Model families, chosen by config.model.name (see aad/models/base.py).
 
-Each family module has `family(config, axis_name) -> base.Family`. To add
-one: write aad/models/<name>.py with that function (and any scorers of its
-own outputs, registered with aad.scorers.register), list it below, and give
-it a config file and tests.
+A family is one module found by its name, as big_vision finds its models:
+family `name` is the module aad/models/<name>.py (a name with a dot is
+imported as that module), which has `family(config, axis_name) ->
+base.Family` and `defaults()`, its fields of config.model (assembled by
+configs/default.py). To add one: write aad/models/<name>.py (and any
+scorers of its own outputs, aad/scoring/scorers/), and give it a config
+file and tests; no other module changes. 'ae' (aesc.py without skips) is
+the one-line module ae.py.
 """
+
+import importlib
+import pkgutil
 
 import ml_collections
 
-# Scorers of any family's outputs, registered on import: every scorer
-# lookup goes through a family (scorers.resolve), so importing them here
-# makes them available wherever a model is (aad.scorers must not import
-# them: they import it).
-from aad.scoring import gaussian  # noqa: F401
-from aad.scoring import normalisation  # noqa: F401
-from aad.models import aesc
 from aad.models import base
-from aad.models import bergmann
-from aad.models import dae
-from aad.scoring.similarity import scorers as similarity_scorers  # noqa: F401
 
-FAMILIES = {
-    'aesc': aesc.family,
-    'ae': aesc.family,
-    'bergmann': bergmann.family,
-    'dae_denoiser': dae.family,
-}
-DTYPES = aesc.DTYPES
+
+def module_name(name: str) -> str:
+  """The module of family `name`."""
+  return name if '.' in name else f'{__name__}.{name}'
+
+
+def names() -> tuple[str, ...]:
+  """The built-in families: the modules of aad/models/ with `family`."""
+  found = (m.name for m in pkgutil.iter_modules(__path__))
+  return tuple(sorted(n for n in found if hasattr(
+      importlib.import_module(module_name(n)), 'family')))
 
 
 def create(config: ml_collections.ConfigDict,
@@ -41,7 +42,15 @@ def create(config: ml_collections.ConfigDict,
       global batch.
   """
   name = config.model.name
-  if name not in FAMILIES:
+  path = module_name(name)
+  try:
+    module = importlib.import_module(path)
+  except ModuleNotFoundError as e:
+    # A family module that fails to import what it needs is its own error.
+    if not (e.name and (path == e.name or path.startswith(e.name + '.'))):
+      raise
+    module = None
+  if not hasattr(module, 'family'):
     raise ValueError(f'config.model.name={name!r} is unknown; choose one of '
-                     f'{", ".join(sorted(FAMILIES))}')
-  return FAMILIES[name](config, axis_name)
+                     f'{", ".join(names())}')
+  return module.family(config, axis_name)

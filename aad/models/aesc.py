@@ -219,6 +219,30 @@ def sample_positions(shapes: dict, g: ml_collections.ConfigDict
   return out
 
 
+def defaults() -> ml_collections.ConfigDict:
+  """The fields of config.model that aesc and ae read (other families read
+  the block named after them)."""
+  c = ml_collections.ConfigDict()
+  c.depth = 6              # stride-2 levels
+  c.features = 16          # maps at level 0, doubled per level
+  c.kernel = 5             # conv kernel size
+  # 'fast': exact space-to-depth / sub-pixel forms of the strided and
+  # upsampling convs (aad/models/layers.py); 'plain': textbook convs.
+  c.conv_impl = 'fast'
+  # Compute dtype: 'float32', or 'bfloat16' for GPU/TPU (parameters,
+  # optimiser state and the loss stay float32; slower on CPUs).
+  c.dtype = 'float32'
+  # MC-dropout rate per level (finest first); () = the paper's for the model.
+  c.dropout_rates = ()
+  # METHOD.md Q1: the reference trains without dropout and only switches
+  # it on for MC sampling, so False is the default.
+  c.train_dropout = False
+  # Training loss: 'mse' (the method's), 'ssim' (1 - SSIM) or 'mse_ssim'
+  # (their sum, DRAEM's).
+  c.loss = 'mse'
+  return c
+
+
 # config.model.loss of aesc / ae.
 LOSSES = {'mse': losses.mse, 'ssim': losses.ssim_loss,
           'mse_ssim': losses.mse_ssim}

@@ -1,12 +1,13 @@
 """What a model family gives the rest of aad.
 
-A family is one module under aad/models/ with a `family(config, axis_name)`
-function that returns a `Family`: how to initialise its networks, its
-training stages, and one pure `outputs` function that turns images into
-named arrays (a reconstruction, and whatever else the family exposes).
-Training (aad/train.py) runs the stages; scoring (aad/evaluate.py) calls
-`outputs` and hands the arrays to the configured scorers (aad/scorers.py).
-Nothing outside the family's module knows its networks.
+A family is one module aad/models/<name>.py with a `family(config,
+axis_name)` function that returns a `Family`: how to initialise its
+networks, its training stages, and one pure `outputs` function that turns
+images into named arrays (a reconstruction, and whatever else the family
+exposes). Training (aad/training/) runs the stages; scoring
+(aad/experiment/testing.py) calls `outputs` and hands the arrays to the
+configured scorers (aad/scoring/scorer.py). Nothing outside the family's
+module knows its networks.
 
 Variables are {net name: {'params': ..., 'batch_stats': ...}}: one entry
 per network, so a stage can train some networks and freeze the others.

@@ -11,8 +11,9 @@ size after five stride-2 ups. The latent conv spans the whole bottleneck
 input size that is a multiple of 32.
 
 Detection (seed 002): the per-pixel max over channels of |x - x_hat|
-(scorer `residual_max`), thresholded at tau (config.eval.pixel_tau, 0.2 in
-configs/ae_l2.py and ae_ssim.py) for pixel precision, recall and F1.
+(scorer `residual_max`, aad/scoring/scorers/), thresholded at tau
+(config.eval.pixel_tau, 0.2 in configs/ae_l2.py and ae_ssim.py) for pixel
+precision, recall and F1.
 """
 
 from typing import Sequence
@@ -22,8 +23,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from aad.models import corruptions
-from aad.scoring import scorer as scorers
-from aad.scoring import ops
 from aad.models import base
 from aad.models import losses
 
@@ -89,6 +88,18 @@ LOSSES = {'l2': losses.mse, 'l2_norm': losses.l2_norm,
           'ssim': losses.ssim_loss}
 
 
+def defaults() -> ml_collections.ConfigDict:
+  """The family's fields of config.model (model.name='bergmann')."""
+  c = ml_collections.ConfigDict()
+  c.bergmann = ml_collections.ConfigDict(dict(
+      latent=500,   # size of the 1x1 latent code
+      # 'l2': mean per-pixel squared error; 'l2_norm': mean over images of
+      # ||x - x_hat||_2 (the seed's written form); 'ssim': 1 - SSIM with an
+      # 11x11 Gaussian window (sigma 1.5), as Bergmann et al.
+      loss='l2'))
+  return c
+
+
 def family(config: ml_collections.ConfigDict,
            axis_name: str | None = None) -> base.Family:
   """The Bergmann AE (config.model.name 'bergmann', block model.bergmann).
@@ -124,10 +135,3 @@ def family(config: ml_collections.ConfigDict,
       scorers=('residual_max', 'residual', 'baseline_mean'),
       size_multiple=2 ** _STRIDES)
 
-
-@scorers.register('residual_max', label='max-channel residual')
-def residual_max(x, outputs, fitted, cfg):
-  """Seed 002's map: the max over channels of |x - x_hat|, in [0, 1]."""
-  del fitted, cfg
-  return ops.over_channels(jnp.abs(x - outputs['reconstruction']),
-                              jnp.maximum)

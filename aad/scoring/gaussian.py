@@ -11,12 +11,11 @@ jnp. A test image's score is sqrt(sum_l d_l^2), d_l its Mahalanobis
 distance in layer l: the distance of the concatenated vector under a
 block-diagonal covariance (layers modelled independently, as the seed's one
 mask per layer suggests). The positions are random, so there is no map:
-the scorer has an image score only (aad/scorers.py, map None).
+the scorer has an image score only
+(aad/scoring/scorers/activation_gaussian.py, map None).
 """
 
 import jax.numpy as jnp
-
-from aad.scoring import scorer as scorers
 
 NAME = 'activation_gaussian'
 
@@ -69,8 +68,3 @@ def score(x, outputs, fitted, cfg):
   per_vector = jnp.sqrt(jnp.sum(d**2, axis=1)).reshape(v.shape[:-2])
   return per_vector.max(axis=1) if per_vector.ndim == 2 else per_vector
 
-
-scorers.add(scorers.Scorer(
-    name=NAME, map=None, needs=('activations',),
-    label='activation Gaussian', fit=fit, baseline=False, image=score,
-    fit_needs=('activations',)))

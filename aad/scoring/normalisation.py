@@ -10,7 +10,7 @@ of new good images), the expected error and its spread, and scores
 
 clipped at `clip` (0: not clipped), smoothed by a Gaussian of
 `smooth_sigma` px and, when `line_length` > 0, by the oriented line filter
-of aad/oriented.py (the largest mean along a line of `orientations`
+of aad/scoring/lines.py (the largest mean along a line of `orientations`
 directions, sigma `line_length` px along and `line_width` px across), with
 the mean of the top `top_k` fraction of the result as its own image score
 (a global norm of the raw map ranks images by their overall error level
@@ -27,7 +27,7 @@ from outweighing a long faint defect once the map is averaged along lines.
     own mean and std of the error (for unaligned images);
   'both': 'local' first, then 'position' on the result.
 
-`base` names the error maps (scorers registered with a map and no fit),
+`base` names the error maps (scorers with a map and no fit),
 and the z-maps of several are averaged: ('residual',) alone or combined
 with structure-aware ones, e.g. ('residual', 'ssim').
 """
@@ -41,9 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from aad.scoring import lines as oriented
-from aad.scoring import scorer as scorers
 from aad.scoring import ops
-from aad.scoring.similarity import scorers as similarity_scorers  # noqa: F401
+from aad.scoring import scorer as scorers
 
 MODES = ('position', 'local', 'both')
 EPS = 1e-6
@@ -97,11 +96,15 @@ def settings(cfg) -> dict:
                      f'one of {", ".join(MODES)}.')
   base = tuple(s['base'])
   for name in base:
-    scorer = scorers.REGISTRY.get(name)
+    try:
+      scorer = scorers.get(name)
+    except KeyError:
+      scorer = None
     if scorer is None or scorer.map is None or scorer.fit is not None:
-      ok = sorted(n for n, r in scorers.REGISTRY.items()
-                  if r.map is not None and r.fit is None
-                  and set(r.needs) <= {'reconstruction'})
+      ok = [n for n, r in ((n, scorers.get(n))
+                           for n in scorers.builtin_names())
+            if r.map is not None and r.fit is None
+            and set(r.needs) <= {'reconstruction'}]
       raise ValueError(f'config.eval.normalised.base: {name!r} is not a '
                        'scorer with a map and without a fit; choose among '
                        f'{", ".join(ok)}.')
@@ -134,7 +137,7 @@ DEFAULTS = dict(base=('residual',), mode='position', smooth_sigma=2.0,
 
 def base_maps(x, outputs, cfg, base: Sequence[str]) -> list[jax.Array]:
   """The raw error maps (N, H, W) named by `base`."""
-  return [scorers.REGISTRY[n].map(x, outputs, None, cfg) for n in base]
+  return [scorers.get(n).map(x, outputs, None, cfg) for n in base]
 
 
 def _bin_index(values: jax.Array, edges: jax.Array) -> jax.Array:
@@ -207,7 +210,8 @@ def normalise(x, amap, fitted_base: dict, s: dict) -> jax.Array:
   return z
 
 
-def _fit(images: np.ndarray, outputs: dict, cfg) -> dict:
+def fit(images: np.ndarray, outputs: dict, cfg) -> dict:
+  """The scorer's fit: fit_maps of each base map of the good images."""
   s = settings(cfg)
   fitted = {}
   x = np.asarray(ops.to_float(images))
@@ -223,7 +227,9 @@ def _fit(images: np.ndarray, outputs: dict, cfg) -> dict:
   return fitted
 
 
-def _map(x, outputs, fitted, cfg):
+def normalised_map(x, outputs, fitted, cfg):
+  """The scorer's map: the mean z-map of the base maps, clipped and
+  smoothed."""
   s = settings(cfg)
   zs = [normalise(x, m, fitted[n], s)
         for n, m in zip(s['base'], base_maps(x, outputs, cfg, s['base']))]
@@ -244,16 +250,14 @@ def top_k_mean(maps: jax.Array, fraction: float) -> jax.Array:
   return jnp.mean(jax.lax.top_k(flat, k)[0], axis=-1)
 
 
-def _image(x, outputs, fitted, cfg):
-  return top_k_mean(_map(x, outputs, fitted, cfg), settings(cfg)['top_k'])
+def image_score(x, outputs, fitted, cfg):
+  """The scorer's own image score: the top_k mean of its map."""
+  return top_k_mean(normalised_map(x, outputs, fitted, cfg),
+                    settings(cfg)['top_k'])
 
 
-def _joint(x, outputs, fitted, cfg):
-  amap = _map(x, outputs, fitted, cfg)
+def joint(x, outputs, fitted, cfg):
+  """(map, own image score) in one pass."""
+  amap = normalised_map(x, outputs, fitted, cfg)
   return amap, top_k_mean(amap, settings(cfg)['top_k'])
 
-
-scorers.add(scorers.Scorer(
-    name='normalised', map=_map, needs=('reconstruction',),
-    label='normalised error', fit=_fit, baseline=False, image=_image,
-    joint=_joint, fit_needs=('reconstruction',), fit_split='val'))

@@ -7,45 +7,79 @@ training images (None if it learns nothing), cfg the config's `eval` block,
 and the map (N, H, W), larger = more anomalous. It runs on device inside
 the scoring call. `config.eval.scorers` lists the scorers to evaluate
 (empty: the family's default list); evaluation, reports, thresholds and
-`aad.predict` iterate that list, so a new scorer is one `register` call,
-here or in the family module whose outputs it reads.
+`aad.predict` iterate that list.
+
+A scorer is one module found by its name, as big_vision finds its models:
+scorer `name` is the module aad/scoring/scorers/<name>.py, and a name with
+a dot (`my_pkg.my_scorer`) is imported as that module, so a scorer of
+one's own is one file on PYTHONPATH. The module defines
+
+  SCORER = Scorer(name=<the module's file name>, map=..., ...)
+
+and, if it has options, `defaults()`: its fields of config.eval (assembled
+by configs/default.py). Adding a scorer edits no other module.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from aad.scoring import ops
 
+# The package of the built-in scorers, one module each.
+PACKAGE = 'aad.scoring.scorers'
+
 
 @dataclasses.dataclass(frozen=True)
 class Scorer:
-  """A registered scorer; see `register` for the fields.
+  """A scorer, defined by its module as `SCORER = Scorer(...)`.
 
-  map is None for a scorer without a local form (a global similarity
-  measure): it has only its own image score, so evaluation gives it image
-  metrics only and reports, thresholds and `aad.predict` skip its pixel
-  parts. joint, when given, computes (map or None, image score) in one
-  pass, for measures whose map and score share their work (XLA does not
-  merge two calls of the same loop).
+  Attributes:
+    name: the name used in config.eval.scorers, metrics and reports: the
+      module's file name (a dotted name in the config gives the scorer that
+      whole name).
+    map: (x, outputs, fitted, cfg) -> (N, H, W) map, or None for a scorer
+      without a local form (a global similarity measure): it has only its
+      own image score, so evaluation gives it image metrics only and
+      reports, thresholds and `aad.predict` skip its pixel parts.
+    needs: family outputs the map reads; a family without them cannot use
+      the scorer.
+    label: column title of the heat-map figures; default the name.
+    fit: optional fit(images, outputs, cfg) -> arrays, run once per
+      category before scoring: images uint8 (N, H, W, C) of the `fit_split`
+      split, outputs {output: the family's outputs of those images} for the
+      outputs in `fit_needs` ({} when it is empty), cfg the eval block. Its
+      result is the map's `fitted` argument and is saved with the run, so
+      `aad.predict` needs no training data.
+    baseline: a no-learning reference (kept out of the per-defect-type
+      tables, which compare the models' scorers).
+    image: optional (x, outputs, fitted, cfg) -> (N,) image score of the
+      scorer's own (a measure whose standard image form is not a norm of
+      its map), reported as the reduction 'own' beside the map's norms.
+    joint: optional (x, outputs, fitted, cfg) -> (map or None, image score)
+      in one pass, for measures whose map and score share their work (XLA
+      does not merge two calls of the same loop).
+    fit_needs: family outputs `fit` reads (the caller computes them, e.g.
+      aad.experiment.testing.family_outputs).
+    fit_split: 'train': fitted on the training images; 'val': on the good
+      validation images, unseen in training (what the model gets wrong on
+      new good images, e.g. the 'normalised' scorer).
   """
   name: str
-  map: Callable[..., jax.Array] | None
-  needs: tuple[str, ...]
-  label: str
-  fit: Callable[[np.ndarray], Any] | None
-  baseline: bool
+  map: Callable[..., jax.Array] | None = None
+  needs: tuple[str, ...] = ('reconstruction',)
+  label: str = ''
+  fit: Callable[[np.ndarray, dict, Any], Any] | None = None
+  baseline: bool = False
   image: Callable[..., jax.Array] | None = None
   joint: Callable[..., tuple[Any, jax.Array]] | None = None
   fit_needs: tuple[str, ...] = ()
-  # 'train': fitted on the training images; 'val': on the good validation
-  # images, unseen in training (what the model gets wrong on new good
-  # images, e.g. aad/normalised.py).
   fit_split: str = 'train'
 
   def __post_init__(self):
@@ -55,6 +89,9 @@ class Scorer:
     if self.fit_split not in ('train', 'val'):
       raise ValueError(f'scorer {self.name!r}: fit_split must be train or '
                        f'val, not {self.fit_split!r}')
+    object.__setattr__(self, 'needs', tuple(self.needs))
+    object.__setattr__(self, 'fit_needs', tuple(self.fit_needs))
+    object.__setattr__(self, 'label', self.label or self.name)
 
   @property
   def has_map(self) -> bool:
@@ -69,47 +106,43 @@ class Scorer:
             self.image(*args) if self.image else None)
 
 
-REGISTRY: dict[str, Scorer] = {}
+def module_name(name: str) -> str:
+  """The module of scorer `name`: a built-in one, or `name` itself when it
+  holds a dot."""
+  return name if '.' in name else f'{PACKAGE}.{name}'
 
 
-def add(scorer: Scorer) -> Scorer:
-  """Registers a `Scorer` built by hand (`register` is the usual way)."""
-  if scorer.name in REGISTRY:
-    raise ValueError(f'scorer {scorer.name!r} is registered twice')
-  REGISTRY[scorer.name] = scorer
-  return scorer
+def get(name: str) -> Scorer:
+  """The scorer `name` (see the module docstring).
 
-
-def register(name: str, *, needs: Sequence[str] = ('reconstruction',),
-             label: str = '', fit: Callable[[np.ndarray], Any] | None = None,
-             baseline: bool = False,
-             image: Callable[..., jax.Array] | None = None,
-             fit_needs: Sequence[str] = ()) -> Callable:
-  """Decorator that registers a map function as scorer `name`.
-
-  Args:
-    name: the name used in config.eval.scorers, metrics and reports.
-    needs: family outputs the map reads; a family without them cannot use
-      the scorer.
-    label: column title of the heat-map figures; default the name.
-    fit: optional (train images, uint8 (N, H, W, C)) -> arrays, run once per
-      category before scoring; its result is the map's `fitted` argument
-      and is saved with the run, so `aad.predict` needs no training data.
-      With `fit_needs` it is called as fit(train images, {output: the
-      family's outputs of the train images}, cfg), cfg the eval block.
-    baseline: a no-learning reference (kept out of the per-defect-type
-      tables, which compare the models' scorers).
-    image: optional (x, outputs, fitted, cfg) -> (N,) image score of the
-      scorer's own (a measure whose standard image form is not a norm of
-      its map), reported as the reduction 'own' beside the map's norms.
-    fit_needs: family outputs `fit` reads from the training images (the
-      caller computes them, e.g. aad.evaluate.family_outputs).
+  Raises:
+    KeyError: no module of that name.
+    ValueError: the module defines no `SCORER`, or one of another name.
   """
-  def wrap(fn):
-    add(Scorer(name, fn, tuple(needs), label or name, fit, baseline, image,
-               fit_needs=tuple(fit_needs)))
-    return fn
-  return wrap
+  path = module_name(name)
+  try:
+    module = importlib.import_module(path)
+  except ModuleNotFoundError as e:
+    # Only the scorer's own module (or its package) missing means unknown;
+    # a module that fails to import what it needs is its own error.
+    if e.name and (path == e.name or path.startswith(e.name + '.')):
+      raise KeyError(name) from None
+    raise
+  scorer = getattr(module, 'SCORER', None)
+  if not isinstance(scorer, Scorer):
+    raise ValueError(f'scorer module {path} defines no SCORER = Scorer(...)')
+  short = path.rsplit('.', 1)[-1]
+  if scorer.name != short:
+    raise ValueError(f'scorer module {path}: SCORER.name is '
+                     f'{scorer.name!r}, not its file name {short!r}')
+  return scorer if name == short else dataclasses.replace(scorer, name=name)
+
+
+def builtin_names() -> tuple[str, ...]:
+  """The built-in scorers: the modules of aad/scoring/scorers/."""
+  package = importlib.import_module(PACKAGE)
+  return tuple(sorted(m.name for m in pkgutil.iter_modules(package.__path__)
+                      if not m.name.startswith('_')))
 
 
 def resolve(names: Sequence[str], family) -> list[Scorer]:
@@ -122,20 +155,26 @@ def resolve(names: Sequence[str], family) -> list[Scorer]:
   names = tuple(names) or family.scorers
   if len(set(names)) != len(names):
     raise ValueError(f'config.eval.scorers={names} lists a scorer twice.')
-  usable = sorted(n for n, s in REGISTRY.items()
-                  if set(s.needs) <= set(family.output_names))
+
+  def usable():
+    return ', '.join(n for n in builtin_names()
+                     if set(get(n).needs) <= set(family.output_names))
+
   out = []
   for name in names:
-    if name not in REGISTRY:
+    try:
+      scorer = get(name)
+    except KeyError:
       raise ValueError(f'config.eval.scorers: unknown scorer {name!r}; '
-                       f'model {family.name!r} can use {", ".join(usable)}.')
-    scorer = REGISTRY[name]
+                       f'model {family.name!r} can use {usable()} (scorer '
+                       f'{name!r} would be the module {module_name(name)}).'
+                       ) from None
     missing = set(scorer.needs) - set(family.output_names)
     if missing:
       raise ValueError(
           f'config.eval.scorers: {name!r} needs the output(s) '
           f'{", ".join(sorted(missing))}, which model {family.name!r} does '
-          f'not have; it can use {", ".join(usable)}.')
+          f'not have; it can use {usable()}.')
     out.append(scorer)
   return out
 
@@ -174,49 +213,17 @@ def fit(scorers: Sequence[Scorer], train_images: np.ndarray,
         train_outputs: dict | None = None, cfg=None) -> dict:
   """{scorer: fitted arrays} for the scorers that learn from training data.
 
-  train_outputs: the family's outputs of `train_images`, at least
-  `fit_outputs(scorers)` (None when that is empty); cfg: the eval block,
-  for the scorers fitted on outputs.
+  Each is called as s.fit(train_images, {its fit_needs: train_outputs},
+  cfg). train_outputs: the family's outputs of `train_images`, at least
+  `fit_outputs(scorers)` (None when that is empty); cfg: the eval block.
   """
   out = {}
   for s in scorers:
     if not s.fit:
       continue
-    if s.fit_needs:
-      if train_outputs is None or not set(s.fit_needs) <= set(train_outputs):
-        raise ValueError(f'scorer {s.name!r} is fitted on the outputs '
-                         f'{", ".join(s.fit_needs)} of the training images')
-      out[s.name] = s.fit(train_images, {k: train_outputs[k]
-                                         for k in s.fit_needs}, cfg)
-    else:
-      out[s.name] = s.fit(train_images)
+    if not set(s.fit_needs) <= set(train_outputs or {}):
+      raise ValueError(f'scorer {s.name!r} is fitted on the outputs '
+                       f'{", ".join(s.fit_needs)} of the training images')
+    out[s.name] = s.fit(train_images,
+                        {k: train_outputs[k] for k in s.fit_needs}, cfg)
   return out
-
-
-# The method's own scorers (METHOD.md 4) and a no-learning baseline.
-
-@register('residual')
-def residual(x, outputs, fitted, cfg):
-  """|x - reconstruction| summed over channels (METHOD.md 4.1)."""
-  del fitted, cfg
-  return ops.residual_map(x, outputs['reconstruction'])
-
-
-@register('mc_variance', needs=('mc_variance',), label='MC variance')
-def mc_variance(x, outputs, fitted, cfg):
-  """Per-pixel variance of the MC-dropout passes (METHOD.md 4.2)."""
-  del x, fitted, cfg
-  return outputs['mc_variance']
-
-
-def _mean_image(train_images: np.ndarray) -> np.ndarray:
-  return train_images.astype(np.float32).mean(0) / 255.0
-
-
-@register('baseline_mean', needs=(), fit=_mean_image, label='mean-image baseline',
-          baseline=True)
-def baseline_mean(x, outputs, fitted, cfg):
-  """|x - mean training image| summed over channels: no learning at all,
-  it shows how hard the data are."""
-  del outputs, cfg
-  return ops.over_channels(jnp.abs(x - fitted))

@@ -20,10 +20,10 @@ config.model.dae_denoiser:
   maps would feed nothing). Den(y) = y + sum_l s_l: the layers accumulate a
   correction of the input (DnCNN-like residual; `denoiser_residual=False`
   gives sum_l s_l alone).
-- Feature mask (scorer `feature_mask`): the smooth residual |x - Den(AE(x))|
-  weighted by what the denoiser had to correct, |Den(AE(x)) - AE(x)| (both
-  summed over channels), to the power config.eval.feature_mask_power (1;
-  0 gives the smooth residual).
+- Feature mask (scorer `feature_mask`, aad/scoring/scorers/): the smooth
+  residual |x - Den(AE(x))| weighted by what the denoiser had to correct,
+  |Den(AE(x)) - AE(x)| (both summed over channels), to the power
+  config.eval.feature_mask_power (1; 0 gives the smooth residual).
 """
 
 from typing import Sequence
@@ -35,7 +35,6 @@ import ml_collections
 import numpy as np
 
 from aad.models import corruptions
-from aad.scoring import scorer as scorers
 from aad.models import base
 from aad.models import layers
 
@@ -136,6 +135,26 @@ class Denoiser(nn.Module):
     return total
 
 
+def defaults() -> ml_collections.ConfigDict:
+  """The family's fields of config.model (model.name='dae_denoiser'; our
+  readings of the seed's open points are in the module docstring). Stage
+  'ae' trains train.num_steps steps, stage 'denoiser' (AE frozen)
+  denoiser_steps."""
+  c = ml_collections.ConfigDict()
+  c.dae_denoiser = ml_collections.ConfigDict(dict(
+      encoder=(128, 256, 512),      # strided 5x5 conv blocks
+      latent=256,                   # dense latent size
+      decoder=(512, 256, 128, 64),  # strided 5x5 transposed-conv blocks
+                                    # before the output one
+      noise_std=0.1,                # stage-1 Gaussian noise std, [0, 1]
+      denoiser_layers=20,
+      denoiser_features=64,         # per layer; C of them accumulated
+      denoiser_residual=True,       # Den(y) = y + sum of the layers' maps
+      denoiser_steps=1000,
+      denoiser_crop=32))            # px, stage-2 training crops; 0 = whole
+  return c
+
+
 def family(config: ml_collections.ConfigDict,
            axis_name: str | None = None) -> base.Family:
   """The DAE + denoiser (config.model.name 'dae_denoiser', block
@@ -189,21 +208,3 @@ def family(config: ml_collections.ConfigDict,
                'baseline_mean'),
       size_multiple=2 ** _UPS)
 
-
-@scorers.register('smooth_residual', needs=('smooth',),
-                  label='smooth residual')
-def smooth_residual(x, outputs, fitted, cfg):
-  """|x - Den(AE(x))| summed over channels (seed 000's score ii)."""
-  del fitted, cfg
-  return jnp.sum(jnp.abs(x - outputs['smooth']), axis=-1)
-
-
-@scorers.register('feature_mask', needs=('smooth', 'reconstruction'),
-                  label='feature mask')
-def feature_mask(x, outputs, fitted, cfg):
-  """Seed 000's score iii, as read in the module docstring."""
-  del fitted
-  smooth = jnp.sum(jnp.abs(x - outputs['smooth']), axis=-1)
-  correction = jnp.sum(jnp.abs(outputs['smooth'] -
-                               outputs['reconstruction']), axis=-1)
-  return smooth * correction ** cfg.feature_mask_power

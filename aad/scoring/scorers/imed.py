@@ -1,0 +1,5 @@
+"""Image Euclidean distance, as a scorer."""
+
+from aad.scoring.similarity import scorers
+
+SCORER = scorers.scorer('imed')

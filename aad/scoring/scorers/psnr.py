@@ -1,0 +1,5 @@
+"""Negative PSNR, capped at 200 dB (global: no map), as a scorer."""
+
+from aad.scoring.similarity import scorers
+
+SCORER = scorers.scorer('psnr')

@@ -47,8 +47,8 @@ def main(argv):
   validate.check_config(config)  # before any work, in one line
   parallel.initialize(config.distributed)
   if not jax.config.jax_compilation_cache_dir:
-    # Every category compiles the same step functions (about 7 s each on
-    # CPU); with the cache only the first does, and reruns reuse them.
+    # Every category compiles the same step functions; with the cache
+    # only the first does, and reruns reuse them.
     jax.config.update('jax_compilation_cache_dir',
                       os.path.join(workdir, 'xla_cache'))
   pipeline.train_and_evaluate(config, workdir,

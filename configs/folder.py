@@ -51,8 +51,9 @@ def get_config():
   # Clipped at z = 5; in patch mode (large images) then the largest mean
   # along a line (sigma 32 px along, 2 across, 16 directions) instead of
   # an isotropic blur: thin cracks and scratches rise only a little above
-  # the grain per pixel, but along a line (aad/oriented.py; README
-  # ablation). line_length (with smooth_sigma) is chosen by the rules.
+  # the grain per pixel, but along a line (aad/scoring/lines.py;
+  # docs/ablations.md). line_length (with smooth_sigma) is chosen by the
+  # rules.
   c.eval.normalised.line_length = -1.0
   c.eval.normalised.smooth_sigma = 0.0
   c.eval.normalised.clip = 5.0

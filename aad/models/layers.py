@@ -21,10 +21,9 @@ import numpy as np
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
 
 
-# XLA:CPU's convolution is very slow on tiny feature maps (a 5x5 conv on
-# 2x2 maps took 15x longer than the rest of the network); there an explicit
-# im2col + matmul is much faster, and it is exact. Maps are compared by
-# their output pixels per image.
+# XLA:CPU's convolution is very slow on tiny feature maps; there an
+# explicit im2col + matmul is much faster, and it is exact. Maps are
+# compared by their output pixels per image.
 _IM2COL_MAX_PIXELS = 16
 
 

@@ -51,7 +51,7 @@ _EIGEN_CONVS = f'{_LIBRARY_FLAG}=-individual_convolution'
 _LIBRARY_FLAG_JAXLIB = ((0, 10), (0, 11))
 # Measured on 2 cores only; more devices than this is a guess we do not make.
 MAX_AUTO_DEVICES = 8
-# 16 x 256 x 256: no measured batch was faster split over devices.
+# 16 x 256 x 256: no smaller batch gained from a split over devices.
 MIN_PIXELS_PER_DEVICE = 2**20
 
 

@@ -241,8 +241,8 @@ def replicated_call(fn: Callable, devices,
 
 
 # Outputs with at most this many values per row (image scores, not maps)
-# are returned packed into one array per dtype: each returned array costs
-# about 40 us on CPU whatever its size, and a scoring call with every
+# are returned packed into one array per dtype: each returned array has a
+# fixed cost on CPU whatever its size, and a scoring call with every
 # scorer returns some twenty score vectors.
 _PACK_MAX = 256
 

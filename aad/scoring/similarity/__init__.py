@@ -107,10 +107,8 @@ def _measures(*entries) -> dict[str, Measure]:
 # count pixels, not values (its 16 complex responses per image are of the
 # luminance, whatever C is): one pair per step from 128 x 128 up (a pair's
 # responses already fill the 1 MiB L2 of a core), 4 pairs at 64 x 64
-# (_FSIM_TUNED). In the whole scoring call of every scorer, side by side in
-# one process, 4 pairs cut 1.0-1.4 ms off 1 pair's 26.6-27.2 ms per batch
-# of 16 at 64 x 64 x 1 (2 pairs: 0.7-0.8 ms; 8 pairs and the whole batch
-# were slower than 1), three runs; at 64 x 64 x 3 31.5 -> 29.5 ms.
+# (_FSIM_TUNED), the fastest of 1, 2, 4, 8 pairs and the whole batch in
+# the whole scoring call of every scorer.
 _TUNED = 256 * 256 * 3
 _FSIM_TUNED = 64 * 64
 MEASURES: dict[str, Measure] = _measures(

@@ -143,8 +143,8 @@ def _median(v: jax.Array) -> jax.Array:
     flat = ((bits >> shift) & (bins - 1)) + bins * row_start
     if i:
       # Values off the prefix get an index past the end, which the scatter
-      # skips ('drop'): 1.4 against 1.7 ms for 128 rows of 4096 values,
-      # where counting them in a second set of bins cost a write each.
+      # skips ('drop'), cheaper than counting them in a second set of
+      # bins, which cost a write each.
       flat = jnp.where((bits >> (shift + width)) == prefix[:, None], flat,
                        rows * bins)
     hist = jnp.zeros(rows * bins, jnp.int32).at[flat.ravel()].add(
@@ -207,11 +207,10 @@ def phase_congruency(images: jax.Array, *, nscale: int = 4, norient: int = 4,
   # give one transform's output the buffer of another's input. Outside a
   # branch it did, and that write-after-read chained the transforms one
   # after another on one thread; independent, they are ready together and
-  # XLA's thunk executor hands half of them to a second thread. FSIM took
-  # 11-27 % less time on the 2-core CPU, with the same values (README
-  # "Comparing scorers"). The other branch is exact, not a shortcut: the
-  # filters are 0 at frequency 0, so constant images have zero filtered
-  # spectra, and every response, threshold and PC is then 0.
+  # XLA's thunk executor hands half of them to a second thread, with the
+  # same values (docs/performance.md). The other branch is exact, not a
+  # shortcut: the filters are 0 at frequency 0, so constant images have
+  # zero filtered spectra, and every response, threshold and PC is then 0.
   corner = images[:, :1, :1]
   flat = jnp.all(images == corner) & jnp.all(jnp.isfinite(corner))
   return jax.lax.cond(
@@ -233,11 +232,10 @@ def _congruency(products, *, factors, nscale: int, epsilon: float,
   b = products[0].shape[0]
   energies, noise, amplitude = [], [], 0.0
   for o in range(len(products) // nscale):  # A few large steps: a loop.
-    # One transform per scale, each response its own (B, H, W) array: FSIM
-    # 4-9 % faster on XLA:CPU than one transform of (B, S, H, W) read back
+    # One transform per scale, each response its own (B, H, W) array:
+    # cheaper on XLA:CPU than one transform of (B, S, H, W) read back
     # through strided slices, same values; the scales are then added
-    # elementwise (XLA:CPU reduced over a non-minor scale axis several
-    # times slower).
+    # elementwise (XLA:CPU reduces slowly over a non-minor scale axis).
     eo = [jnp.fft.ifft2(p) for p in products[o * nscale:(o + 1) * nscale]]
     even = [jnp.real(r) for r in eo]
     odd = [jnp.imag(r) for r in eo]
@@ -248,8 +246,7 @@ def _congruency(products, *, factors, nscale: int, epsilon: float,
     # MeanE|, with (MeanE, MeanO) = (sum_e, sum_o) / x_energy taken out of
     # the sum: its first two terms add up to sum_e^2 + sum_o^2, and one
     # division is left instead of two maps of means (XLA:CPU materialised
-    # both): FSIM 9.5-9.7 -> 8.8-9.4 ms at 16 x 64 x 64, values within
-    # 2e-7.
+    # both), values within 2e-7.
     power = sum_e**2 + sum_o**2
     x_energy = jnp.sqrt(power) + epsilon
     energies.append((power - sum(jnp.abs(e * sum_o - d * sum_e)

@@ -208,7 +208,7 @@ def metric_sections(flat: Mapping[str, float],
       for c in type_columns:
         scorer, _, rest = c.partition('/')
         rows[(name,)][c] = flat.get(
-            f'{scorer}/{evaluation.BY_TYPE}/{name}/{rest}')
+            f'{scorer}/{protocol.BY_TYPE}/{name}/{rest}')
     lines += ['### Per defect type (each type against all good test '
               'images)', '',
               *_grouped_table(['defect type'], rows, type_columns), '']

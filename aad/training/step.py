@@ -132,7 +132,7 @@ def make_train_chunk(stage: base.Stage, *, batch_size: int,
     num_devices: devices the batch is split over.
     num_steps: steps per call.
     unroll: chain the steps as straight-line code. XLA:CPU runs a train
-      step inside a `lax.scan` loop about 13x slower than outside one, so
+      step inside a `lax.scan` loop many times slower than outside one, so
       CPUs unroll; accelerators use `lax.scan` (one compiled step).
     patch: > 0 trains on random patch x patch crops (patch mode).
 
@@ -171,7 +171,7 @@ def make_train_chunk(stage: base.Stage, *, batch_size: int,
     # batch once: XLA:CPU drops optimisation barriers, and would otherwise
     # fuse the whole corruption into both consumers of the first conv's
     # input (forward, and the weight gradient's transposed copy, where it
-    # runs 4x slower in a cache-hostile order).
+    # runs in a cache-hostile order).
     inputs = lax.cond(
         state.step >= 0,
         lambda: corruptions.corrupt_batch(stage.corrupt, noise_key, clean,

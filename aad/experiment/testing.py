@@ -3,7 +3,9 @@
 Scoring has two parts, both on device: the family's `outputs` (a
 reconstruction, MC-dropout maps, ...; aad/models/base.py), then the
 configured scorers' maps from the input and those outputs
-(aad/scorers.py). `aad.evaluation` turns the maps into metrics, whatever
+(aad/scoring). Both are aad/scoring/batch.py's, the functions the Detector
+and the exported detector run; here they run in batches, outputs gathered
+on the host. aad/metrics/protocol.py turns the maps into metrics, whatever
 they are (METHOD.md 6.1). The good validation images are scored the same
 way, to set each scorer's deployment threshold without defect labels.
 """

@@ -37,6 +37,7 @@ from aad.deploy import detector as detector_lib
 from aad.runtime import errors
 from aad.experiment import testing
 from aad.metrics import protocol
+from aad import models
 from aad import report
 from aad.experiment import workdir as workdir_lib
 from aad.data import imageio
@@ -171,7 +172,7 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
     One dict per image: file, the score of each scorer, decision.
   """
   config = workdir_lib.load_config(workdir)
-  scorers = testing.configured_scorers(config)
+  scorers = testing.configured_scorers(config, models.create(config))
   # Global similarity measures have an image score and no map: they get a
   # score column, and cannot draw maps, masks or decisions.
   names = [s.name for s in scorers if s.has_map]

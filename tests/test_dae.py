@@ -17,6 +17,7 @@ from aad import models
 from aad.scoring import scorer as scorers
 from aad.training import loop
 from aad.models import dae_denoiser as dae
+from aad.training import step as step_lib
 from configs import dae_denoiser
 from configs import test as test_config
 from tests import processes
@@ -114,7 +115,7 @@ def test_the_frozen_ae_is_bit_identical_after_stage_two(tmp_path,
   devices = jax.local_devices()[:1]
   family = models.create(config)
   assert [s.name for s in family.stages] == ['ae', 'denoiser']
-  init = loop.init_variables(family, config, (32, 32, 1))
+  init = step_lib.init_variables(family, config, (32, 32, 1))
   ae, _ = loop.train_stage(config, family, 0, init, str(tmp_path), dataset,
                             devices)
   variables, summary = loop.train_category(config, str(tmp_path), dataset,

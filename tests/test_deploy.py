@@ -297,20 +297,20 @@ def test_patch_mode_matches_evaluate(textures_dir):
   from aad.experiment import testing as evaluate
   from aad import models
   from aad.runtime import parallel
-  from aad.training import loop
+  from aad.training import step as step_lib
   config = test_config.get_config()
   config.dataset.patch_size = 16
   config.dataset.patch_stride = 8
   config.eval.mc_samples = 2
   family = models.create(config)
-  variables = loop.init_variables(family, config, (16, 16, 1))
+  variables = step_lib.init_variables(family, config, (16, 16, 1))
   images = data_lib.load('textures', 'brick', image_size=32, channels=1,
                          data_dir=textures_dir).test.images[:3]
-  scorers = evaluate.configured_scorers(config)
+  scorers = evaluate.configured_scorers(config, family)
   fitted = {'baseline_mean': images.astype(np.float32).mean(0) / 255}
-  _, maps, _ = evaluate.score(config, variables, images,
+  _, maps, _ = evaluate.score(config, family, variables, images,
                               parallel.select_devices(1), scorers, fitted)
-  got, _ = jax.jit(function.model_fn(config, scorers))(
+  got, _ = jax.jit(function.model_fn(config, family, scorers))(
       variables, fitted, images, config.seed + 2, np.arange(3))
   assert set(got) == {'residual', 'mc_variance', 'baseline_mean'}
   for name, value in got.items():

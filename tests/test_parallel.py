@@ -8,6 +8,7 @@ import pytest
 from aad import models
 from aad.runtime import parallel
 from aad.training import loop
+from aad.training import step as step_lib
 from configs import test as test_config
 
 
@@ -18,10 +19,10 @@ def _run(config, data, devices, steps):
   # round-off-sized gradients of the conv biases that precede BatchNorm
   # (their true gradient is 0) into full-size, order-dependent updates.
   tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.5)
-  variables = loop.init_variables(family, config, data.shape[1:])
-  state = loop.create_train_state(stage, variables, config, tx)
+  variables = step_lib.init_variables(family, config, data.shape[1:])
+  state = step_lib.create_train_state(stage, variables, config, tx)
   chunk = parallel.replicated_call(
-      loop.make_train_chunk(
+      step_lib.make_train_chunk(
           stage, batch_size=config.train.batch_size,
           num_devices=len(devices), num_steps=steps), devices)
   state, metrics = chunk(parallel.replicate(state, devices),
@@ -52,7 +53,7 @@ def test_four_devices_match_one_device():
 def test_batch_size_must_split_over_devices():
   stage = models.create(test_config.get_config()).stages[0]
   with pytest.raises(ValueError, match='batch_size=6 is not divisible'):
-    loop.make_train_chunk(stage, batch_size=6, num_devices=4, num_steps=1)
+    step_lib.make_train_chunk(stage, batch_size=6, num_devices=4, num_steps=1)
 
 
 def test_host_slice_gives_each_process_an_equal_share(monkeypatch):

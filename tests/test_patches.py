@@ -8,6 +8,7 @@ import pytest
 
 from aad.experiment import run
 from aad.training import loop
+from aad.training import step as step_lib
 from configs import test as test_config
 
 
@@ -17,7 +18,7 @@ def test_random_patches_are_slices_of_their_images():
   n, h, w = 8, 10, 12
   images = (1000 * np.arange(n)[:, None, None] + 12 * np.arange(h)[:, None]
             + np.arange(w)).astype(np.float32)[..., None]
-  patches = np.asarray(loop.random_patches(
+  patches = np.asarray(step_lib.random_patches(
       jax.random.key(0), images, 4, np.arange(n)))
   assert patches.shape == (n, 4, 4, 1)
   offsets = set()
@@ -28,7 +29,7 @@ def test_random_patches_are_slices_of_their_images():
                                                 left:left + 4])
     offsets.add((top, left))
   assert len(offsets) > 1  # drawn per image, not one crop for the batch
-  again = loop.random_patches(jax.random.key(0), images, 4, np.arange(n))
+  again = step_lib.random_patches(jax.random.key(0), images, 4, np.arange(n))
   np.testing.assert_array_equal(patches, again)
 
 

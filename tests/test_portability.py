@@ -11,14 +11,15 @@ from aad import data
 from aad.experiment import testing
 from aad import models
 from aad.training import loop
+from aad.training import step as step_lib
 from configs import test as test_config
 
 
 def _target(config):
   """A train state of the test model's only stage, to restore into."""
   family = models.create(config)
-  variables = loop.init_variables(family, config, (32, 32, 1))
-  return loop.create_train_state(family.stages[0], variables, config)
+  variables = step_lib.init_variables(family, config, (32, 32, 1))
+  return step_lib.create_train_state(family.stages[0], variables, config)
 
 
 @pytest.mark.skipif(jax.local_device_count() < 4,
@@ -54,8 +55,9 @@ def test_train_on_four_devices_then_resume_and_evaluate_on_one(
   ckpts.close()
   assert int(resumed.step) == 12
 
-  metrics = testing.evaluate_category(config, best, dataset,
-                                       str(tmp_path / 'eval'), devices[:1])
+  metrics = testing.evaluate_category(config, models.create(config), best,
+                                       dataset, str(tmp_path / 'eval'),
+                                       devices[:1])
   assert 0.0 <= metrics['residual/l2/image_auroc'] <= 1.0
 
 

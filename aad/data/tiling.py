@@ -1,13 +1,17 @@
 """Patch mode: cutting images into overlapping tiles and stitching maps back.
 
 For images too large or too elongated for one pass, the model trains on
-random patches (aad/train.py) and scores tiles `stride` apart; each pixel's
-map value is the mean over the tiles that cover it. Host-side numpy: the
-tiles are scored by the usual on-device score function.
+random patches (aad/training) and scores tiles `stride` apart; each pixel's
+map value is the mean over the tiles that cover it. One implementation for
+both sides: on numpy arrays (evaluation tiles on the host and scores the
+tiles in batches) and on jax arrays (the exported detector tiles inside
+jit); only the in-place update is spelled per array type.
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -32,33 +36,70 @@ def grid(shape: tuple[int, int], patch: int, stride: int
           for x in positions(shape[1], patch, stride)]
 
 
-def extract(images: np.ndarray, patch: int, stride: int) -> np.ndarray:
-  """(N, H, W, C) -> (N * T, patch, patch, C), image-major."""
+def _numpy_of(array):
+  """jax.numpy for jax arrays (tracers included), numpy otherwise."""
+  return jnp if isinstance(array, jax.Array) else np
+
+
+def _add(total, where, values):
+  """total[where] += values: in place for numpy, functional for jax."""
+  if isinstance(total, jax.Array):
+    return total.at[where].add(values)
+  total[where] += values
+  return total
+
+
+def extract(images, patch: int, stride: int):
+  """(N, H, W, C) -> (N * T, patch, patch, C), image-major; numpy or jax
+  (static positions)."""
   tiles = [images[:, y:y + patch, x:x + patch]
            for y, x in grid(images.shape[1:3], patch, stride)]
-  return np.stack(tiles, axis=1).reshape((-1, patch, patch) +
-                                         images.shape[3:])
+  return _numpy_of(images).stack(tiles, axis=1).reshape(
+      (-1, patch, patch) + images.shape[3:])
 
 
-def stitch(tiles: np.ndarray, shape: tuple[int, int], stride: int
-           ) -> np.ndarray:
+def stitch(tiles, shape: tuple[int, int], stride: int):
   """Averages per-tile maps over their overlaps.
 
   Args:
-    tiles: (N * T, p, p, ...) maps of `extract`'s tiles, in its order.
+    tiles: (N * T, p, p, ...) maps of `extract`'s tiles, in its order;
+      numpy or jax.
     shape: (H, W) of the images.
     stride: the stride `extract` used.
 
   Returns:
-    (N, H, W, ...) float32: each pixel the mean of the tiles covering it.
+    (N, H, W, ...) float32 of the tiles' array type: each pixel the mean of
+    the tiles covering it.
   """
   patch = tiles.shape[1]
   starts = grid(shape, patch, stride)
   tiles = tiles.reshape((-1, len(starts)) + tiles.shape[1:])
-  total = np.zeros((len(tiles),) + tuple(shape) + tiles.shape[4:],
-                   np.float32)
+  total = _numpy_of(tiles).zeros(
+      (tiles.shape[0],) + tuple(shape) + tiles.shape[4:], np.float32)
   count = np.zeros(tuple(shape), np.float32)
   for t, (y, x) in enumerate(starts):
-    total[:, y:y + patch, x:x + patch] += tiles[:, t]
+    total = _add(total, (slice(None), slice(y, y + patch),
+                         slice(x, x + patch)), tiles[:, t])
     count[y:y + patch, x:x + patch] += 1
   return total / count.reshape(count.shape + (1,) * (total.ndim - 3))
+
+
+def tile_count(shape: tuple[int, int], patch: int, stride: int) -> int:
+  """Tiles per image of `shape` (H, W)."""
+  return len(grid(shape, patch, stride))
+
+
+def untile(outputs: dict, shape: tuple[int, int], patch: int,
+           stride: int) -> dict:
+  """Per-tile outputs back per image: those with the tiles' (patch, patch)
+  spatial axes stitched to (N, H, W, ...); the others, such as sampled
+  'activations' (tiles, L, V), grouped as (N, tiles per image, ...), for
+  scorers that handle tiles. numpy or jax."""
+  count = tile_count(shape, patch, stride)
+
+  def spatial(v):
+    return v.ndim >= 3 and tuple(v.shape[1:3]) == (patch, patch)
+
+  return {k: stitch(v, shape, stride) if spatial(v)
+          else v.reshape((v.shape[0] // count, count) + v.shape[1:])
+          for k, v in outputs.items()}

@@ -24,6 +24,8 @@ import numpy as np
 
 from aad import data as data_lib
 from aad.deploy import function
+from aad import models
+from aad.scoring import batch
 from aad.experiment import testing
 from aad.metrics import protocol
 from aad.deploy import loader
@@ -79,9 +81,10 @@ def choose_category(workdir: str, category: str | None) -> str:
 class Detector:
   """One category of a trained run, ready to score new images."""
 
-  def __init__(self, config, category: str, scorers, variables, fitted,
-               thresholds: dict | None, best_step: int, devices):
+  def __init__(self, config, family, category: str, scorers, variables,
+               fitted, thresholds: dict | None, best_step: int, devices):
     self.config = config
+    self.family = family
     self.category = category
     self.scorers = scorers
     self.variables = variables
@@ -113,14 +116,16 @@ class Detector:
       if mc_samples < 1:
         raise imageio.DataError('--mc_samples must be at least 1.')
       config.eval.mc_samples = mc_samples
-    scorers = testing.configured_scorers(config)
+    family = models.create(config)
+    scorers = testing.configured_scorers(config, family)
     category = choose_category(workdir, category)
     thresholds = None
     if need_thresholds:
       thresholds = workdir_lib.load_thresholds(workdir, category)
-    variables, summary = workdir_lib.restore_best(config, workdir, category)
+    variables, summary = workdir_lib.restore_best(config, family, workdir,
+                                                  category)
     fitted = workdir_lib.load_fitted(workdir, category)
-    return cls(config, category, scorers, variables, fitted, thresholds,
+    return cls(config, family, category, scorers, variables, fitted, thresholds,
                summary['best_step'], parallel.select_devices(num_devices))
 
   def score(self, prepared: np.ndarray) -> tuple[dict, dict]:
@@ -132,8 +137,8 @@ class Detector:
     two, so calls of any length reuse a few compiled shapes.
     """
     if self._call is None:
-      fn = function.model_fn(self.config, self.scorers)
-      seed = self.config.seed + 2  # aad.evaluate's scoring key
+      fn = function.model_fn(self.config, self.family, self.scorers)
+      seed = batch.seed(self.config)  # evaluation's scoring key
       self._call = parallel.batched_call(
           lambda replicated, batch: fn(*replicated, batch[0], seed,
                                        batch[1]), self.devices)

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aad import data as data_lib
+from aad import models
 from aad.deploy import function as deploy
 from aad.deploy import detector as detector_lib
 from aad.deploy import loader as exported
@@ -80,7 +81,8 @@ def export_stablehlo(detector: detector_lib.Detector, platforms=PLATFORMS,
   A platform whose lowering fails is left out with a warning naming the
   error (e.g. an op without a TPU lowering); the CPU must lower.
   """
-  fn = jax.jit(deploy.detector_fn(detector.config, detector.scorers,
+  fn = jax.jit(deploy.detector_fn(detector.config, detector.family,
+                                  detector.scorers,
                                   detector.variables, detector.fitted,
                                   detector.thresholds))
   modules = {}
@@ -147,7 +149,9 @@ def export_onnx(detector: detector_lib.Detector, path: str, meta: dict):
   # forms (tests/test_models.py), without their jnp.pad, which jax2onnx
   # 0.17 cannot lower with a symbolic batch.
   config.model.conv_impl = 'plain'
-  model = functools.partial(deploy.model_fn(config, scorers, random=False),
+  # The family of this config: its networks use the plain convolutions.
+  model = functools.partial(deploy.model_fn(config, models.create(config),
+                                            scorers, random=False),
                             detector.variables, detector.fitted)
   norm, sigma = config.eval.norm, float(config.eval.smooth_sigma)
   thresholds = detector.thresholds

@@ -26,15 +26,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from aad import data as data_lib
 from aad.metrics import protocol
-from aad import models
-from aad.scoring import scorer as scorers_lib
-from aad.scoring import ops
-from aad.data import tiling
 from aad.data import preprocess
+from aad.scoring import batch
+from aad.scoring import ops
 
 # scipy.ndimage.gaussian_filter's default kernel extent, in sigmas.
 TRUNCATE = 4.0
@@ -164,72 +161,31 @@ def check_exportable(config) -> None:
         "detector; use aad.Detector, or train with config.dataset.roi='none'.")
 
 
-def _tiles(images: jax.Array, patch: int, stride: int) -> jax.Array:
-  """`tiling.extract` on device (static positions)."""
-  starts = tiling.grid(images.shape[1:3], patch, stride)
-  tiles = jnp.stack([images[:, y:y + patch, x:x + patch]
-                     for y, x in starts], axis=1)
-  return tiles.reshape((-1, patch, patch) + images.shape[3:])
-
-
-def _stitch(tiles: jax.Array, shape: tuple[int, int],
-            stride: int) -> jax.Array:
-  """`tiling.stitch` on device (static positions)."""
-  patch = tiles.shape[1]
-  starts = tiling.grid(shape, patch, stride)
-  tiles = tiles.reshape((-1, len(starts)) + tiles.shape[1:])
-  total = jnp.zeros((tiles.shape[0],) + tuple(shape) + tiles.shape[4:],
-                    jnp.float32)
-  count = np.zeros(tuple(shape), np.float32)
-  for t, (y, x) in enumerate(starts):
-    total = total.at[:, y:y + patch, x:x + patch].add(tiles[:, t])
-    count[y:y + patch, x:x + patch] += 1
-  return total / count.reshape(count.shape + (1,) * (total.ndim - 3))
-
-
-def model_fn(config, scorers, random: bool = True):
+def model_fn(config, family, scorers, random: bool = True):
   """fn(variables, fitted, prepared uint8 (N, H, W, C), seed, indices) ->
-  (maps, own scores) at the model size: `aad.evaluate.score`'s computation.
+  (maps, own scores) at the model size: evaluation's computation
+  (`aad.scoring.batch.image_fn`, tiles included).
 
   MC-dropout keys are fold_in(key(seed), index) per image (per tile in patch
-  mode, index * tiles + tile), as evaluate does with seed config.seed + 2
-  and each image's position in the scored list. random=False passes no
-  keys (for scorers without random draws; seed and indices are ignored).
+  mode, index * tiles + tile), as evaluation with seed
+  `batch.seed(config)` and each image's position in the scored list.
+  random=False passes no keys (for scorers without random draws; seed and
+  indices are ignored).
   """
-  family = models.create(config)
-  wanted = scorers_lib.needed_outputs(scorers)
-  used = set().union(*(s.needs for s in scorers))
-  maps_fn = scorers_lib.make_maps_fn(scorers, config.eval)
-  patch = config.dataset.patch_size
-  stride = config.dataset.patch_stride or max(1, patch // 2)
-
-  def image_keys(seed, indices):
-    return (ops.image_keys(jax.random.key(seed), indices) if random
-            else None)
+  patch, stride = batch.patch_stride(config.dataset)
+  score = batch.image_fn(family, scorers, config.eval, patch=patch,
+                         stride=stride)
 
   def fn(variables, fitted, images, seed, indices):
-    def outputs(images, keys):
-      out = family.outputs(variables, ops.to_float(images), keys, wanted)
-      return {k: v for k, v in out.items() if k in wanted}
-
-    if patch:
-      count = len(tiling.grid(images.shape[1:3], patch, stride))
-      tile_index = None if indices is None else (
-          indices[:, None] * count +
-          jnp.arange(count, dtype=indices.dtype)).reshape(-1)
-      out = outputs(_tiles(images, patch, stride),
-                    image_keys(seed, tile_index))
-      out = {k: _stitch(v, images.shape[1:3], stride) for k, v in out.items()}
-    else:
-      out = outputs(images, image_keys(seed, indices))
-    result = maps_fn(fitted, (images, {k: v for k, v in out.items()
-                                       if k in used}))
+    key = jax.random.key(seed) if random else None
+    _, result = score(variables, fitted, images, key, indices)
     return result['maps'], result['image']
 
   return fn
 
 
-def detector_fn(config, scorers, variables, fitted, thresholds: dict):
+def detector_fn(config, family, scorers, variables, fitted,
+                thresholds: dict):
   """The exported function: fn(images uint8 (N, h, w, 1 or 3), seed int32,
   indices int32 (N,)) -> {'maps': {scorer: (N, h, w)} at the input size,
   'model_maps': {scorer: (N, H, W)}, 'scores': {scorer: (N,)},
@@ -245,7 +201,8 @@ def detector_fn(config, scorers, variables, fitted, thresholds: dict):
   channels = config.dataset.channels
   norm, sigma = config.eval.norm, float(config.eval.smooth_sigma)
   full = config.eval.resolution == 'original'
-  model = functools.partial(model_fn(config, scorers), variables, fitted)
+  model = functools.partial(model_fn(config, family, scorers), variables,
+                            fitted)
   names = [s.name for s in scorers]
 
   def fn(images, seed, indices):

@@ -13,6 +13,7 @@ import ml_collections
 
 from aad import data as data_lib
 from aad.runtime import errors
+from aad import models
 from aad.experiment import testing
 from aad.runtime import parallel
 from aad.experiment import recommend
@@ -37,12 +38,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # and predict reuse them.
   config = recommend.resolve(config)
   validate.check_config(config)
+  devices = parallel.select_devices(config.num_devices)
   try:  # A bad model or scorer list fails before any work, in one line.
-    testing.configured_scorers(config)
+    # One family for training and scoring: the device axis is only that of
+    # the training BatchNorm statistics; inference networks do not use it.
+    family = models.create(config,
+                           axis_name=parallel.reduce_axis(len(devices)))
+    testing.configured_scorers(config, family)
   except ValueError as e:
     raise loop.TrainingError(str(e)) from None
   workdir_lib.check_rerun(config, workdir, allow_eval_changes)
-  devices = parallel.select_devices(config.num_devices)
   errors.writable_dir(workdir, '--workdir')
   if parallel.is_primary():
     workdir_lib.clean_debris(workdir)
@@ -62,7 +67,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       workdir_lib.write_config(config, workdir)
     cat_dir = os.path.join(workdir, category)
     variables, summary = loop.train_category(config, cat_dir, dataset,
-                                              devices)
+                                              devices, family=family)
     results[category] = testing.evaluate_category(
-        config, variables, dataset, cat_dir, devices, extra=summary)
-  return testing.write_summary(config, workdir, results)
+        config, family, variables, dataset, cat_dir, devices, extra=summary)
+  return testing.write_summary(config, family, workdir, results)

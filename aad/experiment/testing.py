@@ -3,11 +3,14 @@
 Scoring has two parts, both on device: the family's `outputs` (a
 reconstruction, MC-dropout maps, ...; aad/models/base.py), then the
 configured scorers' maps from the input and those outputs
-(aad/scorers.py). `aad.evaluation` turns the maps into metrics, whatever
+(aad/scoring). Both are aad/scoring/batch.py's, the functions the Detector
+and the exported detector run; here they run in batches, outputs gathered
+on the host. aad/metrics/protocol.py turns the maps into metrics, whatever
 they are (METHOD.md 6.1). The good validation images are scored the same
 way, to set each scorer's deployment threshold without defect labels.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -27,8 +30,8 @@ from aad.metrics import protocol as evaluation
 from aad import models
 from aad.runtime import parallel
 from aad import report
+from aad.scoring import batch
 from aad.scoring import scorer as scorers_lib
-from aad.scoring import ops
 from aad.data import tiling
 from aad.experiment import workdir as workdir_lib
 
@@ -42,44 +45,43 @@ def family_outputs(config: ml_collections.ConfigDict, family, variables: Any,
   """The family's outputs of `images` (uint8 NHWC), on the host.
 
   In patch mode (config.dataset.patch_size > 0) the images are scored as
-  overlapping tiles: outputs with the tiles' (patch, patch) spatial axes
-  are stitched back to the images (aad/tiling.py); the others, such as
-  the sampled 'activations' (tiles, L, V), are grouped per image as
-  (N, tiles per image, ...), for scorers that handle tiles (the
-  activation Gaussian scores an image by its most distant tile).
+  overlapping tiles, cut and brought back per image on the host
+  (`tiling.untile`: maps stitched, other outputs grouped per image).
   """
-  patch = config.dataset.patch_size
-  if patch:
-    stride = config.dataset.patch_stride or max(1, patch // 2)
-    tiles = tiling.extract(images, patch, stride)
-    logging.info('patch mode: %d images -> %d tiles of %dx%d', len(images),
-                 len(tiles), patch, patch)
-    out = _outputs(config, family, variables, tiles, devices, wanted)
-    spatial = lambda v: v.ndim >= 3 and v.shape[1:3] == (patch, patch)
-    return {k: tiling.stitch(v, images.shape[1:3], stride) if spatial(v)
-            else v.reshape((len(images), -1) + v.shape[1:])
-            for k, v in out.items()}
-  return _outputs(config, family, variables, images, devices, wanted)
+  indices = np.arange(len(images))
+  patch, stride = batch.patch_stride(config.dataset)
+  if not patch:
+    return _outputs(config, family, variables, images, indices, devices,
+                    wanted)
+  tiles = tiling.extract(images, patch, stride)
+  logging.info('patch mode: %d images -> %d tiles of %dx%d', len(images),
+               len(tiles), patch, patch)
+  indices = batch.tile_indices(
+      indices, tiling.tile_count(images.shape[1:3], patch, stride))
+  out = _outputs(config, family, variables, tiles, indices, devices, wanted)
+  return tiling.untile(out, images.shape[1:3], patch, stride)
 
 
-def _outputs(config, family, variables, images, devices, wanted) -> dict:
-  key = jax.random.key(config.seed + 2)
+def _outputs(config, family, variables, images, indices, devices,
+             wanted) -> dict:
+  """`batch.outputs` of `images` (image i keyed by indices[i]), in batches
+  of config.eval.batch_size per device, gathered on the host."""
+  key = jax.random.key(batch.seed(config))
 
-  def fn(variables, batch):
-    images, indices = batch
-    out = family.outputs(variables, ops.to_float(images),
-                         ops.image_keys(key, indices), wanted)
-    return {k: v for k, v in out.items() if k in wanted}
+  def fn(variables, part):
+    images, indices = part
+    return batch.outputs(family, variables, images,
+                         batch.image_keys(key, indices), wanted)
 
   call = parallel.batched_call(fn, devices)
   variables = parallel.replicate(variables, devices)
   step = config.eval.batch_size * len(devices)
   outputs, t0 = [], time.time()
   for start in range(0, len(images), step):
-    batch = images[start:start + step]
+    part = slice(start, start + step)
     outputs.append(jax.device_get(
-        call(variables, (batch, np.arange(start, start + len(batch))))))
-    done = start + len(batch)
+        call(variables, (images[part], indices[part]))))
+    done = min(start + step, len(images))
     logging.info('scored %d/%d images (%.1f img/s)', done, len(images),
                  done / (time.time() - t0))
   return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
@@ -89,10 +91,14 @@ def scorer_maps(config: ml_collections.ConfigDict, scorers, fitted: dict,
                 images: np.ndarray, outputs: dict, devices: list[jax.Device]
                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
   """The scorers' maps {scorer: (N, H, W)} of `images` from the family's
-  `outputs`, and the image scores {scorer: (N,)} of those with their own."""
-  call = parallel.batched_call(
-      scorers_lib.make_maps_fn(scorers, config.eval), devices)
+  `outputs`, and the image scores {scorer: (N,)} of those with their own
+  (`batch.maps_fn`, in batches of config.eval.batch_size per device)."""
+  maps = batch.maps_fn(scorers, config.eval)
+  call = parallel.batched_call(lambda fitted, part: maps(fitted, *part),
+                               devices)
   fitted = parallel.replicate(fitted, devices)
+  # Only what the scorers read goes to the devices.
+  outputs = batch.scorer_inputs(scorers, outputs)
   step = config.eval.batch_size * len(devices)
   parts = []
   for start in range(0, len(images), step):
@@ -103,24 +109,20 @@ def scorer_maps(config: ml_collections.ConfigDict, scorers, fitted: dict,
                 for k in parts[0][kind]} for kind in ('maps', 'image'))
 
 
-def score(config: ml_collections.ConfigDict, variables: Any,
+def score(config: ml_collections.ConfigDict, family, variables: Any,
           images: np.ndarray, devices: list[jax.Device], scorers,
           fitted: dict) -> tuple[dict, dict, dict]:
   """(family outputs, scorer maps, scorers' own image scores) of `images`
-  with the run's model."""
-  family = models.create(config)
-  wanted = scorers_lib.needed_outputs(scorers)
+  with the run's model: `batch.image_fn`'s computation, in batches."""
   outputs = family_outputs(config, family, variables, images, devices,
-                           wanted)
-  used = set().union(*(s.needs for s in scorers))
-  maps, image_scores = scorer_maps(
-      config, scorers, fitted, images,
-      {k: v for k, v in outputs.items() if k in used}, devices)
+                           scorers_lib.needed_outputs(scorers))
+  maps, image_scores = scorer_maps(config, scorers, fitted, images, outputs,
+                                   devices)
   return outputs, maps, image_scores
 
 
-def fit_scorers(config: ml_collections.ConfigDict, variables: Any, scorers,
-                images: np.ndarray, devices: list[jax.Device],
+def fit_scorers(config: ml_collections.ConfigDict, family, variables: Any,
+                scorers, images: np.ndarray, devices: list[jax.Device],
                 val_images: np.ndarray | None = None) -> dict:
   """`scorers_lib.fit` on the training `images` (on the good `val_images`
   for the scorers with fit_split 'val'), with the family's outputs of them
@@ -134,16 +136,16 @@ def fit_scorers(config: ml_collections.ConfigDict, variables: Any, scorers,
       raise ValueError(f'scorer(s) {", ".join(s.name for s in chosen)} are '
                        'fitted on the validation images; none were given')
     wanted = scorers_lib.fit_outputs(chosen)
-    outputs = family_outputs(config, models.create(config), variables,
-                             data, devices, wanted) if wanted else None
+    outputs = family_outputs(config, family, variables, data, devices,
+                             wanted) if wanted else None
     fitted.update(scorers_lib.fit(chosen, data, outputs, config.eval))
   return fitted
 
 
-def configured_scorers(config: ml_collections.ConfigDict):
+def configured_scorers(config: ml_collections.ConfigDict, family):
   """The run's scorers: config.eval.scorers, or its family's default list;
   the first is the headline scorer."""
-  return scorers_lib.resolve(config.eval.scorers, models.create(config))
+  return scorers_lib.resolve(config.eval.scorers, family)
 
 
 def type_table_columns(norm: str, scorers) -> list[str]:
@@ -226,74 +228,81 @@ def _summary_line(metrics: dict, norm: str, scorers) -> str:
       'no map)' for s in scorers)
 
 
-def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
-                      dataset: data_lib.Dataset, out_dir: str,
-                      devices: list[jax.Device],
-                      extra: dict | None = None) -> dict[str, float]:
-  """Scores `dataset.test` (and `.val` for thresholds); writes the report.
+@dataclasses.dataclass
+class Scored:
+  """A category's scores at the model size: the test images' family
+  outputs, maps and own image scores; the good validation images' maps and
+  own scores; the scorers' fitted state."""
+  fitted: dict
+  outputs: dict
+  maps: dict
+  own: dict
+  val_maps: dict
+  val_own: dict
 
-  Writes out_dir/{metrics.json, report.md, thresholds.json, scorers.msgpack,
-  roc_*.png, pr_*.png, pro.png, score_histograms.png, heatmaps.png}.
 
-  Every process of a multi-host run calls this and takes part in the
-  scoring; only process 0 computes the metrics and writes the report.
-
-  Returns:
-    The category's flattened metrics ('residual/l2/image_auroc', ...) on
-    process 0; {} on the others.
-  """
-  t_start = time.time()
-  scorers = configured_scorers(config)
+def score_category(config: ml_collections.ConfigDict, family, variables: Any,
+                   dataset: data_lib.Dataset, devices: list[jax.Device],
+                   scorers) -> Scored:
+  """Fits the scorers and scores the test and validation images."""
   split, val = dataset.test, dataset.val
-  protocol = evaluation.Protocol.from_config(config.eval)
-  norm = protocol.headline
-  fitted = fit_scorers(config, variables, scorers, dataset.train.images,
-                       devices, val.images)
+  fitted = fit_scorers(config, family, variables, scorers,
+                       dataset.train.images, devices, val.images)
   # Validation images are all good: scoring them like the test images gives
   # a threshold without looking at a single defect. One call for both
   # splits compiles the score function once; test images keep indices
   # 0..N-1, hence the same MC-dropout keys as when scored alone.
-  both, both_maps, both_scores = score(
-      config, variables, np.concatenate([split.images, val.images]),
-      devices, scorers, fitted)
-  if not parallel.is_primary():
-    return {}
+  outputs, maps, own = score(
+      config, family, variables,
+      np.concatenate([split.images, val.images]), devices, scorers, fitted)
   n = len(split.images)
-  outputs = {k: v[:n] for k, v in both.items()}
-  maps = {k: v[:n] for k, v in both_maps.items()}
-  val_maps = model_val_maps = {k: v[n:] for k, v in both_maps.items()}
+  head = lambda d: {k: v[:n] for k, v in d.items()}
+  tail = lambda d: {k: v[n:] for k, v in d.items()}
+  return Scored(fitted=fitted, outputs=head(outputs), maps=head(maps),
+                own=head(own), val_maps=tail(maps), val_own=tail(own))
+
+
+def category_metrics(config: ml_collections.ConfigDict, split, scored: Scored,
+                     scorers, protocol: evaluation.Protocol):
+  """(results {scorer: ...} in config order, curves, maps and masks at the
+  evaluation resolution) of a category's test split."""
   eval_maps, masks = evaluation.at_resolution(
-      config.eval.resolution, maps, split.masks, split.native_masks)
+      config.eval.resolution, scored.maps, split.masks, split.native_masks)
   val_maps = {k: evaluation.resize_maps(v, masks.shape[1:])
-              for k, v in val_maps.items()}
+              for k, v in scored.val_maps.items()}
   results = evaluation.evaluate(eval_maps, split.labels, masks,
                                 split.defect_types, protocol,
                                 val_maps=val_maps,
                                 pixel_images=split.has_masks,
-                                own_scores={k: v[:n] for k, v in
-                                            both_scores.items()},
-                                val_own_scores={k: v[n:] for k, v in
-                                                both_scores.items()})
+                                own_scores=scored.own,
+                                val_own_scores=scored.val_own)
   # Report order = config order (map-less scorers come last otherwise).
   results = {s.name: results[s.name] for s in scorers}
   curves = evaluation.curves(eval_maps, split.labels, masks, protocol,
                              pixel_images=split.has_masks)
-  thresholds = {
-      s: r[evaluation.threshold_reduction(r, norm)]['threshold']
-      for s, r in results.items()}
-  write_thresholds(out_dir, config, thresholds, model_val_maps)
-  workdir_lib.save_fitted(out_dir, fitted)
-  metrics = report.flatten(results)
-  # Timings go to timings.json, not metrics.json: identical runs must give
-  # identical metrics files.
+  return results, curves, eval_maps, masks
+
+
+def split_timings(metrics: dict, extra: dict | None) -> dict:
+  """Adds the training summary `extra` to `metrics` as 'train/...'; returns
+  its timings, which go to timings.json instead: identical runs must give
+  identical metrics files."""
   timings = {}
   for key, value in (extra or {}).items():
     if key.split('/')[-1].endswith('seconds'):
       timings[f'train/{key}'] = value
     else:
       metrics[f'train/{key}'] = value
-  size = 'x'.join(map(str, masks.shape[1:]))
-  model_size = 'x'.join(map(str, split.masks.shape[1:]))
+  return timings
+
+
+def category_notes(config: ml_collections.ConfigDict, family, scorers,
+                   protocol: evaluation.Protocol, eval_shape, model_shape,
+                   val_count: int) -> list[str]:
+  """The report's notes on how a category was scored and evaluated."""
+  norm = protocol.headline
+  size = 'x'.join(map(str, eval_shape))
+  model_size = 'x'.join(map(str, model_shape))
   if config.eval.resolution == 'original':
     resolution = (
         f'at the native mask resolution ({size}): maps computed at '
@@ -306,8 +315,6 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
                   'nearest neighbour')
   quantile = (f'the {protocol.threshold_quantile:g} quantile'
               if protocol.threshold_mode == 'quantile' else 'the maximum')
-  headline = scorers[0]
-  headline_reduction = norm if headline.has_map else evaluation.OWN
   notes = [
       f'Model: {config.model.name}; scorers: '
       f'{", ".join(s.name for s in scorers)} (the first is the headline).',
@@ -323,7 +330,7 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
       'F1-max is the best F1 over all thresholds (score >= threshold); its '
       'threshold is chosen on the test labels, so it is optimistic.',
       f'Deployment threshold: {quantile} of the {norm} scores of the '
-      f'{len(val.images)} good validation images (no defect labels); '
+      f'{val_count} good validation images (no defect labels); '
       'precision, recall and F1 are those of the test images at it.',
       'Per defect type: the images of that type against all good test '
       'images; the table shows headline metrics, metrics.json has them all.',
@@ -341,9 +348,22 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
         'threshold on the own scores of the good validation images, and no '
         'pixel metrics, curves or heat maps.')
   notes.append(RANKING_NOTE.format(norm=norm))
-  notes += models.create(config).notes(scorers_lib.needed_outputs(scorers))
+  notes += family.notes(scorers_lib.needed_outputs(scorers))
+  return notes
+
+
+def write_category(out_dir: str, config: ml_collections.ConfigDict,
+                   dataset: data_lib.Dataset, scorers, scored: Scored,
+                   metrics: dict, curves: dict, eval_maps: dict,
+                   masks: np.ndarray, thresholds: dict,
+                   protocol: evaluation.Protocol, notes: list[str]):
+  """The category's report.md and figures (`report.write_category_report`)."""
+  split = dataset.test
+  norm = protocol.headline
+  headline = scorers[0]
+  reduction = norm if headline.has_map else evaluation.OWN
   scores = (evaluation.reduce(eval_maps[headline.name], norm, protocol.sigma)
-            if headline.has_map else both_scores[headline.name][:n])
+            if headline.has_map else scored.own[headline.name])
   labels = np.asarray(split.labels)
   report.write_category_report(
       out_dir, category=dataset.category, metrics=metrics,
@@ -354,24 +374,65 @@ def evaluate_category(config: ml_collections.ConfigDict, variables: Any,
       pro_curves=curves['pro'], pro_fpr_limit=protocol.fpr_limit,
       score_histograms=curves['scores'], thresholds=thresholds,
       image_score=norm,
-      heatmap_rows=_example_rows(split, outputs, maps, scores,
+      heatmap_rows=_example_rows(split, scored.outputs, scored.maps, scores,
                                  config.eval.heatmap_rows, scorers),
       heatmap_title=('highest- and lowest-scored defective and '
                      'highest-scored good test images\n'
-                     f'(by the {headline.name} {headline_reduction} score)'),
+                     f'(by the {headline.name} {reduction} score)'),
       columns=['input', 'reconstruction',
                *(s.label for s in map_columns(scorers)), 'ground truth'],
       notes=notes, grouped=True,
       type_columns=type_table_columns(norm, scorers),
       ranking=ranking_keys(norm, scorers),
       roi_previews=split.roi_previews)
+
+
+def evaluate_category(config: ml_collections.ConfigDict, family,
+                      variables: Any, dataset: data_lib.Dataset,
+                      out_dir: str, devices: list[jax.Device],
+                      extra: dict | None = None) -> dict[str, float]:
+  """Scores `dataset.test` (and `.val` for thresholds); writes the report.
+
+  Writes out_dir/{metrics.json, report.md, thresholds.json, scorers.msgpack,
+  roc_*.png, pr_*.png, pro.png, score_histograms.png, heatmaps.png}.
+
+  Every process of a multi-host run calls this and takes part in the
+  scoring; only process 0 computes the metrics and writes the report.
+
+  Returns:
+    The category's flattened metrics ('residual/l2/image_auroc', ...) on
+    process 0; {} on the others.
+  """
+  t_start = time.time()
+  scorers = configured_scorers(config, family)
+  scored = score_category(config, family, variables, dataset, devices,
+                          scorers)
+  if not parallel.is_primary():
+    return {}
+  split = dataset.test
+  protocol = evaluation.Protocol.from_config(config.eval)
+  norm = protocol.headline
+  results, curves, eval_maps, masks = category_metrics(
+      config, split, scored, scorers, protocol)
+  thresholds = {
+      s: r[evaluation.threshold_reduction(r, norm)]['threshold']
+      for s, r in results.items()}
+  write_thresholds(out_dir, config, thresholds, scored.val_maps)
+  workdir_lib.save_fitted(out_dir, scored.fitted)
+  metrics = report.flatten(results)
+  timings = split_timings(metrics, extra)
+  notes = category_notes(config, family, scorers, protocol, masks.shape[1:],
+                         split.masks.shape[1:], len(dataset.val.images))
+  write_category(out_dir, config, dataset, scorers, scored, metrics, curves,
+                 eval_maps, masks, thresholds, protocol, notes)
   timings['eval/seconds'] = time.time() - t_start
   report.write_json(os.path.join(out_dir, workdir_lib.TIMINGS_FILE), timings)
+  headline = scorers[0]
+  reduction = norm if headline.has_map else evaluation.OWN
   logging.info('%s: image AUROC (%s) / pixel AUROC / AU-PRO: %s; F1 at the '
                'val threshold (%s) %.3f', dataset.category, norm,
                _summary_line(metrics, norm, scorers), headline.name,
-               metrics[f'{headline.name}/{headline_reduction}/'
-                       'threshold_f1'])
+               metrics[f'{headline.name}/{reduction}/threshold_f1'])
   return metrics
 
 
@@ -401,7 +462,7 @@ def write_thresholds(out_dir: str, config: ml_collections.ConfigDict,
   return out
 
 
-def write_summary(config: ml_collections.ConfigDict, workdir: str,
+def write_summary(config: ml_collections.ConfigDict, family, workdir: str,
                   per_category: dict[str, dict[str, float]]) -> dict:
   """Writes workdir/metrics.json and report.md averaged over categories.
 
@@ -412,7 +473,7 @@ def write_summary(config: ml_collections.ConfigDict, workdir: str,
   if not parallel.is_primary():
     return {}
   norm = config.eval.norm
-  scorers = configured_scorers(config)
+  scorers = configured_scorers(config, family)
   headline = headline_keys(norm, scorers)
   baselines = [s.name for s in scorers if s.baseline]
   means = report.write_summary_report(
@@ -507,6 +568,7 @@ def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
   if not num_devices and config.num_devices <= len(jax.local_devices()):
     num_devices = config.num_devices
   devices = parallel.select_devices(num_devices)
+  family = models.create(config)
   results = {}
   for category in data_lib.config_categories(config.dataset):
     source = model_category or (category if category in trained else
@@ -515,12 +577,13 @@ def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
       raise data_lib.DataError(
           f'No model for category {category!r} in {workdir} (trained: '
           f'{", ".join(trained)}); choose one with --model_category.')
-    variables, summary = workdir_lib.restore_best(config, workdir, source)
+    variables, summary = workdir_lib.restore_best(config, family, workdir,
+                                                   source)
     logging.info('%s: scoring with the model of %s (best step %d)',
                  category, source, summary['best_step'])
     ds = data_lib.from_config(config.dataset, category)
     out_dir = os.path.join(output, category)
     os.makedirs(out_dir, exist_ok=True)
-    results[category] = evaluate_category(config, variables, ds, out_dir,
-                                          devices, extra=summary)
-  return write_summary(config, output, results)
+    results[category] = evaluate_category(config, family, variables, ds,
+                                          out_dir, devices, extra=summary)
+  return write_summary(config, family, output, results)

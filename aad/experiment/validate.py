@@ -87,11 +87,13 @@ def check_config(config: ml_collections.ConfigDict):
   if config.eval.resolution not in ('model', 'original'):
     _fail('eval.resolution', config.eval.resolution,
           "must be 'model' or 'original'")
+  built = {}  # the family, built once by its check
   checks = (('config.corruption', lambda: corruptions.from_config(
                 config.corruption)),
-            ('config.model', lambda: models.create(config)),
+            ('config.model', lambda: built.setdefault(
+                'family', models.create(config))),
             ('config.eval.scorers', lambda: scorers_lib.resolve(
-                config.eval.scorers, models.create(config))),
+                config.eval.scorers, built['family'])),
             ('config.eval', lambda: evaluation.Protocol.from_config(
                 config.eval)))
   for block, check in checks:
@@ -101,7 +103,7 @@ def check_config(config: ml_collections.ConfigDict):
       message = str(e).strip("'\"")
       raise errors.UserError(message if 'config.' in message else
                              f'{block}: {message}') from None
-  family = models.create(config)
+  family = built['family']
   h = config.dataset.image_size
   w = config.dataset.image_width or h
   loop.input_shape(config, family, (h, w, config.dataset.channels))

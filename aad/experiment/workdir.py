@@ -19,9 +19,9 @@ import numpy as np
 from aad.runtime import checkpoint
 from aad import data as data_lib
 from aad.runtime import errors
-from aad import models
 from aad import report
 from aad.training import loop
+from aad.training import step as step_lib
 from aad.data.imageio import DataError
 from aad.models import base
 
@@ -179,8 +179,8 @@ def trained_categories(workdir: str) -> tuple[str, ...]:
       if os.path.isdir(os.path.join(workdir, c, 'checkpoints'))))
 
 
-def restore_best(config: ml_collections.ConfigDict, workdir: str,
-                 category: str) -> tuple[base.Variables, dict]:
+def restore_best(config: ml_collections.ConfigDict, family: base.Family,
+                 workdir: str, category: str) -> tuple[base.Variables, dict]:
   """The category's networks, each from the best checkpoint of the stage
   that trained it: (variables, training summary as train.train_category).
 
@@ -193,10 +193,9 @@ def restore_best(config: ml_collections.ConfigDict, workdir: str,
                     f'it first (python -m aad.main --workdir={workdir}), '
                     'or pick one of the trained categories: '
                     f'{", ".join(trained_categories(workdir)) or "none"}.')
-  family = models.create(config)
   h, w = data_lib.image_size(config.dataset)
   shape = loop.input_shape(config, family, (h, w, config.dataset.channels))
-  variables = loop.init_variables(family, config, shape)
+  variables = step_lib.init_variables(family, config, shape)
   summaries = []
   for stage in family.stages:
     ckpts = checkpoint.Checkpoints(os.path.join(directory, stage.name))
@@ -206,7 +205,7 @@ def restore_best(config: ml_collections.ConfigDict, workdir: str,
         raise DataError(f'{ckpts.directory}: no complete checkpoint of stage '
                         f'{stage.name!r} yet; rerun training in this '
                         'workdir to finish it.')
-      target = loop.create_train_state(stage, variables, config)
+      target = step_lib.create_train_state(stage, variables, config)
       try:
         state, meta = ckpts.restore(step, target)
       except (ValueError, KeyError, TypeError) as e:
@@ -217,7 +216,7 @@ def restore_best(config: ml_collections.ConfigDict, workdir: str,
             'own config.json or train again.') from e
     finally:
       ckpts.close()
-    variables = {**variables, **loop.state_variables(state)}
+    variables = {**variables, **step_lib.state_variables(state)}
     summaries.append({'best_step': step, 'train_seconds': meta['seconds'],
                       'steps': stage.num_steps})
   return variables, loop.merge_summaries(family, summaries)

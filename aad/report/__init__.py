@@ -502,6 +502,51 @@ def plot_roi_outlines(path: str, previews: Sequence[tuple], title: str):
   _save_figure(fig, path)
 
 
+def _category_figures(out_dir: str, category: str, *, roc_curves,
+                      pr_curves, pr_chance, pro_curves, pro_fpr_limit,
+                      score_histograms, thresholds, image_score,
+                      roi_previews, heatmap_rows, columns,
+                      heatmap_title) -> list[tuple[str, str]]:
+  """Draws `write_category_report`'s figures (those with data) in out_dir;
+  returns their (caption, file name) in report order."""
+  figures = []
+  score = f' ({image_score} score)' if image_score else ''
+  for level in ('image', 'pixel'):
+    suffix = score if level == 'image' else ''
+    if roc_curves.get(level):
+      name = f'roc_{level}.png'
+      plot_roc(os.path.join(out_dir, name), roc_curves[level],
+               f'{category}: {level}-level ROC{suffix}')
+      figures.append((f'{level}-level ROC', name))
+    if pr_curves and pr_curves.get(level):
+      name = f'pr_{level}.png'
+      plot_pr(os.path.join(out_dir, name), pr_curves[level],
+              f'{category}: {level}-level precision-recall{suffix}',
+              chance=(pr_chance or {}).get(level))
+      figures.append((f'{level}-level precision-recall', name))
+  if pro_curves:
+    plot_pro(os.path.join(out_dir, 'pro.png'), pro_curves,
+             f'{category}: PRO curve up to FPR {pro_fpr_limit:g}',
+             pro_fpr_limit)
+    figures.append(('PRO curve', 'pro.png'))
+  if score_histograms:
+    plot_score_histograms(
+        os.path.join(out_dir, 'score_histograms.png'), score_histograms,
+        f'{category}: test image scores{score}, good vs defective',
+        thresholds, xlabel=f'{image_score or "image"} score')
+    figures.append(('image scores, good vs defective',
+                    'score_histograms.png'))
+  if roi_previews:
+    plot_roi_outlines(os.path.join(out_dir, 'roi.png'), roi_previews,
+                      f'{category}: peeled ROI (green) and crop (dashed)')
+    figures.append(('ROI peeling', 'roi.png'))
+  if heatmap_rows:
+    plot_heatmap_grid(os.path.join(out_dir, 'heatmaps.png'), heatmap_rows,
+                      columns, f'{category}: {heatmap_title}')
+    figures.append(('examples', 'heatmaps.png'))
+  return figures
+
+
 def write_category_report(
     out_dir: str, *, category: str, metrics: Mapping[str, Any],
     roc_curves: Mapping[str, Mapping[str, tuple[Any, Any]]],
@@ -553,41 +598,13 @@ def write_category_report(
     The flattened metrics.
   """
   flat = flatten(metrics)
-  figures = []
-  score = f' ({image_score} score)' if image_score else ''
-  for level in ('image', 'pixel'):
-    suffix = score if level == 'image' else ''
-    if roc_curves.get(level):
-      name = f'roc_{level}.png'
-      plot_roc(os.path.join(out_dir, name), roc_curves[level],
-               f'{category}: {level}-level ROC{suffix}')
-      figures.append((f'{level}-level ROC', name))
-    if pr_curves and pr_curves.get(level):
-      name = f'pr_{level}.png'
-      plot_pr(os.path.join(out_dir, name), pr_curves[level],
-              f'{category}: {level}-level precision-recall{suffix}',
-              chance=(pr_chance or {}).get(level))
-      figures.append((f'{level}-level precision-recall', name))
-  if pro_curves:
-    plot_pro(os.path.join(out_dir, 'pro.png'), pro_curves,
-             f'{category}: PRO curve up to FPR {pro_fpr_limit:g}',
-             pro_fpr_limit)
-    figures.append(('PRO curve', 'pro.png'))
-  if score_histograms:
-    plot_score_histograms(
-        os.path.join(out_dir, 'score_histograms.png'), score_histograms,
-        f'{category}: test image scores{score}, good vs defective',
-        thresholds, xlabel=f'{image_score or "image"} score')
-    figures.append(('image scores, good vs defective',
-                    'score_histograms.png'))
-  if roi_previews:
-    plot_roi_outlines(os.path.join(out_dir, 'roi.png'), roi_previews,
-                      f'{category}: peeled ROI (green) and crop (dashed)')
-    figures.append(('ROI peeling', 'roi.png'))
-  if heatmap_rows:
-    plot_heatmap_grid(os.path.join(out_dir, 'heatmaps.png'), heatmap_rows,
-                      columns, f'{category}: {heatmap_title}')
-    figures.append(('examples', 'heatmaps.png'))
+  figures = _category_figures(
+      out_dir, category, roc_curves=roc_curves, pr_curves=pr_curves,
+      pr_chance=pr_chance, pro_curves=pro_curves,
+      pro_fpr_limit=pro_fpr_limit, score_histograms=score_histograms,
+      thresholds=thresholds, image_score=image_score,
+      roi_previews=roi_previews, heatmap_rows=heatmap_rows, columns=columns,
+      heatmap_title=heatmap_title)
   tables = (['## Metrics', '', *metric_sections(flat, type_columns)]
             if grouped else [*_metrics_table(flat), ''])
   lines = [f'# {category}', '', *ranking_section(flat, ranking or {}),

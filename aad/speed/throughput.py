@@ -17,9 +17,10 @@ import numpy as np
 
 from aad import models
 from aad.runtime import parallel
+from aad.scoring import batch as score_batch
 from aad.scoring import scorer as scorers_lib
 from aad.scoring import ops
-from aad.training import loop as train
+from aad.training import step as step_lib
 
 
 def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
@@ -54,15 +55,15 @@ class _ScoringCall:
     fitted = scorers_lib.fit(scorers, images, train_outputs, config.eval)
     self.fitted = fitted
     wanted = scorers_lib.needed_outputs(scorers)
-    maps_fn = scorers_lib.make_maps_fn(scorers, config.eval)
+    maps = score_batch.maps_fn(scorers, config.eval)
 
-    def score_fn(replicated, batch):
+    def score_fn(replicated, part):
       v, fitted = replicated
-      images, indices = batch
-      out = family.outputs(v, ops.to_float(images),
-                           ops.image_keys(jax.random.key(1), indices),
-                           wanted)
-      return maps_fn(fitted, (images, out))
+      images, indices = part
+      out = score_batch.outputs(
+          family, v, images, ops.image_keys(jax.random.key(1), indices),
+          wanted)
+      return maps(fitted, images, out)
 
     self._call = parallel.batched_call(score_fn, devices)
     self._replicated = parallel.replicate((variables, fitted), devices)
@@ -116,12 +117,12 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5,
   family = models.create(config,
                          axis_name=parallel.reduce_axis(len(devices)))
   stage = family.stages[0]
-  variables = train.init_variables(family, config, shape)
+  variables = step_lib.init_variables(family, config, shape)
   state = parallel.replicate(
-      train.create_train_state(stage, variables, config), devices)
+      step_lib.create_train_state(stage, variables, config), devices)
   steps = config.train.steps_per_call
   chunk = parallel.replicated_call(
-      train.make_train_chunk(
+      step_lib.make_train_chunk(
           stage, batch_size=batch, num_devices=len(devices),
           num_steps=steps, unroll=devices[0].platform == 'cpu'), devices)
   on_device = parallel.replicate(data, devices)
@@ -138,13 +139,13 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5,
   result['train_compile_s'] = first - median
   result['train_images_per_s'] = steps * batch / median
 
-  # Inference and scoring on one batch per device call.
-  eval_family = models.create(config)
-  variables = {**variables, **train.state_variables(
+  # Inference and scoring on one batch per device call (the family's
+  # inference networks do not use the training device axis).
+  variables = {**variables, **step_lib.state_variables(
       jax.device_get(holder['state']))}
   x = data[:batch].astype(np.float32) / 255.0
   keys = ops.image_keys(jax.random.key(1), np.arange(batch))
-  reconstruct = lambda v, x: eval_family.outputs(
+  reconstruct = lambda v, x: family.outputs(
       v, x, keys, frozenset({'reconstruction'}))['reconstruction']
   infer = jax.jit(reconstruct)
   first, median = _timed(lambda: infer(variables, x), repeats)
@@ -154,7 +155,7 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5,
   if flops:
     result['infer_gflops_per_s'] = flops / median / 1e9
 
-  calls = {name: _ScoringCall(config, eval_family, variables, data[:batch],
+  calls = {name: _ScoringCall(config, family, variables, data[:batch],
                                names, devices)
            for name, names in (('score', config.eval.scorers),
                                ('versus', versus)) if names is not None}
@@ -173,7 +174,7 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5,
     result['versus_images_per_s'] = batch / median['versus']
     result['score_cost_ratio'] = statistics.median(
         s / v for s, v in zip(times['score'], times['versus']))
-  result.update(detector_speed(config, variables, calls['score'].fitted,
+  result.update(detector_speed(config, family, variables, calls['score'].fitted,
                                calls['score'].scorers, devices, data[:batch],
                                repeats))
   result['peak_rss_gib'] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -181,7 +182,8 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5,
   return result
 
 
-def detector_speed(config: ml_collections.ConfigDict, variables, fitted,
+def detector_speed(config: ml_collections.ConfigDict, family, variables,
+                   fitted,
                    scorers, devices, images: np.ndarray,
                    repeats: int) -> dict:
   """Images/s of the whole detector on `images` (uint8, the model's size):
@@ -195,7 +197,8 @@ def detector_speed(config: ml_collections.ConfigDict, variables, fitted,
   from aad.deploy import loader
   thresholds = {kind: {s.name: 0.5 for s in scorers}
                 for kind in ('image', 'pixel')}
-  detector = detector_lib.Detector(config, 'benchmark', scorers, variables,
+  detector = detector_lib.Detector(config, family, 'benchmark', scorers,
+                                   variables,
                                    fitted, thresholds, 0, devices)
   images = list(images)
   first, median = _timed(lambda: detector.predict(images),

@@ -16,7 +16,7 @@ from aad.models import dae_denoiser
 from aad.scoring.scorers import activation_gaussian
 from aad.scoring.scorers import feature_mask
 from aad.scoring.scorers import normalised
-from aad.scoring.similarity import scorers as similarity_scorers
+from aad.scoring import similarity
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -181,7 +181,7 @@ def get_config() -> ml_collections.ConfigDict:
   # scorers/<name>.py; the similarity measures' in aad/scoring/similarity/
   # scorers.py, METHOD.md 5.3).
   c.eval.update(feature_mask.defaults())
-  c.eval.update(similarity_scorers.defaults())
+  c.eval.update(similarity.defaults())
   c.eval.update(activation_gaussian.defaults())
   c.eval.update(normalised.defaults())
   c.eval.mc_samples = 30         # T, Monte-Carlo dropout passes

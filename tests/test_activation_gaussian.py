@@ -7,7 +7,7 @@ import pytest
 
 from aad.scoring import gaussian as ag
 from aad import models
-from aad.scoring import scorer as scorers
+from aad import scoring
 from configs import test as test_config
 
 
@@ -88,18 +88,18 @@ def test_aesc_samples_fixed_positions_of_the_chosen_layers():
 
 
 def test_scorer_is_fitted_on_the_outputs_it_declares():
-  s = scorers.get('activation_gaussian')
+  s = scoring.get('activation_gaussian')
   assert s.fit_needs == ('activations',) and not s.has_map
-  assert scorers.fit_outputs([s, scorers.get('baseline_mean')]) == {
+  assert scoring.fit_outputs([s, scoring.get('baseline_mean')]) == {
       'activations'}
   train, _, _ = _known(50)
   cfg = test_config.get_config().eval
-  fitted = scorers.fit([s], np.zeros((50, 2, 2, 1), np.uint8),
+  fitted = scoring.fit([s], np.zeros((50, 2, 2, 1), np.uint8),
                        {'activations': train}, cfg)
   np.testing.assert_allclose(fitted['activation_gaussian']['mean'],
                              train.mean(0), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match='fitted on the outputs activations'):
-    scorers.fit([s], np.zeros((50, 2, 2, 1), np.uint8))
+    scoring.fit([s], np.zeros((50, 2, 2, 1), np.uint8))
 
 
 def test_patch_mode_fits_every_tile_and_scores_an_image_by_its_worst():

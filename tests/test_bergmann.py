@@ -11,7 +11,7 @@ from skimage.metrics import structural_similarity
 from aad.metrics import protocol as evaluation
 from aad import models
 from aad.experiment import run as pipeline
-from aad.scoring import scorer as scorers
+from aad import scoring
 from aad.models import bergmann
 from aad.models import losses
 from configs import ae_l2
@@ -96,7 +96,7 @@ def test_residual_max_and_pixel_tau_metrics_by_hand():
   recon[0, 0, 0] = (0.1, 0.5, 0.0)   # max 0.5: flagged at tau 0.2
   recon[0, 1, 1] = (0.1, 0.0, 0.15)  # max 0.15: missed
   recon[1, 0, 1] = (0.3, 0.0, 0.0)   # a false alarm on a good image
-  amap = scorers.get('residual_max').map(
+  amap = scoring.get('residual_max').map(
       jnp.asarray(x), {'reconstruction': jnp.asarray(recon)}, None, None)
   np.testing.assert_allclose(amap, [[[0.5, 0], [0, 0.15]], [[0, 0.3], [0, 0]]],
                              atol=1e-7)

@@ -7,7 +7,7 @@ import pytest
 
 from aad.models import corruptions
 from aad import models
-from aad.scoring import scorer
+from aad import scoring
 from aad import sweep
 from aad.experiment import validate
 from configs import default
@@ -27,7 +27,7 @@ def test_config_files_load_and_are_consistent(name, num_runs):
     family.check_size(run.dataset.image_size,
                       run.dataset.image_width or run.dataset.image_size,
                       'the image size')
-    assert scorer.resolve(run.eval.scorers, family)
+    assert scoring.resolve(run.eval.scorers, family)
     assert run.eval.norm in run.eval.norms
     assert callable(corruptions.from_config(run.corruption))
     validate.check_config(run)  # every shipped config passes the check
@@ -54,6 +54,6 @@ def test_unknown_corruption_name_is_named():
 def test_compare_scorers_lists_every_scorer_aesc_can_use():
   config = importlib.import_module('configs.compare_scorers').get_config()
   family = models.create(config)
-  usable = {n for n in scorer.builtin_names()
-            if set(scorer.get(n).needs) <= set(family.output_names)}
+  usable = {n for n in scoring.builtin_names()
+            if set(scoring.get(n).needs) <= set(family.output_names)}
   assert set(config.eval.scorers) == usable

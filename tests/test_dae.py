@@ -14,7 +14,7 @@ import pytest
 
 from aad import data
 from aad import models
-from aad.scoring import scorer as scorers
+from aad import scoring
 from aad.training import loop
 from aad.models import dae_denoiser as dae
 from aad.training import step as step_lib
@@ -96,14 +96,14 @@ def test_smooth_residual_and_feature_mask_by_hand():
   out = {'reconstruction': jnp.array([[[[0.5, 0.5]]]]),
          'smooth': jnp.array([[[[0.1, 0.6]]]])}
   cfg = test_config.get_config().eval
-  smooth = scorers.get('smooth_residual').map(x, out, None, cfg)
+  smooth = scoring.get('smooth_residual').map(x, out, None, cfg)
   np.testing.assert_allclose(smooth, [[[0.3]]], atol=1e-6)
   # correction |smooth - recon| = 0.4 + 0.1 = 0.5; feature mask 0.3 * 0.5.
-  mask = scorers.get('feature_mask').map(x, out, None, cfg)
+  mask = scoring.get('feature_mask').map(x, out, None, cfg)
   np.testing.assert_allclose(mask, [[[0.15]]], atol=1e-6)
   cfg.feature_mask_power = 2.0
   np.testing.assert_allclose(
-      scorers.get('feature_mask').map(x, out, None, cfg),
+      scoring.get('feature_mask').map(x, out, None, cfg),
       [[[0.075]]], atol=1e-6)
 
 

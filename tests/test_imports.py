@@ -93,5 +93,5 @@ def test_aad_has_no_import_cycle():
 def test_training_knows_nothing_of_evaluation():
   graph = import_graph()
   assert not graph['aad.training.loop'] & {
-      'aad.experiment.testing', 'aad.metrics.protocol', 'aad.scoring.scorer',
+      'aad.experiment.testing', 'aad.metrics.protocol', 'aad.scoring',
       'aad.report', 'aad.experiment.run'}

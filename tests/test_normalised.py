@@ -14,7 +14,7 @@ from aad.models import corruptions
 from aad.metrics import protocol
 from aad import models  # noqa: F401  (registers the scorers)
 from aad.scoring import normalisation
-from aad.scoring import scorer as scorers
+from aad import scoring
 
 
 def _cfg(**kwargs):
@@ -87,13 +87,13 @@ def test_local_mode_conditions_on_intensity():
 
 
 def test_scorer_fits_on_validation_images_and_scores():
-  s = scorers.get('normalised')
+  s = scoring.get('normalised')
   assert s.fit_split == 'val' and s.fit_needs == ('reconstruction',)
   rng = np.random.default_rng(3)
   val = rng.integers(0, 256, (20, 16, 16, 1), np.uint8)
   recon = np.full((20, 16, 16, 1), 0.5, np.float32)
   cfg = _cfg(mode='position', smooth_sigma=0.0, top_k=1 / 256)
-  fitted = scorers.fit([s], val, {'reconstruction': recon}, cfg)['normalised']
+  fitted = scoring.fit([s], val, {'reconstruction': recon}, cfg)['normalised']
   residual = np.abs(val / 255.0 - 0.5)[..., 0]
   np.testing.assert_allclose(fitted['residual']['position_mean'],
                              residual.mean(0), atol=1e-6)

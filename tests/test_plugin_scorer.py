@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aad.scoring import scorer as scorers
+from aad import scoring
 from configs import default
 
 _FAMILY = types.SimpleNamespace(name='plain', scorers=('residual',),
@@ -19,7 +19,7 @@ _PLUGIN = '''
 
 import jax.numpy as jnp
 
-from aad.scoring.scorer import Scorer
+from aad.scoring import Scorer
 
 
 def doubled(x, outputs, fitted, cfg):
@@ -40,14 +40,14 @@ def test_a_scorer_file_on_the_path_is_usable_by_its_dotted_name(
   monkeypatch.syspath_prepend(str(tmp_path))
   config = default.get_config()
   config.eval.scorers = ('my_scorers.doubled', 'residual')
-  chosen = scorers.resolve(config.eval.scorers, _FAMILY)
+  chosen = scoring.resolve(config.eval.scorers, _FAMILY)
   assert [s.name for s in chosen] == ['my_scorers.doubled', 'residual']
   assert chosen[0].label == 'doubled SE'
   # One image of 1 x 2 px, 2 channels: (0.5, 0.25) and (1, 0) against a
   # reconstruction of 0.5 everywhere.
   images = np.array([[[[128, 64], [255, 0]]]], np.uint8)
   recon = jnp.full((1, 1, 2, 2), 0.5)
-  out = scorers.make_maps_fn(chosen, config.eval)(
+  out = scoring.make_maps_fn(chosen, config.eval)(
       {}, (images, {'reconstruction': recon}))
   x = images / 255.0
   by_hand = [[2 * ((x[0, 0, 0, 0] - .5) ** 2 + (x[0, 0, 0, 1] - .5) ** 2),
@@ -61,10 +61,10 @@ def test_a_scorer_file_on_the_path_is_usable_by_its_dotted_name(
 def test_unknown_and_misnamed_scorers_are_named(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="config.eval.scorers: unknown scorer "
                      "'no_such_scorer'"):
-    scorers.resolve(('no_such_scorer',), _FAMILY)
+    scoring.resolve(('no_such_scorer',), _FAMILY)
   with pytest.raises(ValueError, match="config.eval.scorers: unknown scorer "
                      "'no_such_pkg.scorer'"):
-    scorers.resolve(('no_such_pkg.scorer',), _FAMILY)
+    scoring.resolve(('no_such_pkg.scorer',), _FAMILY)
   package = tmp_path / 'other_scorers'
   package.mkdir()
   (package / '__init__.py').write_text('')
@@ -72,12 +72,12 @@ def test_unknown_and_misnamed_scorers_are_named(tmp_path, monkeypatch):
   monkeypatch.syspath_prepend(str(tmp_path))
   with pytest.raises(ValueError, match="SCORER.name is 'doubled', not its "
                      "file name 'misnamed'"):
-    scorers.resolve(('other_scorers.misnamed',), _FAMILY)
+    scoring.resolve(('other_scorers.misnamed',), _FAMILY)
 
 
 def test_every_built_in_scorer_module_is_named_as_its_scorer():
-  names = scorers.builtin_names()
+  names = scoring.builtin_names()
   assert {'residual', 'normalised', 'activation_gaussian', 'se',
           'fsim'} <= set(names)
   for name in names:
-    assert scorers.get(name).name == name
+    assert scoring.get(name).name == name

@@ -13,7 +13,7 @@ from aad import models
 from aad.runtime import errors
 from aad.experiment import recommend
 from aad.experiment import validate
-from aad.scoring import scorer
+from aad import scoring
 from aad.data import preprocess
 from configs import folder as folder_config
 
@@ -103,7 +103,7 @@ def test_resolve_sets_the_fields_from_a_folder(tmp_path):
   assert resolved.eval.normalised.line_length == 32.0   # patch mode
   family = models.create(resolved)
   family.check_size(288, 96, 'the image size')
-  assert [s.name for s in scorer.resolve(resolved.eval.scorers, family)] == [
+  assert [s.name for s in scoring.resolve(resolved.eval.scorers, family)] == [
       'normalised', 'residual', 'baseline_mean']
   assert callable(corruptions.from_config(resolved.corruption))
   # A value given by the user is kept; the later rules build on it.

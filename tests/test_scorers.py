@@ -7,39 +7,39 @@ import numpy as np
 import pytest
 
 from aad.metrics import protocol
-from aad.scoring import scorer as scorers
+from aad import scoring
 
 _PLAIN = types.SimpleNamespace(name='plain', scorers=('residual',),
                                output_names=('reconstruction',))
 
 
 def test_resolve_defaults_to_the_family_list_and_names_bad_entries():
-  assert [s.name for s in scorers.resolve((), _PLAIN)] == ['residual']
-  assert [s.name for s in scorers.resolve(
+  assert [s.name for s in scoring.resolve((), _PLAIN)] == ['residual']
+  assert [s.name for s in scoring.resolve(
       ('baseline_mean', 'residual'), _PLAIN)] == ['baseline_mean', 'residual']
   with pytest.raises(ValueError, match="config.eval.scorers: unknown scorer "
                      "'residul'; model 'plain' can use .*residual"):
-    scorers.resolve(('residul',), _PLAIN)
+    scoring.resolve(('residul',), _PLAIN)
   with pytest.raises(ValueError, match="'mc_variance' needs the output"):
-    scorers.resolve(('mc_variance',), _PLAIN)
+    scoring.resolve(('mc_variance',), _PLAIN)
   with pytest.raises(ValueError, match='twice'):
-    scorers.resolve(('residual', 'residual'), _PLAIN)
+    scoring.resolve(('residual', 'residual'), _PLAIN)
 
 
 def test_maps_and_fit_by_hand():
   images = np.array([[[[0], [255]]], [[[51], [102]]]], np.uint8)  # (2,1,2,1)
   x = images / 255.0
   recon = np.full_like(x, 0.5)
-  chosen = scorers.resolve(('residual', 'mc_variance', 'baseline_mean'),
+  chosen = scoring.resolve(('residual', 'mc_variance', 'baseline_mean'),
                            types.SimpleNamespace(
                                name='f', scorers=(),
                                output_names=('reconstruction',
                                              'mc_variance')))
-  fitted = scorers.fit(chosen, images)
+  fitted = scoring.fit(chosen, images)
   assert set(fitted) == {'baseline_mean'}
   np.testing.assert_allclose(fitted['baseline_mean'], x.mean(0), atol=1e-7)
   variance = np.arange(4, dtype=np.float32).reshape(2, 1, 2)
-  out = scorers.make_maps_fn(chosen, None)(
+  out = scoring.make_maps_fn(chosen, None)(
       fitted, (images, {'reconstruction': jnp.asarray(recon),
                         'mc_variance': jnp.asarray(variance)}))
   assert out['image'] == {}
@@ -51,12 +51,12 @@ def test_maps_and_fit_by_hand():
 
 
 def test_a_scorer_s_own_image_score_is_computed_and_evaluated():
-  own = scorers.Scorer(
+  own = scoring.Scorer(
       name='peak', map=lambda x, o, f, c: x[..., 0],
       needs=('reconstruction',), label='peak', fit=None, baseline=False,
       image=lambda x, o, f, c: -jnp.mean(x, axis=(1, 2, 3)))
   images = np.array([[[[10], [20]]], [[[200], [250]]]], np.uint8)
-  out = scorers.make_maps_fn([own], None)(
+  out = scoring.make_maps_fn([own], None)(
       {}, (images, {'reconstruction': jnp.zeros((2, 1, 2, 1))}))
   np.testing.assert_allclose(out['image']['peak'],
                              [-15 / 255, -225 / 255], atol=1e-6)

@@ -10,9 +10,9 @@ import pytest
 
 from aad.metrics import protocol as evaluation
 from aad import report
-from aad.scoring import scorer
+from aad import scoring
 from aad.scoring.similarity import MEASURES
-from aad.scoring.similarity import scorers as similarity_scorers
+from aad.scoring import similarity
 from configs import default
 
 MAPLESS = {'rmse', 'psnr', 'zncc', 'issm', 'sre', 'sh'}
@@ -26,9 +26,9 @@ def _pair(n=3, size=24, channels=3, seed=0):
 
 
 def test_every_measure_is_a_scorer_with_a_map_only_where_it_has_one():
-  assert set(similarity_scorers.NAMES) == set(MEASURES)
+  assert set(similarity.NAMES) == set(MEASURES)
   for name in MEASURES:
-    s = scorer.get(name)
+    s = scoring.get(name)
     assert s.has_map == (name not in MAPLESS), name
     assert s.image is not None and s.needs == ('reconstruction',)
 
@@ -57,7 +57,7 @@ def test_scorer_values_are_the_measure_s_and_follow_the_config():
   # (each is compiled op by op here, so all thirteen would be slow).
   for name in ('se', 'psnr', 'ssim', 'sh'):
     measure = MEASURES[name]
-    amap, own = scorer.get(name).compute(
+    amap, own = scoring.get(name).compute(
         jnp.asarray(x), {'reconstruction': jnp.asarray(y)}, None, cfg)
     want = measure.fn(x, y)
     np.testing.assert_allclose(own, want.score, rtol=1e-5, atol=1e-6)
@@ -66,7 +66,7 @@ def test_scorer_values_are_the_measure_s_and_follow_the_config():
     else:
       assert amap is None
   cfg.similarity.ssim.filter_size = 5
-  _, own = scorer.get('ssim').compute(
+  _, own = scoring.get('ssim').compute(
       jnp.asarray(x), {'reconstruction': jnp.asarray(y)}, None, cfg)
   np.testing.assert_allclose(
       own, MEASURES['ssim'].fn(x, y, filter_size=5).score, rtol=1e-5)
@@ -75,14 +75,14 @@ def test_scorer_values_are_the_measure_s_and_follow_the_config():
 
 def test_maps_fn_leaves_map_less_scorers_out_of_the_maps():
   x, y = _pair(n=2)
-  chosen = [scorer.get(n) for n in ('residual', 'psnr', 'ssim')]
-  out = scorer.make_maps_fn(chosen, default.get_config().eval)(
+  chosen = [scoring.get(n) for n in ('residual', 'psnr', 'ssim')]
+  out = scoring.make_maps_fn(chosen, default.get_config().eval)(
       {}, (np.round(x * 255).astype(np.uint8),
            {'reconstruction': jnp.asarray(y)}))
   assert set(out['maps']) == {'residual', 'ssim'}
   assert set(out['image']) == {'psnr', 'ssim'}
   with pytest.raises(ValueError, match='neither a map nor an image'):
-    scorer.Scorer('nothing', None, (), 'n', None, False)
+    scoring.Scorer('nothing', None, (), 'n', None, False)
 
 
 def test_image_only_evaluation_by_hand():

@@ -31,7 +31,7 @@ from aad import models
 from aad.runtime import parallel
 from aad import report
 from aad.scoring import batch
-from aad.scoring import scorer as scorers_lib
+from aad import scoring
 from aad.data import tiling
 from aad.experiment import workdir as workdir_lib
 
@@ -115,7 +115,7 @@ def score(config: ml_collections.ConfigDict, family, variables: Any,
   """(family outputs, scorer maps, scorers' own image scores) of `images`
   with the run's model: `batch.image_fn`'s computation, in batches."""
   outputs = family_outputs(config, family, variables, images, devices,
-                           scorers_lib.needed_outputs(scorers))
+                           scoring.needed_outputs(scorers))
   maps, image_scores = scorer_maps(config, scorers, fitted, images, outputs,
                                    devices)
   return outputs, maps, image_scores
@@ -135,17 +135,17 @@ def fit_scorers(config: ml_collections.ConfigDict, family, variables: Any,
     if data is None:
       raise ValueError(f'scorer(s) {", ".join(s.name for s in chosen)} are '
                        'fitted on the validation images; none were given')
-    wanted = scorers_lib.fit_outputs(chosen)
+    wanted = scoring.fit_outputs(chosen)
     outputs = family_outputs(config, family, variables, data, devices,
                              wanted) if wanted else None
-    fitted.update(scorers_lib.fit(chosen, data, outputs, config.eval))
+    fitted.update(scoring.fit(chosen, data, outputs, config.eval))
   return fitted
 
 
 def configured_scorers(config: ml_collections.ConfigDict, family):
   """The run's scorers: config.eval.scorers, or its family's default list;
   the first is the headline scorer."""
-  return scorers_lib.resolve(config.eval.scorers, family)
+  return scoring.resolve(config.eval.scorers, family)
 
 
 def type_table_columns(norm: str, scorers) -> list[str]:
@@ -348,7 +348,7 @@ def category_notes(config: ml_collections.ConfigDict, family, scorers,
         'threshold on the own scores of the good validation images, and no '
         'pixel metrics, curves or heat maps.')
   notes.append(RANKING_NOTE.format(norm=norm))
-  notes += family.notes(scorers_lib.needed_outputs(scorers))
+  notes += family.notes(scoring.needed_outputs(scorers))
   return notes
 
 

@@ -17,7 +17,7 @@ from aad.runtime import errors
 from aad.metrics import protocol as evaluation
 from aad import models
 from aad.experiment import recommend
-from aad.scoring import scorer as scorers_lib
+from aad import scoring
 from aad.training import loop
 
 # Adam learning rates above this diverge for every model here (1e6 trained
@@ -92,7 +92,7 @@ def check_config(config: ml_collections.ConfigDict):
                 config.corruption)),
             ('config.model', lambda: built.setdefault(
                 'family', models.create(config))),
-            ('config.eval.scorers', lambda: scorers_lib.resolve(
+            ('config.eval.scorers', lambda: scoring.resolve(
                 config.eval.scorers, built['family'])),
             ('config.eval', lambda: evaluation.Protocol.from_config(
                 config.eval)))

@@ -6,7 +6,7 @@ networks, its training stages, and one pure `outputs` function that turns
 images into named arrays (a reconstruction, and whatever else the family
 exposes). Training (aad/training/) runs the stages; scoring
 (aad/experiment/testing.py) calls `outputs` and hands the arrays to the
-configured scorers (aad/scoring/scorer.py). Nothing outside the family's
+configured scorers (aad/scoring/__init__.py). Nothing outside the family's
 module knows its networks.
 
 Variables are {net name: {'params': ..., 'batch_stats': ...}}: one entry

@@ -19,7 +19,7 @@ import numpy as np
 
 from aad.data import tiling
 from aad.scoring import ops
-from aad.scoring import scorer as scorers_lib
+from aad import scoring
 
 # Scoring draws its MC-dropout keys from key(config.seed + SEED_OFFSET)
 # (training uses seed and seed + 1).
@@ -62,7 +62,7 @@ def maps_fn(scorers, cfg) -> Callable:
   """fn(fitted, images, outputs) -> {'maps': {scorer: (N, H, W)},
   'image': {scorer: (N,)}}: `scorers_lib.make_maps_fn` on the outputs the
   scorers read."""
-  fn = scorers_lib.make_maps_fn(scorers, cfg)
+  fn = scoring.make_maps_fn(scorers, cfg)
 
   def maps(fitted, images, outputs):
     return fn(fitted, (images, scorer_inputs(scorers, outputs)))
@@ -80,7 +80,7 @@ def image_fn(family, scorers, cfg, *, patch: int = 0,
   the outputs are brought back per image (`tiling.untile`). key None draws
   nothing (indices are then unused).
   """
-  wanted = scorers_lib.needed_outputs(scorers)
+  wanted = scoring.needed_outputs(scorers)
   maps = maps_fn(scorers, cfg)
 
   def fn(variables, fitted, images, key, indices):

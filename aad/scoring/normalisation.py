@@ -42,7 +42,7 @@ import numpy as np
 
 from aad.scoring import lines as oriented
 from aad.scoring import ops
-from aad.scoring import scorer as scorers
+from aad import scoring
 
 MODES = ('position', 'local', 'both')
 EPS = 1e-6
@@ -97,12 +97,12 @@ def settings(cfg) -> dict:
   base = tuple(s['base'])
   for name in base:
     try:
-      scorer = scorers.get(name)
+      scorer = scoring.get(name)
     except KeyError:
       scorer = None
     if scorer is None or scorer.map is None or scorer.fit is not None:
-      ok = [n for n, r in ((n, scorers.get(n))
-                           for n in scorers.builtin_names())
+      ok = [n for n, r in ((n, scoring.get(n))
+                           for n in scoring.builtin_names())
             if r.map is not None and r.fit is None
             and set(r.needs) <= {'reconstruction'}]
       raise ValueError(f'config.eval.normalised.base: {name!r} is not a '
@@ -137,7 +137,7 @@ DEFAULTS = dict(base=('residual',), mode='position', smooth_sigma=2.0,
 
 def base_maps(x, outputs, cfg, base: Sequence[str]) -> list[jax.Array]:
   """The raw error maps (N, H, W) named by `base`."""
-  return [scorers.get(n).map(x, outputs, None, cfg) for n in base]
+  return [scoring.get(n).map(x, outputs, None, cfg) for n in base]
 
 
 def _bin_index(values: jax.Array, edges: jax.Array) -> jax.Array:

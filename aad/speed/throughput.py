@@ -18,7 +18,7 @@ import numpy as np
 from aad import models
 from aad.runtime import parallel
 from aad.scoring import batch as score_batch
-from aad.scoring import scorer as scorers_lib
+from aad import scoring
 from aad.scoring import ops
 from aad.training import step as step_lib
 
@@ -45,16 +45,16 @@ class _ScoringCall:
   outputs they need and their maps and image scores, on `devices`."""
 
   def __init__(self, config, family, variables, images, names, devices):
-    scorers = scorers_lib.resolve(names, family)
+    scorers = scoring.resolve(names, family)
     self.scorers, self.names = scorers, [s.name for s in scorers]
     keys = ops.image_keys(jax.random.key(1), np.arange(len(images)))
-    fit_wanted = scorers_lib.fit_outputs(scorers)
+    fit_wanted = scoring.fit_outputs(scorers)
     train_outputs = jax.device_get(jax.jit(
         lambda v, x: family.outputs(v, x, keys, fit_wanted))(
             variables, ops.to_float(images))) if fit_wanted else None
-    fitted = scorers_lib.fit(scorers, images, train_outputs, config.eval)
+    fitted = scoring.fit(scorers, images, train_outputs, config.eval)
     self.fitted = fitted
-    wanted = scorers_lib.needed_outputs(scorers)
+    wanted = scoring.needed_outputs(scorers)
     maps = score_batch.maps_fn(scorers, config.eval)
 
     def score_fn(replicated, part):

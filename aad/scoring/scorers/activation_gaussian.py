@@ -4,7 +4,7 @@ only, from the 'activations' output (aad/scoring/gaussian.py)."""
 import ml_collections
 
 from aad.scoring import gaussian
-from aad.scoring.scorer import Scorer
+from aad.scoring import Scorer
 
 
 def defaults() -> ml_collections.ConfigDict:

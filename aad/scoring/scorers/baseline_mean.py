@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aad.scoring import ops
-from aad.scoring.scorer import Scorer
+from aad.scoring import Scorer
 
 
 def mean_image(images: np.ndarray, outputs, cfg) -> np.ndarray:

@@ -6,7 +6,7 @@ config.eval.feature_mask_power."""
 import jax.numpy as jnp
 import ml_collections
 
-from aad.scoring.scorer import Scorer
+from aad.scoring import Scorer
 
 
 def defaults() -> ml_collections.ConfigDict:

@@ -1,5 +1,5 @@
 """1 - FSIM (Zhang et al. 2011), as a scorer."""
 
-from aad.scoring.similarity import scorers
+from aad.scoring import similarity
 
-SCORER = scorers.scorer('fsim')
+SCORER = similarity.scorer('fsim')

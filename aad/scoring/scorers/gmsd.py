@@ -1,5 +1,5 @@
 """Gradient magnitude similarity deviation (Xue et al. 2014), as a scorer."""
 
-from aad.scoring.similarity import scorers
+from aad.scoring import similarity
 
-SCORER = scorers.scorer('gmsd')
+SCORER = similarity.scorer('gmsd')

@@ -1,5 +1,5 @@
 """Image Euclidean distance, as a scorer."""
 
-from aad.scoring.similarity import scorers
+from aad.scoring import similarity
 
-SCORER = scorers.scorer('imed')
+SCORER = similarity.scorer('imed')

@@ -1,5 +1,5 @@
 """1 - information-theoretic similarity (global: no map), as a scorer."""
 
-from aad.scoring.similarity import scorers
+from aad.scoring import similarity
 
-SCORER = scorers.scorer('issm')
+SCORER = similarity.scorer('issm')

@@ -1,6 +1,6 @@
 """Per-pixel variance of the MC-dropout passes (METHOD.md 4.2)."""
 
-from aad.scoring.scorer import Scorer
+from aad.scoring import Scorer
 
 
 def mc_variance(x, outputs, fitted, cfg):

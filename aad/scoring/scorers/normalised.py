@@ -4,7 +4,7 @@
 import ml_collections
 
 from aad.scoring import normalisation
-from aad.scoring.scorer import Scorer
+from aad.scoring import Scorer
 
 
 def defaults() -> ml_collections.ConfigDict:

@@ -1,5 +1,5 @@
 """Negative PSNR, capped at 200 dB (global: no map), as a scorer."""
 
-from aad.scoring.similarity import scorers
+from aad.scoring import similarity
 
-SCORER = scorers.scorer('psnr')
+SCORER = similarity.scorer('psnr')

@@ -1,7 +1,7 @@
 """|x - reconstruction| summed over channels (METHOD.md 4.1)."""
 
 from aad.scoring import ops
-from aad.scoring.scorer import Scorer
+from aad.scoring import Scorer
 
 
 def residual(x, outputs, fitted, cfg):

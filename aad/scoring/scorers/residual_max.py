@@ -4,7 +4,7 @@
 import jax.numpy as jnp
 
 from aad.scoring import ops
-from aad.scoring.scorer import Scorer
+from aad.scoring import Scorer
 
 
 def residual_max(x, outputs, fitted, cfg):

@@ -1,5 +1,5 @@
 """Root mean squared error (global: no map), as a scorer."""
 
-from aad.scoring.similarity import scorers
+from aad.scoring import similarity
 
-SCORER = scorers.scorer('rmse')
+SCORER = similarity.scorer('rmse')

@@ -1,5 +1,5 @@
 """Spectral angle between the pixel vectors, as a scorer."""
 
-from aad.scoring.similarity import scorers
+from aad.scoring import similarity
 
-SCORER = scorers.scorer('sam')
+SCORER = similarity.scorer('sam')

@@ -1,5 +1,5 @@
 """Squared error of x and its reconstruction, as a scorer."""
 
-from aad.scoring.similarity import scorers
+from aad.scoring import similarity
 
-SCORER = scorers.scorer('se')
+SCORER = similarity.scorer('se')

@@ -1,5 +1,5 @@
 """1 - histogram intersection (global: no map), as a scorer."""
 
-from aad.scoring.similarity import scorers
+from aad.scoring import similarity
 
-SCORER = scorers.scorer('sh')
+SCORER = similarity.scorer('sh')

@@ -3,7 +3,7 @@
 
 import jax.numpy as jnp
 
-from aad.scoring.scorer import Scorer
+from aad.scoring import Scorer
 
 
 def smooth_residual(x, outputs, fitted, cfg):

@@ -1,5 +1,5 @@
 """Negative signal-to-reconstruction-error ratio (global: no map)."""
 
-from aad.scoring.similarity import scorers
+from aad.scoring import similarity
 
-SCORER = scorers.scorer('sre')
+SCORER = similarity.scorer('sre')

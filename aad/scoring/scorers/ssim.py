@@ -1,5 +1,5 @@
 """1 - SSIM (Wang et al. 2004), as a scorer."""
 
-from aad.scoring.similarity import scorers
+from aad.scoring import similarity
 
-SCORER = scorers.scorer('ssim')
+SCORER = similarity.scorer('ssim')

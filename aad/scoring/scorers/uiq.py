@@ -1,5 +1,5 @@
 """1 - universal image quality index (Wang & Bovik 2002), as a scorer."""
 
-from aad.scoring.similarity import scorers
+from aad.scoring import similarity
 
-SCORER = scorers.scorer('uiq')
+SCORER = similarity.scorer('uiq')

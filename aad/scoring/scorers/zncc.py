@@ -1,5 +1,5 @@
 """1 - zero-normalised cross-correlation (global: no map), as a scorer."""
 
-from aad.scoring.similarity import scorers
+from aad.scoring import similarity
 
-SCORER = scorers.scorer('zncc')
+SCORER = similarity.scorer('zncc')

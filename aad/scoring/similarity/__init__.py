@@ -42,12 +42,24 @@ one line, e.g. `MEASURES['ssim'].score_fn(x, y)`. Its functions give the
 same values as the plain ones above; on CPU the heavier ones run a few
 images at a time (common.in_chunks), which was 2-3 times faster.
 `python -m aad.speed.similarity` times them.
+
+As scorers: each measure is the scorer of its own name, one tiny module of
+aad/scoring/scorers/ built by `scorer`, comparing the input x with the
+family's reconstruction. Its score is the scorer's own image score
+(reported as the reduction 'own'); its map, where the measure has a local
+form, is the scorer's map. The global measures have no map rather than a
+constant one: they get image metrics only. Parameters come from
+config.eval.similarity.<measure> (`defaults`, the papers' values); map and
+score are computed in one pass (`joint`).
 """
 
 import dataclasses
 from typing import Callable
 
 import jax
+import ml_collections
+
+from aad.scoring import Scorer
 
 from aad.scoring.similarity.common import in_chunks
 from aad.scoring.similarity.common import Result
@@ -129,3 +141,57 @@ MEASURES: dict[str, Measure] = _measures(
 
 __all__ = ['MEASURES', 'Measure', 'Result', 'canny', 'phase_congruency'] + [
     name for name in MEASURES]
+
+
+LABELS = {'se': 'SE', 'rmse': 'RMSE', 'psnr': 'PSNR', 'imed': 'IMED',
+          'ssim': '1 - SSIM', 'zncc': 'ZNCC', 'gmsd': 'GMSD',
+          'fsim': '1 - FSIM', 'issm': 'ISSM', 'sre': 'SRE', 'sam': 'SAM',
+          'uiq': '1 - UIQ', 'sh': 'SH'}
+NAMES = tuple(MEASURES)
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """The measures' fields of config.eval: keyword arguments per measure,
+  the papers' values. Grey levels in [0, 1]; fsim's scale maps them to the
+  paper's 0..255 constants."""
+  c = ml_collections.ConfigDict()
+  c.similarity = ml_collections.ConfigDict(dict(
+      se={}, rmse={}, zncc={}, sam={},
+      psnr=dict(max_val=1.0, max_db=200.0),   # -PSNR, capped (identity)
+      sre=dict(max_db=200.0),
+      imed=dict(sigma=1.0, truncate=4.0),     # Gaussian metric, px
+      ssim=dict(max_val=1.0, filter_size=11, filter_sigma=1.5, k1=0.01,
+                k2=0.03),                     # Wang et al. 2004
+      uiq=dict(block_size=8),                 # Wang & Bovik 2002
+      gmsd=dict(c=170.0 / 255.0**2),          # Xue et al. 2014
+      # Zhang et al. 2011; noise_stride > 1 takes the phase-congruency
+      # noise median on every n-th row and column (1 = the reference; 2
+      # costs less, README "Comparing scorers").
+      fsim=dict(chroma=True, scale=255.0, t1=0.85, t2=160.0, t3=200.0,
+                t4=200.0, lam=0.03, nscale=4, norient=4, noise_stride=1),
+      issm=dict(a=0.3, b=0.5, c=0.7, bins=10, low=100, high=200),
+      sh=dict(bins=256)))                     # histogram intersection
+  return c
+
+
+def measure_kwargs(cfg, name: str) -> dict:
+  """The measure's keyword arguments from config.eval.similarity.<name>
+  ({} where the block or the measure's entry is absent: the defaults)."""
+  block = cfg.get('similarity') if cfg is not None else None
+  entry = block.get(name) if block is not None else None
+  return dict(entry) if entry is not None else {}
+
+
+def scorer(name: str) -> Scorer:
+  """The scorer of measure `name` (the SCORER of its module)."""
+  measure = MEASURES[name]
+
+  def joint(x, outputs, fitted, cfg):
+    del fitted
+    result = measure.fn(x, outputs['reconstruction'],
+                        **measure_kwargs(cfg, measure.name))
+    return result.map, result.score
+
+  amap = (lambda *args: joint(*args)[0]) if measure.has_map else None
+  return Scorer(name=name, map=amap, label=LABELS[name],
+                image=lambda *args: joint(*args)[1], joint=joint)

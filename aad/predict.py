@@ -39,6 +39,8 @@ from aad.experiment import testing
 from aad.metrics import protocol
 from aad import models
 from aad import report
+from aad.runtime import atomic
+from aad.report import figures
 from aad.experiment import workdir as workdir_lib
 from aad.data import imageio
 
@@ -214,8 +216,8 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
   for i, path in enumerate(paths):
     stem = stems[i]
     amap, vmax = result.maps[scorer][i], 2 * pixel_threshold
-    files[f'{stem}_map.png'] = report.colorize(amap, vmax)
-    files[f'{stem}_overlay.png'] = report.overlay(originals[i], amap, vmax)
+    files[f'{stem}_map.png'] = figures.colorize(amap, vmax)
+    files[f'{stem}_overlay.png'] = figures.overlay(originals[i], amap, vmax)
     files[f'{stem}_mask.png'] = (amap >= pixel_threshold).astype(
         np.uint8) * 255
     rows.append({'file': path,
@@ -253,7 +255,7 @@ def _write_outputs(output: str, files: dict, rows: list[dict], scorer: str,
     if os.path.isfile(manifest):
       with open(manifest) as f:
         listed = set(f.read().split('\n')) - {''}
-    report.write_text(manifest, '\n'.join(
+    atomic.write_text(manifest, '\n'.join(
         sorted(listed | set(files) | {'scores.csv'})) + '\n')
     for name in list(files) + ['scores.csv']:
       os.replace(os.path.join(staging, name), os.path.join(output, name))

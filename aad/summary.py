@@ -109,8 +109,10 @@ def write(root: str) -> str:
   """Writes ROOT/summary.md and ROOT/summary.csv; returns the markdown."""
   header, rows = gather(root)
   from aad import report  # pylint: disable=g-import-not-at-top
-  text = '\n'.join(report.markdown_table(header, rows)) + '\n'
-  report.write_text(os.path.join(root, 'summary.md'), text)
+  from aad.report import tables  # pylint: disable=g-import-not-at-top
+  from aad.runtime import atomic  # pylint: disable=g-import-not-at-top
+  text = '\n'.join(tables.markdown_table(header, rows)) + '\n'
+  atomic.write_text(os.path.join(root, 'summary.md'), text)
   report.write_csv(os.path.join(root, 'summary.csv'), header, rows)
   return text
 

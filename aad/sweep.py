@@ -129,11 +129,11 @@ def run(config: ml_collections.ConfigDict, root: str,
   """
   from aad.runtime import parallel  # pylint: disable=g-import-not-at-top
   from aad.experiment import run as pipeline  # pylint: disable=g-import-not-at-top
-  from aad import report  # pylint: disable=g-import-not-at-top
+  from aad.runtime import atomic  # pylint: disable=g-import-not-at-top
   from aad.runtime import errors  # pylint: disable=g-import-not-at-top
   points = expand(config)
   if parallel.is_primary():
-    report.write_json(os.path.join(root, 'sweep.json'), {
+    atomic.write_json(os.path.join(root, 'sweep.json'), {
         'axes': {path: list(values) for path, values in axes(config)},
         'points': [{'name': p.name, 'overrides': p.overrides}
                    for p in points]})

@@ -11,6 +11,7 @@ from aad import data
 from aad.metrics import protocol as evaluation
 from aad.metrics import curves as metrics
 from aad import report
+from aad.report import tables
 from aad.scoring import ops
 from aad.data import preprocess
 
@@ -35,7 +36,7 @@ def test_per_type_metrics_equal_the_metrics_of_the_subset():
                                  sigma=1.5)
   results = evaluation.evaluate({'res': maps}, labels, masks, TYPES,
                                 protocol)
-  flat = report.flatten(results)
+  flat = tables.flatten(results)
   good = np.arange(6)
   for name, defects in (('crack', np.arange(6, 9)),
                         ('hole', np.arange(9, 13))):

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from aad import report
+from aad.report import tables
+from aad.runtime import atomic
+from aad.report import figures
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
@@ -23,20 +26,20 @@ def test_flatten():
   nested = {'residual': {'l2': {'image_auroc': np.float32(0.5)},
                          'pixel_auroc': 1},
             'epochs': 3}
-  assert report.flatten(nested) == {'residual/l2/image_auroc': 0.5,
+  assert tables.flatten(nested) == {'residual/l2/image_auroc': 0.5,
                                     'residual/pixel_auroc': 1.0,
                                     'epochs': 3.0}
-  flat = report.flatten(nested)
-  assert report.flatten(flat) == flat  # Idempotent on flat dicts.
+  flat = tables.flatten(nested)
+  assert tables.flatten(flat) == flat  # Idempotent on flat dicts.
   with pytest.raises(ValueError, match='twice'):
-    report.flatten({'a/b': 1, 'a': {'b': 2}})
+    tables.flatten({'a/b': 1, 'a': {'b': 2}})
 
 
 def test_write_json_round_trip_and_atomic(tmp_path):
   path = tmp_path / 'out.json'
   obj = {'b': np.float64(0.25), 'a': [np.int64(2), np.array([1.5, 2.0])],
          'c': float('nan'), 'd': {'z': True, 'y': None}}
-  report.write_json(str(path), obj)
+  atomic.write_json(str(path), obj)
   text = path.read_text()
   assert json.loads(text) == {'a': [2, [1.5, 2.0]], 'b': 0.25, 'c': None,
                               'd': {'y': None, 'z': True}}
@@ -44,7 +47,7 @@ def test_write_json_round_trip_and_atomic(tmp_path):
   assert os.listdir(tmp_path) == ['out.json']
   # A failing write leaves the previous file intact and no temp file.
   with pytest.raises(TypeError):
-    report.write_json(str(path), {'x': object()})
+    atomic.write_json(str(path), {'x': object()})
   assert json.loads(path.read_text())['b'] == 0.25
   assert os.listdir(tmp_path) == ['out.json']
 
@@ -61,7 +64,7 @@ def test_write_category_report(tmp_path):
   rows = [{'input': image, 'reconstruction': image[..., :1],
            'residual': rng.random((16, 16)),
            'ground truth': np.eye(16, dtype=np.uint8)[..., None],
-           report.ROW_LABEL: f'{i:03d}.png crack 0.9'} for i in range(3)]
+           figures.ROW_LABEL: f'{i:03d}.png crack 0.9'} for i in range(3)]
   del rows[1]['residual']  # A missing cell is left blank.
   metrics = {'residual': {'l2': {'image_auroc': 0.9, 'pixel_auroc': 0.8}},
              'mc_variance': {'l2': {'image_auroc': 0.7}}}
@@ -92,9 +95,9 @@ def test_write_category_report(tmp_path):
 def test_heatmap_grid_is_bounded(tmp_path):
   rows = [{'residual': np.full((8, 8), i)} for i in range(30)]
   path = tmp_path / 'grid.png'
-  report.plot_heatmap_grid(str(path), rows, ['residual'], 'many rows')
+  figures.plot_heatmap_grid(str(path), rows, ['residual'], 'many rows')
   height = _assert_png(path, min_bytes=1000).shape[0]
-  assert height == 100 * (2 * report.MAX_ROWS + 1)
+  assert height == 100 * (2 * figures.MAX_ROWS + 1)
 
 
 def test_write_summary_report(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aad.metrics import protocol as evaluation
-from aad import report
+from aad.report import tables
 from aad import scoring
 from aad.scoring.similarity import MEASURES
 from aad.scoring import similarity
@@ -107,7 +107,7 @@ def test_ranking_table_by_hand():
   flat = {'a/own/image_auroc': 0.7, 'a/pixel_auroc': 0.9,
           'b/l2/image_auroc': 0.8, 'b/pixel_auroc': 0.6,
           'c/own/image_auroc': 0.7}
-  lines = report.ranking_section(flat, {
+  lines = tables.ranking_section(flat, {
       'a': ('a/own/image_auroc', 'a/pixel_auroc'),
       'b': ('b/l2/image_auroc', 'b/pixel_auroc'),
       'c': ('c/own/image_auroc', None),

@@ -38,7 +38,7 @@ from aad import models
 from aad.deploy import function as deploy
 from aad.deploy import detector as detector_lib
 from aad.deploy import loader as exported
-from aad import report
+from aad.runtime import atomic
 from aad.experiment import workdir as workdir_lib
 from aad.data import imageio
 
@@ -119,7 +119,7 @@ def write_archive(path: str, meta: dict, modules: dict[int, bytes]):
                                                    sort_keys=True))
     for c, blob in modules.items():
       archive.writestr(meta['modules'][str(c)], blob)
-  report.write_bytes(path, buffer.getvalue())
+  atomic.write_bytes(path, buffer.getvalue())
 
 
 def export_onnx(detector: detector_lib.Detector, path: str, meta: dict):
@@ -193,7 +193,7 @@ def export_onnx(detector: detector_lib.Detector, path: str, meta: dict):
                    left_out=left_out, jax2onnx_version=importlib.metadata.version('jax2onnx'))
   entry = model_proto.metadata_props.add()
   entry.key, entry.value = 'aad', json.dumps(onnx_meta)
-  report.write_bytes(path, model_proto.SerializeToString())
+  atomic.write_bytes(path, model_proto.SerializeToString())
   onnx.checker.check_model(path)
   return onnx_meta
 

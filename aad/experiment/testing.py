@@ -30,6 +30,9 @@ from aad.metrics import protocol as evaluation
 from aad import models
 from aad.runtime import parallel
 from aad import report
+from aad.report import tables
+from aad.runtime import atomic
+from aad.report import figures
 from aad.scoring import batch
 from aad import scoring
 from aad.data import tiling
@@ -202,7 +205,7 @@ def _example_rows(split, outputs, maps, scores, count, scorers):
   rows = []
   for kind, i in picked:
     rows.append({
-        report.ROW_LABEL: f'{kind}: {split.names[i]}\n'
+        figures.ROW_LABEL: f'{kind}: {split.names[i]}\n'
                           f'{split.defect_types[i]}, score {scores[i]:.3g}',
         'input': split.images[i],
         'reconstruction': outputs['reconstruction'][i],
@@ -419,14 +422,14 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
       for s, r in results.items()}
   write_thresholds(out_dir, config, thresholds, scored.val_maps)
   workdir_lib.save_fitted(out_dir, scored.fitted)
-  metrics = report.flatten(results)
+  metrics = tables.flatten(results)
   timings = split_timings(metrics, extra)
   notes = category_notes(config, family, scorers, protocol, masks.shape[1:],
                          split.masks.shape[1:], len(dataset.val.images))
   write_category(out_dir, config, dataset, scorers, scored, metrics, curves,
                  eval_maps, masks, thresholds, protocol, notes)
   timings['eval/seconds'] = time.time() - t_start
-  report.write_json(os.path.join(out_dir, workdir_lib.TIMINGS_FILE), timings)
+  atomic.write_json(os.path.join(out_dir, workdir_lib.TIMINGS_FILE), timings)
   headline = scorers[0]
   reduction = norm if headline.has_map else evaluation.OWN
   logging.info('%s: image AUROC (%s) / pixel AUROC / AU-PRO: %s; F1 at the '
@@ -458,7 +461,7 @@ def write_thresholds(out_dir: str, config: ml_collections.ConfigDict,
       'image': {k: float(v) for k, v in image_thresholds.items()},
       'pixel': {k: float(np.quantile(v, q)) for k, v in val_maps.items()},
   }
-  report.write_json(os.path.join(out_dir, workdir_lib.THRESHOLDS_FILE), out)
+  atomic.write_json(os.path.join(out_dir, workdir_lib.THRESHOLDS_FILE), out)
   return out
 
 
@@ -515,7 +518,7 @@ def write_timings(workdir: str, categories) -> dict:
   for key in sorted({k for t in per.values() for k in t}):
     values = [t[key] for t in per.values() if key in t]
     out[f'mean/{key}'] = float(np.mean(values))
-  report.write_json(os.path.join(workdir, workdir_lib.TIMINGS_FILE), out)
+  atomic.write_json(os.path.join(workdir, workdir_lib.TIMINGS_FILE), out)
   return out
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from aad.runtime import checkpoint
 from aad import data as data_lib
 from aad.runtime import errors
-from aad import report
+from aad.runtime import atomic
 from aad.training import loop
 from aad.training import step as step_lib
 from aad.data.imageio import DataError
@@ -54,7 +54,7 @@ def _flat(tree: dict, prefix: str = '') -> dict:
 
 def _plain(config) -> dict:
   """The config as config.json holds it (lists, not tuples)."""
-  return json.loads(json.dumps(report._jsonable(  # pylint: disable=protected-access
+  return json.loads(json.dumps(atomic.jsonable(  # pylint: disable=protected-access
       config.to_dict() if hasattr(config, 'to_dict') else config)))
 
 
@@ -120,7 +120,7 @@ def check_rerun(config: ml_collections.ConfigDict, workdir: str,
 
 def write_config(config: ml_collections.ConfigDict, workdir: str):
   """Saves the run's config (atomically), once its inputs are checked."""
-  report.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+  atomic.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
 
 
 # What killed runs leave behind: report.py's and orbax's temporary files
@@ -238,7 +238,7 @@ def save_fitted(out_dir: str, fitted: dict):
   `aad.scorers.fit` result), so scoring new images needs no training data."""
   data = serialization.msgpack_serialize(
       jax.tree.map(np.asarray, jax.device_get(fitted)))
-  report.write_bytes(os.path.join(out_dir, FITTED_FILE), data)
+  atomic.write_bytes(os.path.join(out_dir, FITTED_FILE), data)
 
 
 def load_fitted(workdir: str, category: str) -> dict:

@@ -1,7 +1,7 @@
 """aad: autoencoder-based visual anomaly detection in JAX/Flax.
 
-`aad.Detector` (aad/detector.py) loads a trained run for scoring new images.
-It is imported on first use, so `import aad.exported` (the loader of
+`aad.Detector` (aad/deploy/detector.py) loads a trained run for scoring new images.
+It is imported on first use, so `import aad.deploy.loader` (the loader of
 exported detectors) pulls in neither Flax nor the training code.
 """
 

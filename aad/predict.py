@@ -1,6 +1,6 @@
 """Scoring new images with a trained run: maps, overlays, masks, scores.csv.
 
-A command line over `aad.Detector` (aad/detector.py).
+A command line over `aad.Detector` (aad/deploy/detector.py).
 
   python -m aad.predict --workdir=runs/aesc_stain --input=DIR_OR_FILES \
       --output=DIR [--category=C] [--threshold=T] [--scorer=NAME]

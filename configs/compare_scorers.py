@@ -7,9 +7,9 @@ category of the embedded benchmark), scored by the method's scorers
 (residual first, the headline; MC-dropout variance; the mean-image
 baseline), seed 002's max-channel residual, seed 001's activation
 Gaussian (METHOD.md 5.4), the residual normalised on the good validation
-images (aad/normalised.py), and by the thirteen similarity measures of seed
+images (aad/scoring/normalisation.py), and by the thirteen similarity measures of seed
 003 (METHOD.md 5.3) between input and reconstruction. Each report opens with a ranking
-of all of them by image and pixel AUROC (aad/evaluate.py RANKING_NOTE).
+of all of them by image and pixel AUROC (aad/experiment/testing.py RANKING_NOTE).
 """
 
 from aad.scoring.similarity import MEASURES

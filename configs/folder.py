@@ -4,7 +4,7 @@
 
 Image size, channels, patch mode, training steps, the line filter and
 the normalised scorer's mode are chosen from the training images by the
-rules of aad/recommend.py (config.auto; never from test images or
+rules of aad/experiment/recommend.py (config.auto; never from test images or
 labels), and logged; any of them given on the command line
 (--config.train.num_steps=1000, ...) is kept instead. The rest is fixed
 here, chosen on ../shared/data/kolektorsdd (see README "Your own folder:
@@ -28,7 +28,7 @@ def get_config():
   c = default.get_config()
   c.name = 'folder'
   c.auto = True
-  # Chosen from the training images (aad/recommend.py); give a value on
+  # Chosen from the training images (aad/experiment/recommend.py); give a value on
   # the command line to keep it.
   c.dataset.channels = 0
   c.dataset.image_size = 0

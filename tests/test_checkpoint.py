@@ -1,4 +1,4 @@
-"""aad.checkpoint: a restore into a model of other shapes fails before
+"""aad.runtime.checkpoint: a restore into a model of other shapes fails before
 orbax reads anything."""
 
 import numpy as np

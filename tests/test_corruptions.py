@@ -1,4 +1,4 @@
-"""Tests for aad.corruptions: draw statistics, compositing, jit/vmap, API.
+"""Tests for aad.models.corruptions: draw statistics, compositing, jit/vmap, API.
 
 Compilation dominates the run time here, so most checks share a few jitted,
 vmapped programs over many keys at once.

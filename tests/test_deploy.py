@@ -1,4 +1,4 @@
-"""aad.Detector, aad.export and aad.exported: the exported detector gives
+"""aad.Detector, aad.export and aad.deploy.loader: the exported detector gives
 the in-process maps, scores and decisions."""
 
 import importlib.util

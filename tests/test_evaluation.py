@@ -1,4 +1,4 @@
-"""Tests of aad.evaluation (protocol, thresholds, resolution) and its report."""
+"""Tests of aad.metrics.protocol (protocol, thresholds, resolution) and its report."""
 
 import json
 

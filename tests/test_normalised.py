@@ -1,4 +1,4 @@
-"""The normalised scorer (aad/normalised.py) and the Perlin corruption:
+"""The normalised scorer (aad/scoring/normalisation.py) and the Perlin corruption:
 fitted on known data, their values checked by hand and against scipy."""
 
 import types

@@ -1,4 +1,4 @@
-"""The oriented line filter (aad/oriented.py) and its use by the
+"""The oriented line filter (aad/scoring/lines.py) and its use by the
 normalised scorer: kernels against closed forms, the filter against
 scipy.signal.fftconvolve, and a faint line found under noise."""
 

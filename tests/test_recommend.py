@@ -1,4 +1,4 @@
-"""configs/folder.py's rules (aad/recommend.py): data properties in, config
+"""configs/folder.py's rules (aad/experiment/recommend.py): data properties in, config
 fields out; nothing read from test images."""
 
 import os

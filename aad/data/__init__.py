@@ -260,7 +260,7 @@ def from_config(dataset_config, category: str) -> Dataset:
 @dataclasses.dataclass(frozen=True)
 class Properties:
   """What the training images of one or more categories look like, for
-  rules that choose a config from the data (aad/recommend.py); no test
+  rules that choose a config from the data (aad/experiment/recommend.py); no test
   image or label is read.
 
   Attributes:

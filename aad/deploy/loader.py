@@ -1,7 +1,7 @@
 """Loading and running an exported detector (`python -m aad.export`).
 
-  from aad.deploy import loader as exported
-  detector = exported.load('brick.aad')       # StableHLO, needs only jax
+  from aad.deploy import loader
+  detector = loader.load('brick.aad')         # StableHLO, needs only jax
   result = detector.predict([image, ...])     # uint8 or [0, 1] float arrays
   result.maps['residual'][0], result.scores['residual'],
   result.decisions['residual']

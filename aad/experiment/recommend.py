@@ -17,7 +17,7 @@ still holds its AUTO value (a value given on the command line is kept):
   [MIN_STEPS, MAX_STEPS]: the same number of pixels seen whatever the size,
   about 7 minutes of training on a 2-core CPU at the folder config's model.
 - eval.normalised.line_length (and smooth_sigma): in patch mode, the line
-  filter of LINE px (aad/oriented.py) with no Gaussian: in large images
+  filter of LINE px (aad/scoring/lines.py) with no Gaussian: in large images
   thin defects (cracks, scratches) span many pixels, faint per pixel;
   whole (small) images get no line filter and a Gaussian of SMOOTH px (a
   LINE-px line would cross much of the image and dilute small defects).
@@ -133,7 +133,7 @@ def _set(config, field, value):
 
 
 # Values a still-unresolved AUTO field takes while the rest of the config
-# is checked (aad/validate.py), before the rules have read any image.
+# is checked (aad/experiment/validate.py), before the rules have read any image.
 _PLACEHOLDERS = {'dataset.channels': 1, 'dataset.image_size': 256,
                  'dataset.patch_size': 0, 'train.num_steps': 1,
                  'eval.normalised.line_length': 0.0,

@@ -1,8 +1,8 @@
 """One experiment end to end: per category, train the family's stages, score
 the test split, write the report; then the summary over categories.
 
-Training (aad/train.py) knows nothing of evaluation (aad/evaluate.py); this
-module is the only one that calls both.
+Training (aad/training/) knows nothing of evaluation
+(aad/experiment/testing.py); this module is the only one that calls both.
 """
 
 import os

@@ -61,8 +61,8 @@ def check_config(config: ml_collections.ConfigDict):
   protocol.
 
   With config.auto on (configs/folder.py), the fields the rules of
-  aad/recommend.py will choose from the training images are not checked
-  while they still ask for a choice; aad.pipeline checks them once chosen.
+  aad/experiment/recommend.py will choose from the training images are not checked
+  while they still ask for a choice; aad.experiment.run checks them once chosen.
   """
   config = recommend.with_placeholders(config)
   for key in ('train.batch_size', 'train.num_steps', 'train.steps_per_call',

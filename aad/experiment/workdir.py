@@ -235,7 +235,7 @@ def load_thresholds(workdir: str, category: str) -> dict:
 
 def save_fitted(out_dir: str, fitted: dict):
   """Saves what the scorers learnt from the training images (the
-  `aad.scorers.fit` result), so scoring new images needs no training data."""
+  `aad.scoring.fit` result), so scoring new images needs no training data."""
   data = serialization.msgpack_serialize(
       jax.tree.map(np.asarray, jax.device_get(fitted)))
   atomic.write_bytes(os.path.join(out_dir, FITTED_FILE), data)

@@ -41,7 +41,7 @@ class Stage:
       batch statistics and return the updated ones, the frozen ones run on
       their running averages.
     corrupt: (key, image) -> image, applied on device to each clean training
-      image (aad.corruptions); the model learns to undo it.
+      image (aad.models.corruptions); the model learns to undo it.
     loss: (prediction, clean) -> scalar to minimise.
     val_metric: (prediction, clean) -> (N,) per-image values, higher is
       better; their mean on the validation images picks the best checkpoint.

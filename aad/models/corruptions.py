@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 Corruption = Callable[[jax.Array, jax.Array], jax.Array]
@@ -562,3 +563,46 @@ def corrupt_batch(fn: Corruption, key: jax.Array, images: jax.Array,
   keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
       key, jnp.asarray(global_indices))
   return jax.vmap(fn)(keys, images)
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """config.corruption: the training-input noise and every corruption's
+  parameters (the block of the same name; grey levels 0..255)."""
+  c = ml_collections.ConfigDict()
+  # Training-input noise: stain, gaussian, scratch, drops, structural,
+  # stain_or_gaussian or none (aad/models/corruptions.py, METHOD.md 2). The block
+  # of the same name holds its parameters; grey levels are 0..255.
+  c.name = 'stain'
+  c.stain = ml_collections.ConfigDict(dict(
+      size=(0.01, 0.12),     # semi-axes, fraction of width / height
+      color=(10, 220),       # grey level range (inclusive)
+      irregularity=0.1,      # contour jitter, fraction of mean semi-axis
+      # Edge blur sigma, fraction of the larger semi-axis: 0 is the
+      # reference's "Stain" default (METHOD.md Q2), 0.15 its "StainBlur".
+      blur=0.0,
+      noise_var=0.05 / 255,  # texture noise variance, [0, 1] units
+      n_points=20))          # contour control points
+  c.gaussian = ml_collections.ConfigDict(dict(
+      var=0.01))             # noise variance, [0, 1] units
+  c.scratch = ml_collections.ConfigDict(dict(
+      color=(150, 150)))     # grey level range
+  c.drops = ml_collections.ConfigDict(dict(
+      size=(0.01, 0.02),     # radius range, fraction of width
+      color=(220, 220),      # grey level range
+      nb=10,                 # disks per cluster
+      spacing=0.1))          # disk centre spread, fraction of radius / 10
+  c.structural = ml_collections.ConfigDict(dict(
+      p_stain=0.6, p_scratch=0.2,  # the rest is drops
+      color=(10, 220), stain_blur=0.15))
+  c.stain_or_gaussian = ml_collections.ConfigDict(dict(
+      p_stain=0.6, gaussian_var=0.1, stain_blur=0.15))
+
+  # DRAEM-like Perlin blobs filled with the image's own texture from
+  # elsewhere, changed in contrast (gain) and level (shift, [0, 1] units).
+  c.perlin = ml_collections.ConfigDict(dict(
+      scale=(1, 32),         # Perlin lattice cells per axis, log-uniform
+      threshold=0.5,         # noise level above which a pixel is masked
+      opacity=(0.2, 1.0),    # fill opacity range
+      gain=(0.5, 1.5), shift=(-0.25, 0.25),
+      p_clean=0.0))          # probability of no corruption
+  return c

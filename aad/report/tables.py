@@ -72,7 +72,7 @@ def metric_sections(flat: Mapping[str, float],
                     type_columns: Sequence[str] = ()) -> list[str]:
   """Markdown tables of evaluation metrics grouped by level and scorer.
 
-  Keys follow `aad.evaluation`: '<scorer>/<reduction>/image_*' (image
+  Keys follow `aad.metrics.protocol`: '<scorer>/<reduction>/image_*' (image
   table, one row per scorer and reduction), '<scorer>/<reduction>/
   threshold*' (deployment thresholds), '<scorer>/pixel_*' (pixel table,
   one row per scorer) and '<scorer>/by_type/<type>/...' (per defect type).

@@ -2,7 +2,7 @@
 
 Every command line (aad.main, evaluate, predict, sweep, summary) ends a
 `UserError` with its message as one line and exit status 1, without a
-traceback (aad/logs.py); anything else is a bug and keeps its traceback.
+traceback (aad/runtime/logs.py); anything else is a bug and keeps its traceback.
 A message names the file or config key and says what to do.
 """
 

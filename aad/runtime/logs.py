@@ -75,7 +75,7 @@ def user_error(error: BaseException) -> errors.UserError | None:
 
 
 def exit_on(fn, *args, **kwargs):
-  """Runs `fn`; a user-facing error (`aad.errors.UserError`, whose message
+  """Runs `fn`; a user-facing error (`aad.runtime.errors.UserError`, whose message
   names the file or key and the fix; a full disk; an unwritable path; an
   absl UsageError) becomes one logged line and SystemExit with status 1
   (2 for usage), without a traceback (unless AAD_DEBUG=1). Anything else
@@ -141,7 +141,7 @@ def parse_flags(argv):
 
 def run(main):
   """app.run(main) for every command line: a bad flag or config override,
-  a usage error of `main` or a user error (aad.errors.UserError, a full
+  a usage error of `main` or a user error (aad.runtime.errors.UserError, a full
   disk, an unwritable path) is one line, status 2 for usage, 1 else."""
   app.run(lambda argv: _exit_now(exit_on, main, argv),
           flags_parser=parse_flags)

@@ -189,7 +189,7 @@ def detector_speed(config: ml_collections.ConfigDict, family, variables,
   """Images/s of the whole detector on `images` (uint8, the model's size):
   `aad.Detector.predict` in this process (host preparation, the scoring
   call, maps pasted back, scores, decisions) and the same detector exported
-  with `jax.export`, deserialised and run by `aad.exported` (everything in
+  with `jax.export`, deserialised and run by `aad.deploy.loader` (everything in
   the one compiled call)."""
   # pylint: disable=g-import-not-at-top
   from aad.deploy import detector as detector_lib

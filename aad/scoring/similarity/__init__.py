@@ -4,7 +4,7 @@ The thirteen measures of METHOD.md 5.3 (seed 003), as pure batched JAX
 functions: `fn(x, y, **kwargs) -> Result(score, map)` with x the inputs and
 y the reconstructions, NHWC float32 in [0, 1] of one shape. Every score is
 (N,) and every map (N, H, W) is oriented so that larger means more
-anomalous, as aad.scoring's residuals. All are jit-able and run on device;
+anomalous, as aad.scoring.ops's residuals. All are jit-able and run on device;
 keyword arguments default to the papers' values.
 
 | name | score | map | colour (C=3) |

@@ -6,7 +6,7 @@
       --versus=residual --set=eval.similarity.fsim.noise_stride=2]
 
 --metrics times the evaluation protocol (`aad.metrics.protocol`) for one
-scorer on synthetic maps, per group of metrics (aad/speed/metrics.py).
+scorer on synthetic maps, per group of metrics (aad/speed/protocol.py).
 
 --config times the experiment's model on random images on this machine
 (aad/speed/throughput.py): training images/s (the real step: sampling, corruption,
@@ -132,12 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
   if not args.metrics:
     parser.error('choose a benchmark: --metrics or --config=FILE')
-  from aad.metrics import protocol  # pylint: disable=g-import-not-at-top
-  from aad.speed import metrics  # pylint: disable=g-import-not-at-top
-  data = metrics.synthetic_maps(args.num_maps, args.size, args.num_types,
-                                args.num_val, seed=args.seed)
-  seconds = metrics.time_metrics(
-      data, protocol.Protocol(reductions=('l2',), headline='l2'))
+  from aad.speed import protocol  # pylint: disable=g-import-not-at-top
+  data = protocol.synthetic_maps(args.num_maps, args.size, args.num_types,
+                                 args.num_val, seed=args.seed)
+  seconds = protocol.time_metrics(data)
   result = {'benchmark': 'metrics', 'num_maps': args.num_maps,
             'size': args.size, 'num_types': args.num_types,
             'num_val': args.num_val,

@@ -12,10 +12,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from aad.deploy import export
+from aad.deploy import archive
 from aad.runtime import logs
 
-PLATFORMS = export.PLATFORMS
+PLATFORMS = archive.PLATFORMS
 
 
 def _define_flags():
@@ -44,7 +44,7 @@ def main(argv):
   channels = tuple(sorted({int(c) for c in f.input_channels}))
   if not channels or set(channels) - {1, 3}:
     raise app.UsageError('--input_channels: 1 and/or 3.')
-  export.export_detector(f.workdir, f.output, category=f.category,
+  archive.export_detector(f.workdir, f.output, category=f.category,
                          platforms=f.platforms, input_channels=channels,
                          onnx_output=f.onnx, mc_samples=f.mc_samples)
 

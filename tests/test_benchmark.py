@@ -1,5 +1,5 @@
 """Tests of aad.benchmark (the --metrics JSON line, its flag errors) and
-of aad.speed.metrics (the synthetic maps)."""
+of aad.speed.protocol (the synthetic maps)."""
 
 import json
 
@@ -8,7 +8,7 @@ import pytest
 
 from aad import benchmark
 from aad.metrics import protocol
-from aad.speed import metrics
+from aad.speed import protocol as protocol_timing
 
 KEYS = {'benchmark', 'num_maps', 'size', 'num_types', 'num_val', 'image_s',
         'pixel_s', 'by_type_s', 'threshold_s', 'total_s'}
@@ -29,8 +29,8 @@ def test_metrics_prints_one_json_line(capsys):
 
 
 def test_synthetic_maps_are_deterministic_and_typed():
-  a = metrics.synthetic_maps(10, 32, num_types=3, num_val=4)
-  b = metrics.synthetic_maps(10, 32, num_types=3, num_val=4)
+  a = protocol_timing.synthetic_maps(10, 32, num_types=3, num_val=4)
+  b = protocol_timing.synthetic_maps(10, 32, num_types=3, num_val=4)
   np.testing.assert_array_equal(a['maps'], b['maps'])
   assert a['maps'].shape == a['masks'].shape == (10, 32, 32)
   assert a['val_maps'].shape == (4, 32, 32)

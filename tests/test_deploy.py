@@ -19,7 +19,7 @@ import aad
 from aad import data as data_lib
 from aad.deploy import function
 from aad.metrics import protocol
-from aad.deploy import export
+from aad.deploy import archive
 from aad.deploy import loader
 from aad.experiment import run as pipeline
 from aad.data import imageio
@@ -52,7 +52,7 @@ def _train(tmp_path_factory, textures_dir, name, input_channels, onnx,
   files = tmp_path_factory.mktemp(f'{name}_export')
   onnx_path = str(files / 'brick.onnx') if HAVE_ONNX and onnx else ''
   detector = aad.Detector.load(workdir, num_devices=1)
-  meta = export.write_detector(detector, workdir, str(files / 'brick.aad'),
+  meta = archive.write_detector(detector, workdir, str(files / 'brick.aad'),
                                input_channels=input_channels,
                                onnx_output=onnx_path)
   return {'workdir': workdir, 'aad': str(files / 'brick.aad'),
@@ -213,7 +213,7 @@ FRESH = textwrap.dedent('''
     import numpy as np
     BLOCKED = ('flax', 'optax', 'orbax', 'tensorflow', 'tensorflow_datasets',
                'clu', 'dm_pix', 'aad.training', 'aad.models',
-               'aad.deploy.detector', 'aad.deploy.function', 'aad.deploy.export',
+               'aad.deploy.detector', 'aad.deploy.function', 'aad.deploy.archive',
                'aad.experiment', 'aad.data', 'aad.scoring', 'aad.metrics',
                'aad.runtime', 'aad.report')
 
@@ -279,7 +279,7 @@ def test_errors_name_the_problem(aesc, tmp_path):
   (roi_run / 'config.json').write_text(json.dumps(config))
   os.symlink(pathlib.Path(aesc['workdir'], 'brick'), roi_run / 'brick')
   with pytest.raises(imageio.DataError, match=r"config.dataset.roi='peel'"):
-    export.export_detector(str(roi_run), str(tmp_path / 'roi.aad'))
+    archive.export_detector(str(roi_run), str(tmp_path / 'roi.aad'))
   assert not (tmp_path / 'roi.aad').exists()
   result = subprocess.run(
       [sys.executable, '-m', 'aad.export', f'--workdir={tmp_path}',

@@ -193,7 +193,7 @@ def detector_speed(config: ml_collections.ConfigDict, family, variables,
   the one compiled call)."""
   # pylint: disable=g-import-not-at-top
   from aad.deploy import detector as detector_lib
-  from aad.deploy import export
+  from aad.deploy import archive
   from aad.deploy import loader
   thresholds = {kind: {s.name: 0.5 for s in scorers}
                 for kind in ('image', 'pixel')}
@@ -206,12 +206,12 @@ def detector_speed(config: ml_collections.ConfigDict, family, variables,
   out = {'detector_compile_s': first - median,
          'detector_images_per_s': len(images) / median}
   t0 = time.perf_counter()
-  modules, _ = export.export_stablehlo(
+  modules, _ = archive.export_stablehlo(
       detector, platforms=(devices[0].platform,),
       input_channels=(config.dataset.channels,))
   out['export_s'] = time.perf_counter() - t0
   frozen = loader.ExportedDetector(
-      {**export.metadata(detector, ''), 'batch_size': len(images)},
+      {**archive.metadata(detector, ''), 'batch_size': len(images)},
       {c: jax.export.deserialize(bytearray(m)) for c, m in modules.items()})
   first, median = _timed(lambda: frozen.predict(images), max(1, repeats // 2))
   out['exported_compile_s'] = first - median

@@ -112,12 +112,30 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5,
             'channels': channels, 'batch_size': batch,
             'model': config.model.name,
             'mc_samples': config.eval.mc_samples}
-
-  # Training: the real chunk function (sampling, corruption, step).
   family = models.create(config,
                          axis_name=parallel.reduce_axis(len(devices)))
+  trained, figures = _training(config, family, data, devices, repeats)
+  result.update(figures)
+  # Inference and scoring on one batch per device call (the family's
+  # inference networks do not use the training device axis).
+  result.update(_inference(family, trained, data[:batch], repeats))
+  scoring, figures = _scoring(config, family, trained, data[:batch], devices,
+                              versus, repeats)
+  result.update(figures)
+  result.update(detector_speed(config, family, trained, scoring.fitted,
+                               scoring.scorers, devices, data[:batch],
+                               repeats))
+  result['peak_rss_gib'] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                            / 2**20)
+  return result
+
+
+def _training(config, family, data, devices, repeats) -> tuple[dict, dict]:
+  """(variables after the timed steps, figures) of the real chunk function
+  (sampling, corruption, step) of the family's first stage."""
+  batch = config.train.batch_size
   stage = family.stages[0]
-  variables = step_lib.init_variables(family, config, shape)
+  variables = step_lib.init_variables(family, config, data.shape[1:])
   state = parallel.replicate(
       step_lib.create_train_state(stage, variables, config), devices)
   steps = config.train.steps_per_call
@@ -136,34 +154,42 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5,
     return metrics
 
   first, median = _timed(train_call, repeats)
-  result['train_compile_s'] = first - median
-  result['train_images_per_s'] = steps * batch / median
-
-  # Inference and scoring on one batch per device call (the family's
-  # inference networks do not use the training device axis).
   variables = {**variables, **step_lib.state_variables(
       jax.device_get(holder['state']))}
-  x = data[:batch].astype(np.float32) / 255.0
+  return variables, {'train_compile_s': first - median,
+                     'train_images_per_s': steps * batch / median}
+
+
+def _inference(family, variables, images, repeats) -> dict:
+  """Figures of the deterministic reconstruction of one batch, jitted."""
+  batch = len(images)
+  x = images.astype(np.float32) / 255.0
   keys = ops.image_keys(jax.random.key(1), np.arange(batch))
   reconstruct = lambda v, x: family.outputs(
       v, x, keys, frozenset({'reconstruction'}))['reconstruction']
   infer = jax.jit(reconstruct)
   first, median = _timed(lambda: infer(variables, x), repeats)
-  result['infer_compile_s'] = first - median
-  result['infer_images_per_s'] = batch / median
+  result = {'infer_compile_s': first - median,
+            'infer_images_per_s': batch / median}
   flops = _flops(reconstruct, variables, x)
   if flops:
     result['infer_gflops_per_s'] = flops / median / 1e9
+  return result
 
-  calls = {name: _ScoringCall(config, family, variables, data[:batch],
-                               names, devices)
+
+def _scoring(config, family, variables, images, devices, versus, repeats):
+  """(the configured scorers' _ScoringCall, figures), with `versus`'s call
+  timed in the same rounds."""
+  batch = len(images)
+  calls = {name: _ScoringCall(config, family, variables, images, names,
+                              devices)
            for name, names in (('score', config.eval.scorers),
                                ('versus', versus)) if names is not None}
   first, times = _rounds(calls, max(1, repeats // 2))
   median = {name: statistics.median(t) for name, t in times.items()}
-  result['score_compile_s'] = first['score'] - median['score']
-  result['score_images_per_s'] = batch / median['score']
-  result['scorers'] = calls['score'].names
+  result = {'score_compile_s': first['score'] - median['score'],
+            'score_images_per_s': batch / median['score'],
+            'scorers': calls['score'].names}
   if 'versus' in calls:
     # Timed in the same loop, call after call, so that the machine's drift
     # moves both alike (speed is a ratio measured side by side); the ratio
@@ -174,12 +200,7 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5,
     result['versus_images_per_s'] = batch / median['versus']
     result['score_cost_ratio'] = statistics.median(
         s / v for s, v in zip(times['score'], times['versus']))
-  result.update(detector_speed(config, family, variables, calls['score'].fitted,
-                               calls['score'].scorers, devices, data[:batch],
-                               repeats))
-  result['peak_rss_gib'] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                            / 2**20)
-  return result
+  return calls['score'], result
 
 
 def detector_speed(config: ml_collections.ConfigDict, family, variables,

@@ -16,7 +16,7 @@ import pytest
 import skimage.transform
 
 import aad
-from aad import data as data_lib
+from aad import data
 from aad.deploy import function
 from aad.metrics import protocol
 from aad.deploy import archive
@@ -79,9 +79,9 @@ def bergmann(tmp_path_factory, textures_dir):
 def benchmark(textures_dir):
   """7 test crops of the embedded benchmark (3 good, 4 defective) at their
   native 128 x 128, and at the model's 32 x 32."""
-  native = data_lib.load('textures', 'brick', image_size=128, channels=1,
+  native = data.load('textures', 'brick', image_size=128, channels=1,
                          data_dir=textures_dir).test
-  model = data_lib.load('textures', 'brick', image_size=32, channels=1,
+  model = data.load('textures', 'brick', image_size=32, channels=1,
                         data_dir=textures_dir).test
   pick = np.r_[np.flatnonzero(native.labels == 0)[:3],
                np.flatnonzero(native.labels == 1)[:4]]
@@ -304,7 +304,7 @@ def test_patch_mode_matches_evaluate(textures_dir):
   config.eval.mc_samples = 2
   family = models.create(config)
   variables = step_lib.init_variables(family, config, (16, 16, 1))
-  images = data_lib.load('textures', 'brick', image_size=32, channels=1,
+  images = data.load('textures', 'brick', image_size=32, channels=1,
                          data_dir=textures_dir).test.images[:3]
   scorers = evaluate.configured_scorers(config, family)
   fitted = {'baseline_mean': images.astype(np.float32).mean(0) / 255}

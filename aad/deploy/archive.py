@@ -33,7 +33,7 @@ import jax.extend as jax_extend
 import jax.numpy as jnp
 import numpy as np
 
-from aad import data as data_lib
+from aad import data
 from aad import models
 from aad.deploy import function as deploy
 from aad.deploy import detector as detector_lib
@@ -58,7 +58,7 @@ def metadata(detector: detector_lib.Detector, workdir: str) -> dict:
       'config_name': config.name,
       'model': config.model.name,
       'best_step': detector.best_step,
-      'image_size': list(data_lib.image_size(config.dataset)),
+      'image_size': list(data.image_size(config.dataset)),
       'channels': config.dataset.channels,
       'scorers': [s.name for s in detector.scorers],
       'map_scorers': detector.map_scorers,
@@ -167,7 +167,7 @@ def export_onnx(detector: detector_lib.Detector, path: str, meta: dict):
                 for k in names if k in thresholds['image']})
     return out
 
-  h, w = data_lib.image_size(config.dataset)
+  h, w = data.image_size(config.dataset)
   spec = jax.ShapeDtypeStruct(
       jax_export.symbolic_shape('B') + (h, w, config.dataset.channels),
       jnp.uint8)

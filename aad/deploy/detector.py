@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from aad import data as data_lib
+from aad import data
 from aad.deploy import function
 from aad import models
 from aad.scoring import batch
@@ -170,8 +170,8 @@ class Detector:
     d = self.config.dataset
     prepared, rois = [], []
     for image, name in zip(images, names):
-      ready, roi = data_lib.prepare_image(
-          image, name, size=data_lib.image_size(d), channels=d.channels,
+      ready, roi = data.prepare_image(
+          image, name, size=data.image_size(d), channels=d.channels,
           roi=d.roi, roi_margin=d.roi_margin)
       prepared.append(ready)
       rois.append(roi)

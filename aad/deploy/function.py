@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from aad import data as data_lib
+from aad import data
 from aad.metrics import protocol
 from aad.data import preprocess
 from aad.scoring import batch
@@ -197,7 +197,7 @@ def detector_fn(config, family, scorers, variables, fitted,
   scorer's own score; decisions: score >= its image threshold.
   """
   check_exportable(config)
-  size = data_lib.image_size(config.dataset)
+  size = data.image_size(config.dataset)
   channels = config.dataset.channels
   norm, sigma = config.eval.norm, float(config.eval.smooth_sigma)
   full = config.eval.resolution == 'original'

@@ -36,7 +36,7 @@ import math
 from absl import logging
 import ml_collections
 
-from aad import data as data_lib
+from aad import data
 
 MAX_PIXELS = 640 * 256   # the model's image area, px
 PATCH = 128              # patch side in patch mode, px
@@ -60,7 +60,7 @@ AUTO = {'dataset.channels': 0, 'dataset.image_size': 0,
         'eval.normalised.line_length': -1.0, 'eval.normalised.mode': 'auto'}
 
 
-def rules(props: data_lib.Properties, multiple: int, batch_size: int,
+def rules(props: data.Properties, multiple: int, batch_size: int,
           fixed: dict | None = None) -> tuple[dict[str, object], list[str]]:
   """({config field: value}, one reason per decision) for data `props` and
   a model whose image sides must be multiples of `multiple`.
@@ -166,7 +166,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            if _get(config, f) != ask}
   if 'dataset.image_size' in fixed:
     fixed['dataset.image_width'] = config.dataset.image_width
-  props = data_lib.properties(config.dataset)
+  props = data.properties(config.dataset)
   from aad import models  # pylint: disable=g-import-not-at-top
   fields, why = rules(props, models.create(config).size_multiple,
                       config.train.batch_size, fixed)

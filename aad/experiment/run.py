@@ -11,7 +11,7 @@ from absl import logging
 import jax
 import ml_collections
 
-from aad import data as data_lib
+from aad import data
 from aad.runtime import errors
 from aad import models
 from aad.experiment import testing
@@ -51,7 +51,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   errors.writable_dir(workdir, '--workdir')
   if parallel.is_primary():
     workdir_lib.clean_debris(workdir)
-  categories = data_lib.config_categories(config.dataset)
+  categories = data.config_categories(config.dataset)
   logging.info('Workdir %s; model %s; %d device(s) %s in %d process(es); '
                'categories %s', workdir, config.model.name, len(devices),
                devices[0].platform, jax.process_count(),
@@ -61,7 +61,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     # Process 0 prepares a missing dataset cache alone; the others then
     # read it instead of racing to write it.
     dataset = parallel.primary_first(
-        lambda c=category: data_lib.from_config(config.dataset, c),
+        lambda c=category: data.from_config(config.dataset, c),
         f'load {category}')
     if index == 0 and parallel.is_primary():
       workdir_lib.write_config(config, workdir)

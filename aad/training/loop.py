@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aad import data as data_lib
+from aad import data
 from aad import models
 from aad.models import base
 from aad.runtime import checkpoint
@@ -139,7 +139,7 @@ def _resume(config: ml_collections.ConfigDict, stage: base.Stage,
 
 def _chunk_runner(config: ml_collections.ConfigDict, stage: base.Stage,
                   index: int, frozen: base.Variables,
-                  dataset: data_lib.Dataset, devices: list[jax.Device]):
+                  dataset: data.Dataset, devices: list[jax.Device]):
   """run(state, steps) -> (state, stacked metrics): `steps` train steps on
   the devices, one compiled chunk per step count."""
   # One copy per device, passed per device: with train_data='shard' the
@@ -169,7 +169,7 @@ def _chunk_runner(config: ml_collections.ConfigDict, stage: base.Stage,
 
 
 def _validator(stage: base.Stage, frozen: base.Variables,
-               dataset: data_lib.Dataset, devices: list[jax.Device]):
+               dataset: data.Dataset, devices: list[jax.Device]):
   """validate(state) -> the mean stage.val_metric over the val images."""
   val_fn = parallel.batched_call(step_lib.make_val_fn(stage), devices)
   positions = np.arange(len(dataset.val.images))
@@ -285,7 +285,7 @@ def _finish(ckpts: checkpoint.Checkpoints, state, stage: base.Stage,
 
 def train_stage(config: ml_collections.ConfigDict, family: base.Family,
                 index: int, variables: base.Variables, workdir: str,
-                dataset: data_lib.Dataset,
+                dataset: data.Dataset,
                 devices: list[jax.Device]) -> tuple[base.Variables, dict]:
   """Trains (or resumes) stage `index` of `family` on one category.
 
@@ -359,7 +359,7 @@ def train_stage(config: ml_collections.ConfigDict, family: base.Family,
 
 
 def train_category(config: ml_collections.ConfigDict, workdir: str,
-                   dataset: data_lib.Dataset, devices: list[jax.Device],
+                   dataset: data.Dataset, devices: list[jax.Device],
                    family: base.Family | None = None
                    ) -> tuple[base.Variables, dict]:
   """Trains (or resumes) every stage of one category's model, in order.

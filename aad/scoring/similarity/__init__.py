@@ -111,16 +111,13 @@ def _measures(*entries) -> dict[str, Measure]:
           for name, fn, has_map, chunk, values, *per_pixel in entries}
 
 
-# Chunk sizes: the fastest of none, 1, 2, 4 and 8 images per step at
-# 16 x 256 x 256 x 3 on the 2-core CPU (noisy: other jobs shared it); the
-# cheap one-pass measures gained little and keep the whole batch. Those
-# given with _TUNED take proportionally more images of smaller sizes
-# (whole batches of 16 at 64 x 64, where that was faster). FSIM's chunks
-# count pixels, not values (its 16 complex responses per image are of the
-# luminance, whatever C is): one pair per step from 128 x 128 up (a pair's
-# responses already fill the 1 MiB L2 of a core), 4 pairs at 64 x 64
-# (_FSIM_TUNED), the fastest of 1, 2, 4, 8 pairs and the whole batch in
-# the whole scoring call of every scorer.
+# Chunk sizes (images per step): the fastest of none, 1, 2, 4 and 8 at
+# 16 x 256 x 256 x 3 on a 2-core CPU; the cheap one-pass measures keep the
+# whole batch. Those given with _TUNED take proportionally more images of
+# smaller sizes. FSIM's chunks count pixels, not values (its 16 complex
+# responses per image are of the luminance, whatever C is): one pair per
+# step from 128 x 128 up, where a pair's responses already fill a core's
+# L2 cache, and 4 pairs at 64 x 64 (_FSIM_TUNED).
 _TUNED = 256 * 256 * 3
 _FSIM_TUNED = 64 * 64
 MEASURES: dict[str, Measure] = _measures(

@@ -13,10 +13,9 @@ import tempfile
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
-# At the tests' tiny shapes XLA's compile time dominates, and compiling
-# without most optimisations took ~40% off the DAE and Bergmann tests
-# (502 s -> 298 s on the busy 2-core machine; the subprocesses
-# inherit it). Results are the same computations, so every comparison in
+# At the tests' tiny shapes XLA's compile time dominates, so the tests
+# (and the subprocesses, which inherit it) compile without most
+# optimisations. Results are the same computations, so every comparison in
 # the tests holds; the command lines and aad.benchmark still compile with
 # every optimisation.
 os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')

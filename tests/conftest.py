@@ -22,9 +22,7 @@ os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
 # One persistent compilation cache per test process, shared with every
 # subprocess it starts: the runs of aad.main, aad.evaluate, the launchers
 # and the sweeps compile the same tiny programs again and again (aad.main
-# keeps a cache in its workdir only when none is set). With it,
-# tests/test_train.py, test_predict.py and test_portability.py took 119
-# instead of 175 s on the 2-core machine. Every entry is kept, however
+# keeps a cache in its workdir only when none is set). Every entry is kept, however
 # quickly it compiled. The first pytest process (pytest-xdist's controller,
 # or the only one with -n 0) makes the folder and removes it at exit; each
 # xdist worker keeps its own subfolder, since JAX writes entries without a

@@ -100,8 +100,16 @@ def _speed(args: argparse.Namespace) -> dict[str, object]:
   spec = importlib.util.spec_from_file_location('aad_benchmark_config',
                                                 args.config)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  try:
+    spec.loader.exec_module(module)
+    config = module.get_config()
+  except Exception as e:  # pylint: disable=broad-except
+    # A syntax error, a NameError in get_config: one line, status 2.
+    from aad.runtime import logs  # pylint: disable=g-import-not-at-top
+    if os.environ.get('AAD_DEBUG', '') not in ('', '0'):
+      raise
+    sys.stderr.write(f'benchmark: {logs.config_load_error(e, args.config)}\n')
+    sys.exit(2)
   for value, block, field in ((args.image_size, 'dataset', 'image_size'),
                               (args.channels, 'dataset', 'channels'),
                               (args.batch_size, 'train', 'batch_size')):

@@ -5,6 +5,7 @@ import logging as py_logging
 import os
 import re
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -106,6 +107,44 @@ def _config_override(argv, message: str) -> str:
   return ''
 
 
+def _config_path(argv) -> str | None:
+  """The --config file named on the command line, if any."""
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _library(path: str) -> bool:
+  return (path.startswith('<') or 'site-packages' in path or
+          'dist-packages' in path or
+          path.startswith(os.path.dirname(os.__file__)))
+
+
+def config_load_error(error: BaseException, path: str) -> str:
+  """One line for `error`, raised while loading config file `path`: the
+  file and line where it arose (the config file, or a file it imports)
+  and the error's message."""
+  if isinstance(error, SyntaxError) and error.filename:
+    where, line = error.filename, error.lineno
+    what = f'{type(error).__name__}: {error.msg}'
+  else:
+    # The deepest frame outside the libraries: in the config file, or in
+    # a module it imports (configs/default.py).
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if not _library(f.filename)]
+    where, line = ((frames[-1].filename, frames[-1].lineno) if frames
+                   else (path, None))
+    what = f'{type(error).__name__}: {error}'
+  at = os.path.relpath(where)
+  at = where if at.startswith('..') else at
+  at += f' line {line}' if line else ''
+  return _one_line(f'--config={path}: cannot load it: {at}: {what}. Fix '
+                   'the file (AAD_DEBUG=1 shows the traceback).')
+
+
 def parse_flags(argv):
   """absl's flag parsing, with every failure one line and exit status 2:
   an unknown flag, a bad value, a missing config file, a mistyped config
@@ -135,6 +174,15 @@ def parse_flags(argv):
                  'configs/default.py lists the fields.')
     sys.stderr.write(f'{os.path.basename(argv[0])}: {message} (--helpshort '
                      'lists the flags)\n')
+    sys.exit(2)
+  except Exception as e:  # pylint: disable=broad-except
+    # A config file that fails to import (a syntax error) or whose
+    # get_config raises (a NameError): its file, line and message.
+    path = _config_path(argv)
+    if path is None or _debug():
+      raise
+    sys.stderr.write(f'{os.path.basename(argv[0])}: '
+                     f'{config_load_error(e, path)}\n')
     sys.exit(2)
   return rest
 

@@ -16,6 +16,7 @@ from aad.models import corruptions
 from aad.runtime import errors
 from aad.metrics import protocol as evaluation
 from aad import models
+from aad.experiment import limits
 from aad.experiment import recommend
 from aad import scoring
 from aad.training import loop
@@ -73,6 +74,7 @@ def check_config(config: ml_collections.ConfigDict):
               'dataset.patch_stride', 'dataset.roi_margin',
               'eval.heatmap_rows', 'num_devices'):
     _int_at_least(config, key, 0)
+  limits.check_bounds(config)
   _in_range(config, 'train.learning_rate', 0, MAX_LEARNING_RATE,
             low_open=True)
   _in_range(config, 'train.adam_eps', 0, 1, low_open=True)
@@ -107,4 +109,5 @@ def check_config(config: ml_collections.ConfigDict):
   h = config.dataset.image_size
   w = config.dataset.image_width or h
   loop.input_shape(config, family, (h, w, config.dataset.channels))
-
+  # Last: sizes the machine cannot hold (aad/experiment/limits.py).
+  limits.check_memory(config)

@@ -45,8 +45,10 @@ from aad.experiment import workdir as workdir_lib
 from aad.data import imageio
 
 
-def collect_inputs(inputs) -> list[str]:
-  """Image files from a list of files and folders (not recursive).
+def collect_inputs(inputs, bad: list | None = None) -> list[str]:
+  """Image files from a list of files and folders (not recursive); with
+  `bad` given, a non-image file is appended to it as (path, reason)
+  instead of raising.
 
   Raises:
     DataError: for a missing path, a non-image file or an empty folder.
@@ -66,13 +68,51 @@ def collect_inputs(inputs) -> list[str]:
       raise imageio.DataError(f'{item}: no such file or folder.')
     for path in found:
       if not imageio.is_image_file(path):
-        raise imageio.DataError(
-            f'{path}: not an image file (expected .png, .jpg, .jpeg, .bmp, '
-            '.tif or .tiff); move it out or list the images explicitly.')
-    paths.extend(found)
+        reason = ('not an image file (expected .png, .jpg, .jpeg, .bmp, '
+                  '.tif or .tiff)')
+        if bad is None:
+          raise imageio.DataError(
+              f'{path}: {reason}; move it out or list the images '
+              'explicitly.')
+        bad.append((path, reason))
+        continue
+      paths.append(path)
+  if bad:
+    return paths
   if not paths:
     raise imageio.DataError('--input names no images.')
   return paths
+
+
+def read_inputs(inputs) -> tuple[list[str], list, list[tuple[str, str]]]:
+  """(paths, uint8 images, bad) of `inputs`: every file is checked (an
+  image file, readable, decodable); bad holds (path, reason) of each one
+  that is not.
+
+  Raises:
+    DataError: for a missing path or an empty folder.
+  """
+  bad = []
+  paths, originals = [], []
+  for path in collect_inputs(inputs, bad):
+    try:
+      originals.append(imageio.read_image(path))
+      paths.append(path)
+    except imageio.DataError as e:
+      reason = str(e)
+      if reason.startswith(f'{path}: '):
+        reason = reason[len(path) + 2:]
+      bad.append((path, reason.rstrip('.')))
+  return paths, originals, bad
+
+
+def bad_inputs_error(bad) -> imageio.DataError:
+  """One line naming every bad input file and its reason."""
+  listed = '; '.join(f'{path}: {reason}' for path, reason in bad)
+  return imageio.DataError(
+      f'{len(bad)} input file(s) cannot be scored, nothing was written: '
+      f'{listed}. Fix or remove them, or rerun with --skip_bad to score '
+      'the rest.')
 
 
 def split_inputs(values) -> list[str]:
@@ -166,7 +206,8 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
             scorer: str = '', threshold: float | None = None,
             pixel_threshold: float | None = None,
             mc_samples: int | None = None, num_devices: int = 0,
-            allow_output_in_input: bool = False) -> list[dict]:
+            allow_output_in_input: bool = False,
+            skip_bad: bool = False) -> list[dict]:
   """Scores `inputs` with the run's best model (`aad.Detector`); writes to
   `output`.
 
@@ -189,15 +230,20 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
                             f'{", ".join(names)} with maps; choose one of '
                             'them.')
   category = detector_lib.choose_category(workdir, category)
-  paths = collect_inputs(inputs)
+  # Every input checked (an image file, readable, decodable) before
+  # anything is written; the bad ones are listed all at once.
+  paths, originals, bad = read_inputs(inputs)
+  if bad and (not skip_bad or not paths):
+    raise bad_inputs_error(bad)
+  if bad:
+    logging.warning('Skipping %d bad input file(s) (--skip_bad): %s',
+                    len(bad), '; '.join(f'{p}: {r}' for p, r in bad))
   stems = output_names(paths)
   targets = [f'{stem}_{kind}.png' for stem in stems
              for kind in ('map', 'overlay', 'mask')] + ['scores.csv']
   if mc_samples is not None and mc_samples < 1:
     raise imageio.DataError(f'--mc_samples={mc_samples}: must be at least '
                             '1.')
-  # All read and checked before anything is written.
-  originals = [imageio.read_image(path) for path in paths]
   output = check_output(output, paths, targets,
                         allow_inside_input=allow_output_in_input)
   detector = detector_lib.Detector.load(
@@ -226,10 +272,14 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
                     for s in mapless},
                  'decision': ('anomalous' if result.scores[scorer][i] >=
                               threshold else 'good')})
+  # A row per skipped file: empty scores, the reason as its decision.
+  rows += [{**{k: '' for k in rows[0]}, 'file': path,
+            'decision': f'skipped: {reason}'} for path, reason in bad]
   _write_outputs(output, files, rows, scorer, norm, threshold)
   anomalous = sum(r['decision'] == 'anomalous' for r in rows)
-  logging.info('%d of %d images anomalous; outputs in %s', anomalous,
-               len(rows), output)
+  logging.info('%d of %d images anomalous%s; outputs in %s', anomalous,
+               len(rows) - len(bad),
+               f' ({len(bad)} skipped)' if bad else '', output)
   return rows
 
 
@@ -288,6 +338,10 @@ def _define_flags():
   flags.DEFINE_bool('allow_output_in_input', False, 'Allow --output in (or '
                     'equal to) an input folder; files aad.predict did not '
                     'write are still never overwritten.')
+  flags.DEFINE_bool('skip_bad', False, 'Score the readable images and list '
+                    'the bad files (not images, unreadable, undecodable) in '
+                    "scores.csv with a 'skipped: <reason>' decision; "
+                    'default: stop and list them all, writing nothing.')
 
 
 def main(argv):
@@ -298,7 +352,8 @@ def main(argv):
           scorer=f.scorer, threshold=f.threshold,
           pixel_threshold=f.pixel_threshold, mc_samples=f.mc_samples,
           num_devices=f.num_devices,
-          allow_output_in_input=f.allow_output_in_input)
+          allow_output_in_input=f.allow_output_in_input,
+          skip_bad=f.skip_bad)
 
 
 if __name__ == '__main__':

@@ -2,17 +2,24 @@
 config files that fail to load, sizes that cannot fit, bad input images
 (docs/reliability.md). In-process where possible."""
 
+import csv
+import glob
+import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
 
 from aad import benchmark
+from aad import predict
+from aad.data import imageio
 from aad.experiment import limits
 from aad.experiment import validate
 from aad.runtime import errors
 from aad.runtime import logs
 from configs import aesc_stain
+from tests.test_predict import run  # pylint: disable=unused-import
 
 
 def _config(**fields):
@@ -98,3 +105,46 @@ def test_memory_estimate_scales_with_batch_and_size():
   fixed = limits.estimate(_config())['train_fixed']
   assert limits.needed(_config(dataset__image_size=256))['train'] > 4 * (
       base['train'] - fixed)
+
+
+def _bad_folder(tmp_path, good):
+  """A folder of good images (copied from `good`) and three bad files."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / 'inputs'
+  folder.mkdir()
+  for src in good:
+    shutil.copy(src, folder / os.path.basename(src))
+  (folder / 'notes.txt').write_text('not an image')
+  (folder / 'empty.png').write_bytes(b'')
+  (folder / 'truncated.png').write_bytes(
+      pathlib.Path(good[0]).read_bytes()[:60])
+  return folder
+
+
+def test_predict_lists_every_bad_input_and_skip_bad_scores_the_rest(
+    run, tmp_path):
+  workdir, category = run
+  good = sorted(glob.glob(os.path.join(category, 'test', 'good', '*.png')))[:2]
+  folder = _bad_folder(tmp_path, good)
+  out = tmp_path / 'out'
+  with pytest.raises(imageio.DataError) as e:
+    predict.predict(workdir, [str(folder)], str(out))
+  message = str(e.value)
+  assert message.startswith('3 input file(s) cannot be scored'), message
+  for name in ('notes.txt', 'empty.png', 'truncated.png'):
+    assert name in message
+  assert '\n' not in message and not out.exists()
+  rows = predict.predict(workdir, [str(folder)], str(out), skip_bad=True)
+  assert len(rows) == len(good) + 3
+  with open(out / 'scores.csv') as f:
+    table = {os.path.basename(r['file']): r for r in csv.DictReader(f)}
+  assert set(table) == {os.path.basename(g) for g in good} | {
+      'notes.txt', 'empty.png', 'truncated.png'}
+  for name in ('notes.txt', 'empty.png', 'truncated.png'):
+    assert table[name]['decision'].startswith('skipped: ')
+    assert not any(v for k, v in table[name].items()
+                   if k.startswith(('residual', 'mc_')))
+  for g in good:
+    assert table[os.path.basename(g)]['decision'] in ('good', 'anomalous')
+    stem = os.path.splitext(os.path.basename(g))[0]
+    assert (out / f'{stem}_map.png').exists()

@@ -18,6 +18,7 @@ from aad.experiment import testing
 from aad.runtime import parallel
 from aad.experiment import recommend
 from aad.training import loop
+from aad.experiment import limits
 from aad.experiment import validate
 from aad.experiment import workdir as workdir_lib
 
@@ -63,6 +64,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     dataset = parallel.primary_first(
         lambda c=category: data.from_config(config.dataset, c),
         f'load {category}')
+    # The training images are held on the host (and replicated on the
+    # devices): now that their number is known, the memory check again.
+    limits.check_memory(config, len(dataset.train.images))
     if index == 0 and parallel.is_primary():
       workdir_lib.write_config(config, workdir)
     cat_dir = os.path.join(workdir, category)

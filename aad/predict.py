@@ -189,6 +189,8 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
                             f'{", ".join(names)} with maps; choose one of '
                             'them.')
   category = detector_lib.choose_category(workdir, category)
+  # Before --output is made: an unfinished run is resumed, not evaluated.
+  workdir_lib.check_finished(workdir, [category], config=config)
   paths = collect_inputs(inputs)
   stems = output_names(paths)
   targets = [f'{stem}_{kind}.png' for stem in stems

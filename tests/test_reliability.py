@@ -589,3 +589,58 @@ def test_start_up_removes_the_debris_of_killed_runs(finished, tmp_path):
             data_dir=str(cache))
   assert sorted(p.name for p in version.iterdir()) == ['.aad-prepare.lock',
                                                        '2.2.0']
+
+
+# --- unfinished runs ------------------------------------------------------------
+
+
+def _unfinished(finished, tmp_path: pathlib.Path) -> pathlib.Path:
+  """A copy of the finished run as a run killed before its end leaves it:
+  config.json asks for 16 steps, the last checkpoint is of step 8 (a
+  killed run's config.json holds its full step count from the start)."""
+  run = finished.copy(tmp_path)
+  config = json.loads((run / 'config.json').read_text())
+  config['train']['num_steps'] = 16
+  (run / 'config.json').write_text(json.dumps(config))
+  return run
+
+
+UNFINISHED = (r"category 'brick' is unfinished: stage 'ae' reached step 8 of "
+              r'16 \(last checkpoint in .*brick/checkpoints/ae\)\. Resume it '
+              r'.*python -m aad\.main --config=.* --workdir=.*run.*'
+              r'config\.json')
+
+
+def test_unfinished_run_is_refused_by_evaluate_predict_and_export(
+    finished, tmp_path, io):
+  # Issue "Reliability, second pass" 1: evaluate wrote the metrics of a
+  # half-trained model with 'train/steps 40'; predict sent the user to
+  # evaluate.
+  from aad.deploy import archive  # pylint: disable=g-import-not-at-top
+  run = _unfinished(finished, tmp_path)
+  before = snapshot(run)
+  message = expect_exit(io, testing.evaluate_workdir, str(run),
+                        match=UNFINISHED + r'.*--allow_unfinished')
+  images = tmp_path / 'images'
+  images.mkdir()
+  Image.fromarray(np.full((40, 48), 90, np.uint8)).save(images / 'a.png')
+  message += expect_exit(io, predict.predict, str(run), [str(images)],
+                         str(tmp_path / 'out'), match=UNFINISHED)
+  message += expect_exit(io, archive.export_detector, str(run),
+                         str(tmp_path / 'brick.aad'), match=UNFINISHED)
+  assert 'aad.evaluate' not in message
+  assert snapshot(run) == before
+  assert not (tmp_path / 'out').exists()
+  assert not (tmp_path / 'brick.aad').exists()
+  # Asked for explicitly, and labelled so.
+  out = tmp_path / 'eval'
+  testing.evaluate_workdir(str(run), output=str(out), allow_unfinished=True)
+  for folder, prefix in ((out, 'mean/'), (out / 'brick', '')):
+    metrics = json.loads((folder / 'metrics.json').read_text())
+    assert metrics[f'{prefix}train/unfinished'] == 1, folder
+    assert metrics[f'{prefix}train/steps'] == 8, folder
+    assert re.search(r"UNFINISHED TRAINING.*'brick'.*reached step 8 of 16",
+                     (folder / 'report.md').read_text()), folder
+  assert 'unfinished' not in (finished.workdir / 'metrics.json').read_text()
+  assert snapshot(run) == before
+

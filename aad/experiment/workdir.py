@@ -170,6 +170,79 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
+def stage_steps(workdir: str, category: str, family: base.Family
+                ) -> list[tuple[base.Stage, int, str]]:
+  """(stage, the step of its latest checkpoint or 0, checkpoint folder) of
+  each stage of `family` for `category`: where a rerun would resume."""
+  out = []
+  for stage in family.stages:
+    directory = os.path.join(workdir, category, 'checkpoints', stage.name)
+    reached = 0
+    if os.path.isdir(directory):  # a manager would create it
+      ckpts = checkpoint.Checkpoints(directory)
+      try:
+        reached = ckpts.latest_step() or 0
+      finally:
+        ckpts.close()
+    out.append((stage, reached, directory))
+  return out
+
+
+def check_finished(workdir: str, categories, *,
+                   config: ml_collections.ConfigDict | None = None,
+                   family: base.Family | None = None,
+                   allow: bool = False, allow_flag: str = ''
+                   ) -> dict[str, str]:
+  """Checks that every stage of each of `categories` reached its step
+  count (config.train.num_steps, or the stage's own): that training ended.
+
+  What aad.evaluate, aad.predict and aad.export read of a run killed
+  before would be the figures of a half-trained model.
+
+  Args:
+    workdir: the run.
+    categories: its trained categories to check.
+    config, family: the run's (default: from workdir/config.json).
+    allow: return the unfinished categories instead of refusing them.
+    allow_flag: the command line's flag that sets `allow`, for the
+      message ('' if it has none).
+
+  Returns:
+    {category: 'stage 'ae' reached step 12 of 40'} of the unfinished
+    categories (empty when training ended).
+
+  Raises:
+    UserError: naming the first unfinished category, its stage, the step
+      reached of how many, and the command that resumes it.
+  """
+  from aad import models  # pylint: disable=g-import-not-at-top
+  config = config if config is not None else load_config(workdir)
+  family = family if family is not None else models.create(config)
+  unfinished, first = {}, None
+  for category in categories:
+    for stage, reached, directory in stage_steps(workdir, category, family):
+      if reached < stage.num_steps:
+        unfinished[category] = (f'stage {stage.name!r} reached step '
+                                f'{reached} of {stage.num_steps}')
+        first = first or (category, directory)
+        break
+  if unfinished and not allow:
+    category, directory = first
+    others = sorted(set(unfinished) - {category})
+    more = (f' (so did {len(others)} more: {", ".join(others[:5])}'
+            f'{", ..." if len(others) > 5 else ""})' if others else '')
+    raise errors.UserError(
+        f'{workdir}: the training of category {category!r} is unfinished: '
+        f'{unfinished[category]} (last checkpoint in {directory}){more}. '
+        'Resume it by rerunning its training command in this workdir: '
+        'python -m aad.main --config=<the config it was started with> '
+        f'--workdir={workdir} (its values are in '
+        f'{os.path.join(workdir, CONFIG_FILE)}).' +
+        (f' Or add {allow_flag} to use its checkpoints as they are.'
+         if allow_flag else ''))
+  return unfinished
+
+
 def trained_categories(workdir: str) -> tuple[str, ...]:
   """Categories of the run that have a checkpoint, sorted."""
   if not os.path.isdir(workdir):
@@ -214,11 +287,13 @@ def restore_best(config: ml_collections.ConfigDict, family: base.Family,
             f'the model of {os.path.join(workdir, CONFIG_FILE)} (was the '
             'file edited or copied from another run?); restore the run\'s '
             'own config.json or train again.') from e
+      # The steps trained: the stage's count once training ended.
+      reached = min(stage.num_steps, ckpts.latest_step() or 0)
     finally:
       ckpts.close()
     variables = {**variables, **step_lib.state_variables(state)}
     summaries.append({'best_step': step, 'train_seconds': meta['seconds'],
-                      'steps': stage.num_steps})
+                      'steps': reached})
   return variables, loop.merge_summaries(family, summaries)
 
 

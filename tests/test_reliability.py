@@ -18,6 +18,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -644,3 +645,95 @@ def test_unfinished_run_is_refused_by_evaluate_predict_and_export(
   assert 'unfinished' not in (finished.workdir / 'metrics.json').read_text()
   assert snapshot(run) == before
 
+
+# --- one writer per workdir; refused runs leave nothing ------------------------
+
+
+def test_two_runs_into_one_workdir_one_trains_the_other_is_refused(
+    finished, tmp_path):
+  # Issue "Reliability, second pass" 2: both trained (once one died with
+  # two orbax tracebacks).
+  workdir = tmp_path / 'shared'
+  cmd = _main_cmd(workdir, finished.data_dir)
+  procs = [subprocess.Popen(cmd, cwd=REPO, env=_env(finished.cache),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True) for _ in range(2)]
+  stderr = [p.communicate(timeout=600)[1] for p in procs]
+  status = [p.returncode for p in procs]
+  assert sorted(status) == [0, 1], [s[-2000:] for s in stderr]
+  winner, loser = (0, 1) if status[0] == 0 else (1, 0)
+  refused = [l for l in stderr[loser].splitlines() if 'in use by' in l]
+  assert len(refused) == 1, stderr[loser][-3000:]
+  assert re.search(
+      rf'--workdir={workdir} is in use by another run of aad\.main \(PID '
+      rf'{procs[winner].pid} on host {re.escape(socket.gethostname())}',
+      refused[0]), refused[0]
+  assert 'Traceback' not in stderr[loser] + stderr[winner]
+  assert 'step 8/8' not in stderr[loser] and 'step 8/8' in stderr[winner]
+  assert (workdir / 'metrics.json').is_file()
+  assert not (workdir / '.lock').exists()
+
+
+def _hold_lock(workdir: pathlib.Path) -> subprocess.Popen:
+  """A process that holds `workdir`'s lock until it is killed."""
+  proc = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time\n'
+       'from aad.runtime import lock\n'
+       'with lock.workdir_lock(sys.argv[1]):\n'
+       '  print("held", flush=True)\n'
+       '  time.sleep(120)\n', str(workdir)],
+      cwd=REPO, stdout=subprocess.PIPE, text=True)
+  assert proc.stdout.readline() == 'held\n'
+  return proc
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(finished, tmp_path, io):
+  # pylint: disable=g-import-not-at-top
+  from aad.runtime import lock
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+
+  def take():
+    with workdir_lib.writer(str(workdir)):
+      pass
+
+  holder = _hold_lock(workdir)
+  expect_exit(io, take, match=rf'--workdir={workdir} is in use by another '
+              rf'run of aad\.main \(PID {holder.pid} on host '
+              rf'{re.escape(socket.gethostname())}, running since .*\.lock')
+  holder.kill()  # as kill -9: the file stays, naming a dead process
+  holder.wait()
+  stale = json.loads((workdir / lock.LOCK_FILE).read_text())
+  assert stale['pid'] == holder.pid
+  with workdir_lib.writer(str(workdir)):
+    held = json.loads((workdir / lock.LOCK_FILE).read_text())
+    assert held['pid'] == os.getpid()
+  assert not (workdir / lock.LOCK_FILE).exists()
+  # A run refused by the lock leaves the holder's workdir alone.
+  holder = _hold_lock(workdir)
+  try:
+    expect_exit(io, pipeline.train_and_evaluate, _config(finished.data_dir),
+                str(workdir), match=rf'PID {holder.pid} on host')
+    assert sorted(p.name for p in workdir.iterdir()) == [lock.LOCK_FILE]
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+@pytest.mark.parametrize('case', ['path_is_a_file', 'missing_path'])
+def test_refused_new_run_leaves_no_folder(tmp_path, io, case):
+  # Issue "Reliability, second pass" 6: a refused run left an empty
+  # workdir, and a dataset path that is a file was "no such folder".
+  path = tmp_path / 'cat'
+  if case == 'path_is_a_file':
+    path.write_text('not a folder')
+  workdir = tmp_path / 'new' / 'run'
+  config = _config(tmp_path / 'tfds', **{
+      'dataset.name': 'folder', 'dataset.path': str(path),
+      'dataset.channels': 3, 'dataset.categories': ()})
+  match = {'path_is_a_file': rf'{path}: is a file, not a folder\. Set '
+                             r'config\.dataset\.path',
+           'missing_path': rf'{path}: no such folder'}[case]
+  expect_exit(io, pipeline.train_and_evaluate, config, str(workdir),
+              match=match)
+  assert not (tmp_path / 'new').exists()

@@ -5,6 +5,7 @@ categories, best checkpoints, calibrated thresholds and fitted scorers
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -20,6 +21,8 @@ from aad.runtime import checkpoint
 from aad import data as data_lib
 from aad.runtime import errors
 from aad.runtime import atomic
+from aad.runtime import lock as lock_lib
+from aad.runtime import parallel
 from aad.training import loop
 from aad.training import step as step_lib
 from aad.data.imageio import DataError
@@ -116,6 +119,64 @@ def check_rerun(config: ml_collections.ConfigDict, workdir: str,
         f'{listing(changed)}. Add --allow_eval_changes to re-evaluate the '
         'trained model with them (the reports are rewritten), or use a new '
         '--workdir.')
+
+
+def missing_root(path: str) -> str:
+  """The outermost folder of `path` that does not exist yet ('' if `path`
+  exists): what creating `path` creates."""
+  path = os.path.abspath(path)
+  root = ''
+  while not os.path.lexists(path):
+    root, path = path, os.path.dirname(path)
+  return root
+
+
+@contextlib.contextmanager
+def writer(workdir: str, created: str = ''):
+  """Makes this run the workdir's only writer while the block runs.
+
+  Process 0, the one that writes (`parallel.is_primary`), holds the
+  workdir's lock file (aad/runtime/lock.py); every process learns whether
+  it got it. If the block fails before config.json is written and this run
+  created the folder (`created`: the outermost folder it made, from
+  `missing_root`), the folders it made go too: a refused new run leaves
+  nothing behind.
+
+  Raises:
+    UserError: on every process, when another run holds the lock (process
+      0's names its host and PID).
+  """
+  primary = parallel.is_primary()
+  with contextlib.ExitStack() as stack:
+    refused = None
+    if primary:
+      try:
+        stack.enter_context(lock_lib.workdir_lock(workdir))
+      except lock_lib.Locked as e:
+        refused = e
+    if not parallel.from_primary(refused is None):
+      raise refused or lock_lib.Locked(
+          f'--workdir={workdir} is in use by another run of aad.main '
+          f'(see {os.path.join(workdir, lock_lib.LOCK_FILE)}); wait for it '
+          'to end, stop it, or choose another --workdir.')
+    try:
+      yield
+    except BaseException:
+      if not (primary and created and
+              not os.path.exists(os.path.join(workdir, CONFIG_FILE))):
+        raise
+      # Nothing of the run was written; JAX's compilation cache may have
+      # been (aad.main keeps it in the workdir).
+      shutil.rmtree(os.path.join(workdir, 'xla_cache'), ignore_errors=True)
+      stack.close()  # releases the lock, removing its file
+      folder, top = os.path.abspath(workdir), os.path.abspath(created)
+      with contextlib.suppress(OSError):
+        while True:
+          os.rmdir(folder)  # only if empty
+          if folder == top or len(folder) <= len(top):
+            break
+          folder = os.path.dirname(folder)
+      raise
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str):

@@ -2,6 +2,7 @@
 
   python -m aad.evaluate --workdir=W [--output=DIR] [--dataset=...]
       [--path=DIR] [--categories=a,b] [--model_category=c]
+      [--allow_unfinished]
 """
 
 import os
@@ -21,7 +22,8 @@ def main(argv):
   testing.evaluate_workdir(f.workdir, output=f.output, dataset=f.dataset,
                            path=f.path, categories=f.categories or (),
                            model_category=f.model_category,
-                           num_devices=f.num_devices)
+                           num_devices=f.num_devices,
+                           allow_unfinished=f.allow_unfinished)
 
 
 def _define_flags():
@@ -39,6 +41,10 @@ def _define_flags():
                       'scores the others (for another dataset).')
   flags.DEFINE_integer('num_devices', 0, "Local devices; 0 = the run's "
                        'count if available, else all.')
+  flags.DEFINE_bool('allow_unfinished', False, 'Score a run whose training '
+                    'did not end (killed before its last step) with its '
+                    'latest checkpoints; the reports and metrics '
+                    '(train/unfinished) say so.')
 
 
 if __name__ == '__main__':

@@ -230,6 +230,8 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
                             f'{", ".join(names)} with maps; choose one of '
                             'them.')
   category = detector_lib.choose_category(workdir, category)
+  # Before --output is made: an unfinished run is resumed, not evaluated.
+  workdir_lib.check_finished(workdir, [category], config=config)
   # Every input checked (an image file, readable, decodable) before
   # anything is written; the bad ones are listed all at once.
   paths, originals, bad = read_inputs(inputs)

@@ -18,6 +18,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -589,3 +590,150 @@ def test_start_up_removes_the_debris_of_killed_runs(finished, tmp_path):
             data_dir=str(cache))
   assert sorted(p.name for p in version.iterdir()) == ['.aad-prepare.lock',
                                                        '2.2.0']
+
+
+# --- unfinished runs ------------------------------------------------------------
+
+
+def _unfinished(finished, tmp_path: pathlib.Path) -> pathlib.Path:
+  """A copy of the finished run as a run killed before its end leaves it:
+  config.json asks for 16 steps, the last checkpoint is of step 8 (a
+  killed run's config.json holds its full step count from the start)."""
+  run = finished.copy(tmp_path)
+  config = json.loads((run / 'config.json').read_text())
+  config['train']['num_steps'] = 16
+  (run / 'config.json').write_text(json.dumps(config))
+  return run
+
+
+UNFINISHED = (r"category 'brick' is unfinished: stage 'ae' reached step 8 of "
+              r'16 \(last checkpoint in .*brick/checkpoints/ae\)\. Resume it '
+              r'.*python -m aad\.main --config=.* --workdir=.*run.*'
+              r'config\.json')
+
+
+def test_unfinished_run_is_refused_by_evaluate_predict_and_export(
+    finished, tmp_path, io):
+  # Issue "Reliability, second pass" 1: evaluate wrote the metrics of a
+  # half-trained model with 'train/steps 40'; predict sent the user to
+  # evaluate.
+  from aad.deploy import archive  # pylint: disable=g-import-not-at-top
+  run = _unfinished(finished, tmp_path)
+  before = snapshot(run)
+  message = expect_exit(io, testing.evaluate_workdir, str(run),
+                        match=UNFINISHED + r'.*--allow_unfinished')
+  images = tmp_path / 'images'
+  images.mkdir()
+  Image.fromarray(np.full((40, 48), 90, np.uint8)).save(images / 'a.png')
+  message += expect_exit(io, predict.predict, str(run), [str(images)],
+                         str(tmp_path / 'out'), match=UNFINISHED)
+  message += expect_exit(io, archive.export_detector, str(run),
+                         str(tmp_path / 'brick.aad'), match=UNFINISHED)
+  assert 'aad.evaluate' not in message
+  assert snapshot(run) == before
+  assert not (tmp_path / 'out').exists()
+  assert not (tmp_path / 'brick.aad').exists()
+  # Asked for explicitly, and labelled so.
+  out = tmp_path / 'eval'
+  testing.evaluate_workdir(str(run), output=str(out), allow_unfinished=True)
+  for folder, prefix in ((out, 'mean/'), (out / 'brick', '')):
+    metrics = json.loads((folder / 'metrics.json').read_text())
+    assert metrics[f'{prefix}train/unfinished'] == 1, folder
+    assert metrics[f'{prefix}train/steps'] == 8, folder
+    assert re.search(r"UNFINISHED TRAINING.*'brick'.*reached step 8 of 16",
+                     (folder / 'report.md').read_text()), folder
+  assert 'unfinished' not in (finished.workdir / 'metrics.json').read_text()
+  assert snapshot(run) == before
+
+
+# --- one writer per workdir; refused runs leave nothing ------------------------
+
+
+def test_two_runs_into_one_workdir_one_trains_the_other_is_refused(
+    finished, tmp_path):
+  # Issue "Reliability, second pass" 2: both trained (once one died with
+  # two orbax tracebacks).
+  workdir = tmp_path / 'shared'
+  cmd = _main_cmd(workdir, finished.data_dir)
+  procs = [subprocess.Popen(cmd, cwd=REPO, env=_env(finished.cache),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True) for _ in range(2)]
+  stderr = [p.communicate(timeout=600)[1] for p in procs]
+  status = [p.returncode for p in procs]
+  assert sorted(status) == [0, 1], [s[-2000:] for s in stderr]
+  winner, loser = (0, 1) if status[0] == 0 else (1, 0)
+  refused = [l for l in stderr[loser].splitlines() if 'in use by' in l]
+  assert len(refused) == 1, stderr[loser][-3000:]
+  assert re.search(
+      rf'--workdir={workdir} is in use by another run of aad\.main \(PID '
+      rf'{procs[winner].pid} on host {re.escape(socket.gethostname())}',
+      refused[0]), refused[0]
+  assert 'Traceback' not in stderr[loser] + stderr[winner]
+  assert 'step 8/8' not in stderr[loser] and 'step 8/8' in stderr[winner]
+  assert (workdir / 'metrics.json').is_file()
+  assert not (workdir / '.lock').exists()
+
+
+def _hold_lock(workdir: pathlib.Path) -> subprocess.Popen:
+  """A process that holds `workdir`'s lock until it is killed."""
+  proc = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time\n'
+       'from aad.runtime import lock\n'
+       'with lock.workdir_lock(sys.argv[1]):\n'
+       '  print("held", flush=True)\n'
+       '  time.sleep(120)\n', str(workdir)],
+      cwd=REPO, stdout=subprocess.PIPE, text=True)
+  assert proc.stdout.readline() == 'held\n'
+  return proc
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(finished, tmp_path, io):
+  # pylint: disable=g-import-not-at-top
+  from aad.runtime import lock
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+
+  def take():
+    with workdir_lib.writer(str(workdir)):
+      pass
+
+  holder = _hold_lock(workdir)
+  expect_exit(io, take, match=rf'--workdir={workdir} is in use by another '
+              rf'run of aad\.main \(PID {holder.pid} on host '
+              rf'{re.escape(socket.gethostname())}, running since .*\.lock')
+  holder.kill()  # as kill -9: the file stays, naming a dead process
+  holder.wait()
+  stale = json.loads((workdir / lock.LOCK_FILE).read_text())
+  assert stale['pid'] == holder.pid
+  with workdir_lib.writer(str(workdir)):
+    held = json.loads((workdir / lock.LOCK_FILE).read_text())
+    assert held['pid'] == os.getpid()
+  assert not (workdir / lock.LOCK_FILE).exists()
+  # A run refused by the lock leaves the holder's workdir alone.
+  holder = _hold_lock(workdir)
+  try:
+    expect_exit(io, pipeline.train_and_evaluate, _config(finished.data_dir),
+                str(workdir), match=rf'PID {holder.pid} on host')
+    assert sorted(p.name for p in workdir.iterdir()) == [lock.LOCK_FILE]
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+@pytest.mark.parametrize('case', ['path_is_a_file', 'missing_path'])
+def test_refused_new_run_leaves_no_folder(tmp_path, io, case):
+  # Issue "Reliability, second pass" 6: a refused run left an empty
+  # workdir, and a dataset path that is a file was "no such folder".
+  path = tmp_path / 'cat'
+  if case == 'path_is_a_file':
+    path.write_text('not a folder')
+  workdir = tmp_path / 'new' / 'run'
+  config = _config(tmp_path / 'tfds', **{
+      'dataset.name': 'folder', 'dataset.path': str(path),
+      'dataset.channels': 3, 'dataset.categories': ()})
+  match = {'path_is_a_file': rf'{path}: is a file, not a folder\. Set '
+                             r'config\.dataset\.path',
+           'missing_path': rf'{path}: no such folder'}[case]
+  expect_exit(io, pipeline.train_and_evaluate, config, str(workdir),
+              match=match)
+  assert not (tmp_path / 'new').exists()

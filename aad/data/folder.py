@@ -41,6 +41,10 @@ def categories(root: str) -> tuple[str, ...]:
   """A category folder is its own single category; a root of category
   folders (like the extracted MVTec AD archive) has one per sub-folder."""
   root = os.path.abspath(os.path.expanduser(root))
+  if os.path.exists(root) and not os.path.isdir(root):
+    raise DataError(f'{root}: is a file, not a folder. Set '
+                    'config.dataset.path to a folder in MVTec layout (README '
+                    '"Bring your own folder").')
   if not os.path.isdir(root):
     raise DataError(f'{root}: no such folder. Set config.dataset.path to a '
                     'folder in MVTec layout (README "Bring your own '

@@ -110,6 +110,8 @@ class Detector:
     Raises:
       DataError: naming the file or flag, for a folder that is not a run, a
         missing checkpoint, thresholds or fitted scorers.
+      UserError: for a run whose training did not end, naming the stage,
+        the step it reached and the command that resumes it.
     """
     config = workdir_lib.load_config(workdir)
     if mc_samples is not None:
@@ -119,6 +121,10 @@ class Detector:
     family = models.create(config)
     scorers = testing.configured_scorers(config, family)
     category = choose_category(workdir, category)
+    # A run killed before its last step: resuming it, not evaluating it,
+    # gives the thresholds and the model to load.
+    workdir_lib.check_finished(workdir, [category], config=config,
+                               family=family)
     thresholds = None
     if need_thresholds:
       thresholds = workdir_lib.load_thresholds(workdir, category)

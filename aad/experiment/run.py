@@ -29,7 +29,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Nothing is written before the config, the workdir and the first
   category's data are checked: a refused rerun leaves a finished workdir
-  exactly as it was.
+  exactly as it was, and a refused new run leaves no folder behind.
+  Process 0 holds the workdir's lock (`workdir_lib.writer`) throughout: a
+  second run into the same workdir is refused, naming the first.
 
   Every process of a multi-host run calls this; process 0 writes the
   reports and returns the means over categories, the others return {}.
@@ -49,7 +51,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   except ValueError as e:
     raise loop.TrainingError(str(e)) from None
   workdir_lib.check_rerun(config, workdir, allow_eval_changes)
+  created = workdir_lib.missing_root(workdir)
   errors.writable_dir(workdir, '--workdir')
+  with workdir_lib.writer(workdir, created):
+    return _run(config, family, devices, workdir)
+
+
+def _run(config: ml_collections.ConfigDict, family, devices,
+         workdir: str) -> dict:
+  """`train_and_evaluate` once the workdir is this run's to write."""
   if parallel.is_primary():
     workdir_lib.clean_debris(workdir)
   categories = data.config_categories(config.dataset)

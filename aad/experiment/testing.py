@@ -393,7 +393,8 @@ def write_category(out_dir: str, config: ml_collections.ConfigDict,
 def evaluate_category(config: ml_collections.ConfigDict, family,
                       variables: Any, dataset: data_lib.Dataset,
                       out_dir: str, devices: list[jax.Device],
-                      extra: dict | None = None) -> dict[str, float]:
+                      extra: dict | None = None,
+                      unfinished: str = '') -> dict[str, float]:
   """Scores `dataset.test` (and `.val` for thresholds); writes the report.
 
   Writes out_dir/{metrics.json, report.md, thresholds.json, scorers.msgpack,
@@ -401,6 +402,8 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
 
   Every process of a multi-host run calls this and takes part in the
   scoring; only process 0 computes the metrics and writes the report.
+  `unfinished`, if given, is the report's first note: the model's training
+  did not end.
 
   Returns:
     The category's flattened metrics ('residual/l2/image_auroc', ...) on
@@ -426,6 +429,8 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
   timings = split_timings(metrics, extra)
   notes = category_notes(config, family, scorers, protocol, masks.shape[1:],
                          split.masks.shape[1:], len(dataset.val.images))
+  if unfinished:
+    notes.insert(0, unfinished)
   write_category(out_dir, config, dataset, scorers, scored, metrics, curves,
                  eval_maps, masks, thresholds, protocol, notes)
   timings['eval/seconds'] = time.time() - t_start
@@ -466,8 +471,10 @@ def write_thresholds(out_dir: str, config: ml_collections.ConfigDict,
 
 
 def write_summary(config: ml_collections.ConfigDict, family, workdir: str,
-                  per_category: dict[str, dict[str, float]]) -> dict:
-  """Writes workdir/metrics.json and report.md averaged over categories.
+                  per_category: dict[str, dict[str, float]],
+                  unfinished: list[str] = ()) -> dict:
+  """Writes workdir/metrics.json and report.md averaged over categories;
+  `unfinished` notes (`unfinished_note`) come first in the report.
 
   Returns:
     The means over categories; {} on processes other than 0, which write
@@ -483,7 +490,8 @@ def write_summary(config: ml_collections.ConfigDict, family, workdir: str,
       workdir, per_category=per_category,
       title=f'{config.name}: {config.model.name} + {config.corruption.name} '
       f'noise on {config.dataset.name}',
-      notes=[f'One model per category; image score = {norm} reduction of '
+      notes=[*unfinished,
+             f'One model per category; image score = {norm} reduction of '
              'the map (fixed beforehand); scorers '
              f'{", ".join(s.name for s in scorers)}, the first the headline.'
              + (f' {", ".join(baselines)}: no-learning baseline(s).'
@@ -524,7 +532,8 @@ def write_timings(workdir: str, categories) -> dict:
 
 def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
                      path: str = '', categories=(), model_category: str = '',
-                     num_devices: int = 0) -> dict:
+                     num_devices: int = 0,
+                     allow_unfinished: bool = False) -> dict:
   """Scores a trained run again, without training; writes its report.
 
   Args:
@@ -541,6 +550,9 @@ def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
       the run's only one.
     num_devices: local devices to use; 0 = the run's config.num_devices
       if this machine has that many, else all.
+    allow_unfinished: score the checkpoints of a run whose training did
+      not end (refused otherwise, before anything is written); its reports
+      say so and its metrics get 'train/unfinished' = 1.
 
   Returns:
     The means over categories (as `write_summary`).
@@ -561,6 +573,19 @@ def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
     config.dataset.categories = trained
   else:
     config.dataset.categories = ()
+  family = models.create(config)
+  sources = {}
+  for category in data_lib.config_categories(config.dataset):
+    source = model_category or (category if category in trained else
+                                trained[0] if len(trained) == 1 else '')
+    if source not in trained:
+      raise data_lib.DataError(
+          f'No model for category {category!r} in {workdir} (trained: '
+          f'{", ".join(trained)}); choose one with --model_category.')
+    sources[category] = source
+  unfinished = workdir_lib.check_finished(
+      workdir, sorted(set(sources.values())), config=config, family=family,
+      allow=allow_unfinished, allow_flag='--allow_unfinished')
   if not output:
     output = workdir if not other else os.path.join(
         workdir, 'eval', os.path.basename(os.path.normpath(path)) if path
@@ -571,22 +596,30 @@ def evaluate_workdir(workdir: str, *, output: str = '', dataset: str = '',
   if not num_devices and config.num_devices <= len(jax.local_devices()):
     num_devices = config.num_devices
   devices = parallel.select_devices(num_devices)
-  family = models.create(config)
   results = {}
-  for category in data_lib.config_categories(config.dataset):
-    source = model_category or (category if category in trained else
-                                trained[0] if len(trained) == 1 else '')
-    if source not in trained:
-      raise data_lib.DataError(
-          f'No model for category {category!r} in {workdir} (trained: '
-          f'{", ".join(trained)}); choose one with --model_category.')
+  for category, source in sources.items():
     variables, summary = workdir_lib.restore_best(config, family, workdir,
                                                    source)
+    note = ''
+    if unfinished:  # in every category, so that the summary has its mean
+      summary['unfinished'] = int(source in unfinished)
+    if source in unfinished:
+      note = unfinished_note(source, unfinished[source])
+      logging.warning('%s', note)
     logging.info('%s: scoring with the model of %s (best step %d)',
                  category, source, summary['best_step'])
     ds = data_lib.from_config(config.dataset, category)
     out_dir = os.path.join(output, category)
     os.makedirs(out_dir, exist_ok=True)
     results[category] = evaluate_category(config, family, variables, ds,
-                                          out_dir, devices, extra=summary)
-  return write_summary(config, family, output, results)
+                                          out_dir, devices, extra=summary,
+                                          unfinished=note)
+  notes = [unfinished_note(c, u) for c, u in sorted(unfinished.items())]
+  return write_summary(config, family, output, results, unfinished=notes)
+
+
+def unfinished_note(category: str, where: str) -> str:
+  """The report's line for a model evaluated with --allow_unfinished."""
+  return (f'UNFINISHED TRAINING: the model of {category!r} was evaluated '
+          f'with --allow_unfinished; its {where}. These figures are not '
+          'those of the trained model (metrics: train/unfinished = 1).')

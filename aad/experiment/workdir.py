@@ -5,6 +5,7 @@ categories, best checkpoints, calibrated thresholds and fitted scorers
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -20,6 +21,8 @@ from aad.runtime import checkpoint
 from aad import data as data_lib
 from aad.runtime import errors
 from aad.runtime import atomic
+from aad.runtime import lock as lock_lib
+from aad.runtime import parallel
 from aad.training import loop
 from aad.training import step as step_lib
 from aad.data.imageio import DataError
@@ -118,6 +121,64 @@ def check_rerun(config: ml_collections.ConfigDict, workdir: str,
         '--workdir.')
 
 
+def missing_root(path: str) -> str:
+  """The outermost folder of `path` that does not exist yet ('' if `path`
+  exists): what creating `path` creates."""
+  path = os.path.abspath(path)
+  root = ''
+  while not os.path.lexists(path):
+    root, path = path, os.path.dirname(path)
+  return root
+
+
+@contextlib.contextmanager
+def writer(workdir: str, created: str = ''):
+  """Makes this run the workdir's only writer while the block runs.
+
+  Process 0, the one that writes (`parallel.is_primary`), holds the
+  workdir's lock file (aad/runtime/lock.py); every process learns whether
+  it got it. If the block fails before config.json is written and this run
+  created the folder (`created`: the outermost folder it made, from
+  `missing_root`), the folders it made go too: a refused new run leaves
+  nothing behind.
+
+  Raises:
+    UserError: on every process, when another run holds the lock (process
+      0's names its host and PID).
+  """
+  primary = parallel.is_primary()
+  with contextlib.ExitStack() as stack:
+    refused = None
+    if primary:
+      try:
+        stack.enter_context(lock_lib.workdir_lock(workdir))
+      except lock_lib.Locked as e:
+        refused = e
+    if not parallel.from_primary(refused is None):
+      raise refused or lock_lib.Locked(
+          f'--workdir={workdir} is in use by another run of aad.main '
+          f'(see {os.path.join(workdir, lock_lib.LOCK_FILE)}); wait for it '
+          'to end, stop it, or choose another --workdir.')
+    try:
+      yield
+    except BaseException:
+      if not (primary and created and
+              not os.path.exists(os.path.join(workdir, CONFIG_FILE))):
+        raise
+      # Nothing of the run was written; JAX's compilation cache may have
+      # been (aad.main keeps it in the workdir).
+      shutil.rmtree(os.path.join(workdir, 'xla_cache'), ignore_errors=True)
+      stack.close()  # releases the lock, removing its file
+      folder, top = os.path.abspath(workdir), os.path.abspath(created)
+      with contextlib.suppress(OSError):
+        while True:
+          os.rmdir(folder)  # only if empty
+          if folder == top or len(folder) <= len(top):
+            break
+          folder = os.path.dirname(folder)
+      raise
+
+
 def write_config(config: ml_collections.ConfigDict, workdir: str):
   """Saves the run's config (atomically), once its inputs are checked."""
   atomic.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
@@ -170,6 +231,79 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
+def stage_steps(workdir: str, category: str, family: base.Family
+                ) -> list[tuple[base.Stage, int, str]]:
+  """(stage, the step of its latest checkpoint or 0, checkpoint folder) of
+  each stage of `family` for `category`: where a rerun would resume."""
+  out = []
+  for stage in family.stages:
+    directory = os.path.join(workdir, category, 'checkpoints', stage.name)
+    reached = 0
+    if os.path.isdir(directory):  # a manager would create it
+      ckpts = checkpoint.Checkpoints(directory)
+      try:
+        reached = ckpts.latest_step() or 0
+      finally:
+        ckpts.close()
+    out.append((stage, reached, directory))
+  return out
+
+
+def check_finished(workdir: str, categories, *,
+                   config: ml_collections.ConfigDict | None = None,
+                   family: base.Family | None = None,
+                   allow: bool = False, allow_flag: str = ''
+                   ) -> dict[str, str]:
+  """Checks that every stage of each of `categories` reached its step
+  count (config.train.num_steps, or the stage's own): that training ended.
+
+  What aad.evaluate, aad.predict and aad.export read of a run killed
+  before would be the figures of a half-trained model.
+
+  Args:
+    workdir: the run.
+    categories: its trained categories to check.
+    config, family: the run's (default: from workdir/config.json).
+    allow: return the unfinished categories instead of refusing them.
+    allow_flag: the command line's flag that sets `allow`, for the
+      message ('' if it has none).
+
+  Returns:
+    {category: 'stage 'ae' reached step 12 of 40'} of the unfinished
+    categories (empty when training ended).
+
+  Raises:
+    UserError: naming the first unfinished category, its stage, the step
+      reached of how many, and the command that resumes it.
+  """
+  from aad import models  # pylint: disable=g-import-not-at-top
+  config = config if config is not None else load_config(workdir)
+  family = family if family is not None else models.create(config)
+  unfinished, first = {}, None
+  for category in categories:
+    for stage, reached, directory in stage_steps(workdir, category, family):
+      if reached < stage.num_steps:
+        unfinished[category] = (f'stage {stage.name!r} reached step '
+                                f'{reached} of {stage.num_steps}')
+        first = first or (category, directory)
+        break
+  if unfinished and not allow:
+    category, directory = first
+    others = sorted(set(unfinished) - {category})
+    more = (f' (so did {len(others)} more: {", ".join(others[:5])}'
+            f'{", ..." if len(others) > 5 else ""})' if others else '')
+    raise errors.UserError(
+        f'{workdir}: the training of category {category!r} is unfinished: '
+        f'{unfinished[category]} (last checkpoint in {directory}){more}. '
+        'Resume it by rerunning its training command in this workdir: '
+        'python -m aad.main --config=<the config it was started with> '
+        f'--workdir={workdir} (its values are in '
+        f'{os.path.join(workdir, CONFIG_FILE)}).' +
+        (f' Or add {allow_flag} to use its checkpoints as they are.'
+         if allow_flag else ''))
+  return unfinished
+
+
 def trained_categories(workdir: str) -> tuple[str, ...]:
   """Categories of the run that have a checkpoint, sorted."""
   if not os.path.isdir(workdir):
@@ -214,11 +348,13 @@ def restore_best(config: ml_collections.ConfigDict, family: base.Family,
             f'the model of {os.path.join(workdir, CONFIG_FILE)} (was the '
             'file edited or copied from another run?); restore the run\'s '
             'own config.json or train again.') from e
+      # The steps trained: the stage's count once training ended.
+      reached = min(stage.num_steps, ckpts.latest_step() or 0)
     finally:
       ckpts.close()
     variables = {**variables, **step_lib.state_variables(state)}
     summaries.append({'best_step': step, 'train_seconds': meta['seconds'],
-                      'steps': stage.num_steps})
+                      'steps': reached})
   return variables, loop.merge_summaries(family, summaries)
 
 

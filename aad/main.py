@@ -44,7 +44,9 @@ def main(argv):
         'declares a sweep: run it with python -m aad.sweep (every run, or '
         '--point=K for one).')
   from aad.experiment import validate  # pylint: disable=g-import-not-at-top
-  validate.check_config(config)  # before any work, in one line
+  # Before any work, in one line; the memory check needs the devices, so
+  # it runs after jax.distributed starts (experiment.run checks again).
+  validate.check_config(config, memory=False)
   parallel.initialize(config.distributed)
   if not jax.config.jax_compilation_cache_dir:
     # Every category compiles the same step functions; with the cache

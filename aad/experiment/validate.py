@@ -53,7 +53,7 @@ def _in_range(config, key: str, low: float, high: float, *,
     _fail(key, value, f'must be a number in {lo}{low:g}, {high:g}{hi}')
 
 
-def check_config(config: ml_collections.ConfigDict):
+def check_config(config: ml_collections.ConfigDict, *, memory: bool = True):
   """Raises UserError for the first config value a run cannot use.
 
   Covers what training and evaluation would otherwise find late or never:
@@ -64,6 +64,10 @@ def check_config(config: ml_collections.ConfigDict):
   With config.auto on (configs/folder.py), the fields the rules of
   aad/experiment/recommend.py will choose from the training images are not checked
   while they still ask for a choice; aad.experiment.run checks them once chosen.
+
+  memory=False leaves out the memory check (aad/experiment/limits.py),
+  which asks the devices for their memory: a multi-host run must start
+  jax.distributed before anything touches the devices.
   """
   config = recommend.with_placeholders(config)
   for key in ('train.batch_size', 'train.num_steps', 'train.steps_per_call',
@@ -110,4 +114,5 @@ def check_config(config: ml_collections.ConfigDict):
   w = config.dataset.image_width or h
   loop.input_shape(config, family, (h, w, config.dataset.channels))
   # Last: sizes the machine cannot hold (aad/experiment/limits.py).
-  limits.check_memory(config)
+  if memory:
+    limits.check_memory(config)

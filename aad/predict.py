@@ -7,9 +7,12 @@ A command line over `aad.Detector` (aad/deploy/detector.py).
 
 Per input image `<stem>`, at the image's own size: `<stem>_map.png` (the
 scorer's anomaly map in colour, the pixel threshold at mid-scale),
-`<stem>_overlay.png` (the map over the image) and `<stem>_mask.png` (pixels
-at or above the pixel threshold); and one `scores.csv` with every image's
-score per scorer of the run and the decision at the image threshold. The
+`<stem>_overlay.png` (the map over the image, above a band naming the
+score, the decision and the map's colour scale) and `<stem>_mask.png`
+(pixels at or above the pixel threshold); and one `scores.csv` with every
+image's score per scorer of the run, beside it the score normalised to
+[0, 1] (`<scorer>_normalised`, 0.5 at the calibrated image threshold), and
+the decision at the image threshold. The
 scorer of the maps and decisions is the run's headline scorer (the first of
 its list) unless --scorer names another of them.
 
@@ -251,7 +254,8 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
   detector = detector_lib.Detector.load(
       workdir, category, mc_samples=mc_samples, num_devices=num_devices,
       need_thresholds=threshold is None or pixel_threshold is None)
-  if threshold is None:
+  calibrated = threshold is None
+  if calibrated:
     threshold = detector.thresholds['image'][scorer]
   if pixel_threshold is None:
     pixel_threshold = detector.thresholds['pixel'][scorer]
@@ -264,16 +268,22 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
   for i, path in enumerate(paths):
     stem = stems[i]
     amap, vmax = result.maps[scorer][i], 2 * pixel_threshold
+    decision = ('anomalous' if result.scores[scorer][i] >= threshold
+                else 'good')
     files[f'{stem}_map.png'] = figures.colorize(amap, vmax)
-    files[f'{stem}_overlay.png'] = figures.overlay(originals[i], amap, vmax)
+    files[f'{stem}_overlay.png'] = figures.labelled(
+        figures.overlay(originals[i], amap, vmax),
+        [overlay_label(result, i, scorer, norm, threshold, decision,
+                       calibrated)], vmax)
     files[f'{stem}_mask.png'] = (amap >= pixel_threshold).astype(
         np.uint8) * 255
-    rows.append({'file': path,
-                 **{f'{s}_{norm}': float(result.scores[s][i]) for s in names},
-                 **{f'{s}_{protocol.OWN}': float(result.scores[s][i])
-                    for s in mapless},
-                 'decision': ('anomalous' if result.scores[scorer][i] >=
-                              threshold else 'good')})
+    row = {'file': path}
+    for s in names + mapless:
+      row[f'{s}_{norm if s in names else protocol.OWN}'] = float(
+          result.scores[s][i])
+      row[f'{s}_normalised'] = (float(result.normalised_scores[s][i])
+                                if s in result.normalised_scores else '')
+    rows.append({**row, 'decision': decision})
   # A row per skipped file: empty scores, the reason as its decision.
   rows += [{**{k: '' for k in rows[0]}, 'file': path,
             'decision': f'skipped: {reason}'} for path, reason in bad]
@@ -283,6 +293,18 @@ def predict(workdir: str, inputs, output: str, *, category: str = '',
                len(rows) - len(bad),
                f' ({len(bad)} skipped)' if bad else '', output)
   return rows
+
+
+def overlay_label(result, i: int, scorer: str, norm: str, threshold: float,
+                  decision: str, calibrated: bool) -> str:
+  """The overlay's text: image i's normalised score against 0.5 (at the
+  calibrated threshold), or its raw score against a --threshold."""
+  op = '>=' if decision == 'anomalous' else '<'
+  if calibrated and scorer in result.normalised_scores:
+    return (f'{scorer} {result.normalised_scores[scorer][i]:.3f} '
+            f'(normalised) {op} 0.5: {decision}')
+  return (f'{scorer}_{norm} {result.scores[scorer][i]:.4g} {op} '
+          f'{threshold:.4g}: {decision}')
 
 
 def _write_outputs(output: str, files: dict, rows: list[dict], scorer: str,

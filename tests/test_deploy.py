@@ -103,6 +103,10 @@ def assert_agree(a, b, tol=TOL, scorers=None):
     np.testing.assert_allclose(b.scores[s], a.scores[s], rtol=0, atol=tol,
                                err_msg=s)
     np.testing.assert_array_equal(b.decisions[s], a.decisions[s])
+    if s in b.decisions:
+      np.testing.assert_allclose(b.normalised_scores[s],
+                                 a.normalised_scores[s], rtol=0, atol=tol,
+                                 err_msg=s)
 
 
 @pytest.mark.parametrize('family', ['aesc', 'bergmann'])
@@ -115,6 +119,10 @@ def test_exported_matches_in_process(family, request, benchmark):
   loaded = loader.load(run['aad'])
   outside = loaded.predict(native)
   assert set(outside.scores) == {s.name for s in detector.scorers}
+  assert set(outside.normalised_scores) == set(inside.normalised_scores) == (
+      set(detector.thresholds['image']))
+  assert set(detector.thresholds['image_range']) == set(
+      detector.thresholds['image'])
   assert_agree(inside, outside)
   # Not trivially equal: maps vary, the threshold splits the images.
   headline = detector.scorers[0].name
@@ -148,6 +156,30 @@ def test_mc_dropout_seed_and_sizes(aesc, benchmark):
   assert [m.shape for m in outside.maps['residual']] == [(128, 128),
                                                          (50, 70)]
   assert_agree(inside, outside)
+
+
+def test_normalised_scores_by_hand():
+  # Good validation scores 0.01..0.03, threshold 0.025: span 0.02.
+  thresholds = {'image': {'residual': 0.025, 'old': 0.004, 'zero': 0.0},
+                'image_range': {'residual': [0.01, 0.03]}}
+  scales = protocol.normalisation(thresholds)
+  assert scales['residual'] == (0.025, pytest.approx(0.02))
+  # No recorded range (an older run): span 2 |threshold|, or 1 at 0.
+  assert scales['old'] == (0.004, 0.008) and scales['zero'] == (0.0, 1.0)
+  raw = np.array([-1.0, 0.0, 0.015, 0.025, 0.03, 0.035, 0.04, 5.0])
+  got = protocol.normalise(raw, *scales['residual'])
+  np.testing.assert_allclose(got, [0, 0, 0, 0.5, 0.75, 1, 1, 1], atol=1e-12)
+  assert got[3] == 0.5  # exactly, at the threshold
+  dense = protocol.normalise(np.linspace(-1, 1, 10001), *scales['residual'])
+  assert np.all(np.diff(dense) >= 0)
+  assert dense.min() == 0 and dense.max() == 1
+  np.testing.assert_allclose(
+      protocol.normalise(np.array([0.0, 0.002, 0.004, 0.008]),
+                         *scales['old']), [0, 0.25, 0.5, 1])
+  # The exported form (jnp.clip) is the same function.
+  np.testing.assert_allclose(np.asarray(protocol.normalise(
+      jnp.asarray(raw), *scales['residual'], clip=jnp.clip)), got, rtol=0,
+      atol=1e-6)
 
 
 def test_resize_and_reductions_match_scikit_image_and_scipy():
@@ -202,6 +234,9 @@ def test_onnx_under_onnxruntime_matches_in_process(aesc, benchmark):
                                  rtol=0, atol=1e-4)
       np.testing.assert_array_equal(outside.decisions[s],
                                     inside.decisions[s][part])
+      np.testing.assert_allclose(outside.normalised_scores[s],
+                                 inside.normalised_scores[s][part], rtol=0,
+                                 atol=1e-3)
   with pytest.raises(ValueError, match=r'takes \(32, 32, 1\) uint8'):
     loaded.predict(np.zeros((40, 40), np.uint8))
 

@@ -16,6 +16,8 @@ from aad.experiment import testing
 from aad.experiment import run as pipeline
 from aad import predict
 from aad.data import imageio
+from aad.metrics import protocol
+from aad.report import figures
 from configs import test as test_config
 from tests.test_folder_data import make_category
 from tests.test_folder_data import noise
@@ -76,11 +78,19 @@ def test_predict_writes_maps_overlays_masks_and_scores(run, tmp_path):
       [f'{s}_{k}.png' for s in ('a', 'b', 'c', '000')
        for k in ('map', 'overlay', 'mask')] + ['scores.csv', predict.MANIFEST])
   assert sorted((out / predict.MANIFEST).read_text().split()) == names[1:]
-  # Maps come back at each image's own size.
+  # Maps come back at each image's own size; the overlay has the image
+  # area at that size above its label band (text and colour bar).
   for stem, (h, w) in sizes.items():
-    for kind in ('map', 'overlay'):
-      assert np.array(Image.open(out / f'{stem}_{kind}.png')).shape == (
-          h, w, 3)
+    colour = np.array(Image.open(out / f'{stem}_map.png'))
+    assert colour.shape == (h, w, 3)
+    labelled = np.array(Image.open(out / f'{stem}_overlay.png'))
+    lines, rest = divmod(labelled.shape[0] - h - 3, figures.BAND_LINE)
+    assert lines >= 2 and rest == 0  # text (wrapped to fit) + colour bar
+    assert labelled.shape[1] >= w and labelled.shape[2] == 3
+    band = labelled[h:]
+    assert (band > 200).all(-1).sum() > 20  # white text
+    # The colour bar: jet's dark blue at 0.
+    assert ((band[..., 2] > 100) & (band[..., 0] < 40)).any()
     mask = np.array(Image.open(out / f'{stem}_mask.png'))
     assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
   with open(out / 'scores.csv') as f:
@@ -88,12 +98,23 @@ def test_predict_writes_maps_overlays_masks_and_scores(run, tmp_path):
   thresholds = json.loads(pathlib.Path(
       workdir, 'widget', 'thresholds.json').read_text())
   t = thresholds['image']['residual']
+  low, high = thresholds['image_range']['residual']
+  assert low <= t <= high
+  # This folder has one good validation image: no spread, the fallback.
+  span = high - low if high > low else 2 * abs(t)
+  assert list(table[0])[:5] == ['file', 'residual_l2', 'residual_normalised',
+                                'mc_variance_l2', 'mc_variance_normalised']
   assert [r['file'] for r in table] == [r['file'] for r in rows]
   for r in table:
     assert float(r['threshold']) == pytest.approx(t)
     assert r['decision'] == ('anomalous' if float(r['residual_l2']) >= t
                              else 'good')
     assert float(r['mc_variance_l2']) >= 0
+    normalised = float(r['residual_normalised'])
+    assert 0 <= normalised <= 1
+    assert normalised == pytest.approx(
+        np.clip((float(r['residual_l2']) - t) / span + 0.5, 0, 1))
+    assert (normalised >= 0.5) == (r['decision'] == 'anomalous')
   # A given threshold overrides the calibrated one; predict rewrites the
   # files it wrote before.
   everything = predict.predict(workdir, [str(new)], str(out),
@@ -181,8 +202,19 @@ def test_similarity_scorers_with_and_without_maps_end_to_end(run, tmp_path):
   thresholds = json.loads((copy / 'widget' / 'thresholds.json').read_text())
   assert set(thresholds['image']) == set(scorers)
   assert set(thresholds['pixel']) == {'ssim', 'residual'}
+  assert set(thresholds['image_range']) == set(scorers)
+  # A run evaluated before image_range was recorded still predicts, its
+  # normalised scores on the documented fallback span (2 |threshold|).
+  del thresholds['image_range']
+  (copy / 'widget' / 'thresholds.json').write_text(json.dumps(thresholds))
   rows = predict.predict(str(copy), [f'{category}/test/scratch/000.png'],
                          str(tmp_path / 'out'))
   assert set(rows[0]) == {'file', 'ssim_l2', 'residual_l2', 'psnr_own',
-                          'sh_own', 'activation_gaussian_own', 'decision'}
+                          'sh_own', 'activation_gaussian_own', 'decision'} | {
+                              f'{s}_normalised' for s in scorers}
+  for s in scorers:
+    raw = rows[0].get(f'{s}_l2', rows[0].get(f'{s}_own'))
+    t = thresholds['image'][s]
+    assert rows[0][f'{s}_normalised'] == pytest.approx(
+        protocol.normalise(raw, t, 2 * abs(t) or 1.0))
   assert (tmp_path / 'out' / '000_map.png').is_file()

@@ -153,3 +153,23 @@ def test_roi_figure_is_written_only_when_the_peel_is_on(roi, tmp_path):
   assert ('](roi.png)' in (out / 'report.md').read_text()) == (roi == 'peel')
   if roi == 'peel':
     _assert_png(out / 'roi.png')
+
+
+def test_labelled_overlay_keeps_the_image_above_its_band():
+  rng = np.random.default_rng(0)
+  for h, w in ((40, 48), (200, 300)):
+    image = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+    out = figures.labelled(
+        image, ['residual 0.734 (normalised) >= 0.5: anomalous'], 0.052)
+    # The image area is the image itself, at its own size, top left.
+    np.testing.assert_array_equal(out[:h, :w], image)
+    assert out.dtype == np.uint8 and out.shape[2] == 3 and out.shape[1] >= w
+    band = out[h:]
+    lines = (band.shape[0] - 3) // figures.BAND_LINE
+    assert band.shape[0] == lines * figures.BAND_LINE + 3 and lines >= 2
+    assert (band > 200).all(-1).sum() > 20  # the text
+    # The colour bar runs from jet's dark blue (0) to dark red (vmax).
+    assert ((band[..., 2] > 100) & (band[..., 0] < 40)).any()
+    assert ((band[..., 0] > 100) & (band[..., 2] < 40)).any()
+  # A wide image keeps its width, the text on one line (+ the bar).
+  assert out.shape == (200 + 2 * figures.BAND_LINE + 3, 300, 3)

@@ -38,6 +38,7 @@ from aad import models
 from aad.deploy import function as deploy
 from aad.deploy import detector as detector_lib
 from aad.deploy import loader as exported
+from aad.metrics import protocol
 from aad.runtime import atomic
 from aad.experiment import workdir as workdir_lib
 from aad.data import imageio
@@ -123,8 +124,8 @@ def write_archive(path: str, meta: dict, modules: dict[int, bytes]):
 
 
 def export_onnx(detector: detector_lib.Detector, path: str, meta: dict):
-  """The ONNX file: uint8 images at the model size -> the maps, scores and
-  decisions of the scorers without random draws.
+  """The ONNX file: uint8 images at the model size -> the maps, scores,
+  decisions and normalised scores of the scorers without random draws.
 
   Raises:
     DataError: when jax2onnx is missing, or naming the op it could not
@@ -155,6 +156,7 @@ def export_onnx(detector: detector_lib.Detector, path: str, meta: dict):
                             detector.variables, detector.fitted)
   norm, sigma = config.eval.norm, float(config.eval.smooth_sigma)
   thresholds = detector.thresholds
+  scales = protocol.normalisation(thresholds)
   names = [s.name for s in scorers]
 
   def fn(images):
@@ -165,6 +167,8 @@ def export_onnx(detector: detector_lib.Detector, path: str, meta: dict):
     out.update({f'scores.{k}': scores[k] for k in names})
     out.update({f'decisions.{k}': scores[k] >= thresholds['image'][k]
                 for k in names if k in thresholds['image']})
+    out.update({f'normalised_scores.{k}': protocol.normalise(
+        scores[k], *scales[k], clip=jnp.clip) for k in names if k in scales})
     return out
 
   h, w = data.image_size(config.dataset)

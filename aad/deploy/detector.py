@@ -6,6 +6,7 @@
   result.maps['residual'][0]        # float32 (H, W) at the image's size
   result.scores['residual']         # (N,) image scores per scorer
   result.decisions['residual']      # (N,) bool: score >= the threshold
+  result.normalised_scores['residual']  # (N,) in [0, 1], 0.5 at it
 
 Images are prepared as the run's training data were (`aad.data.
 prepare_image`: ROI, resize, channels) and scored as `aad.evaluate` scores
@@ -216,7 +217,10 @@ class Detector:
     thresholds = self.thresholds or {'image': {}, 'pixel': {}}
     decisions = {k: scores[k] >= t for k, t in thresholds['image'].items()
                  if k in scores}
+    normalised = {k: protocol.normalise(scores[k], t, span)
+                  for k, (t, span) in protocol.normalisation(
+                      thresholds).items() if k in scores}
     return Prediction(maps=maps,
                       model_maps={k: model_maps[k] for k in maps},
                       scores=scores, decisions=decisions,
-                      thresholds=thresholds)
+                      thresholds=thresholds, normalised_scores=normalised)

@@ -1,14 +1,16 @@
 """The whole detector as one pure JAX function, for `jax.export`.
 
 `detector_fn` turns a trained run into fn(images, seed, indices) ->
-{'maps', 'model_maps', 'scores', 'decisions'}: uint8 images of any size in
+{'maps', 'model_maps', 'scores', 'decisions', 'normalised_scores'}:
+uint8 images of any size in
 one batch (one size per call), resized to the model's size and converted
 to its channels exactly as `aad.data.prepare_image` does on the host
 (scikit-image's anti-aliased bilinear resize, Rec.601 luma), the family's
 outputs, the configured scorers' maps and own image scores, the maps
 brought back to the input size as `preprocess.paste_map` does, the image
 scores as `evaluation.reduce` (the run's headline norm) and the decisions
-at the calibrated thresholds. The input size may be symbolic, so one
+at the calibrated thresholds, and the scores normalised to [0, 1] (0.5 at
+the thresholds, `protocol.normalise`). The input size may be symbolic, so one
 export serves every size.
 
 Resizing is a linear map per axis (a Gaussian filter with scipy's 'mirror'
@@ -189,12 +191,14 @@ def detector_fn(config, family, scorers, variables, fitted,
   """The exported function: fn(images uint8 (N, h, w, 1 or 3), seed int32,
   indices int32 (N,)) -> {'maps': {scorer: (N, h, w)} at the input size,
   'model_maps': {scorer: (N, H, W)}, 'scores': {scorer: (N,)},
-  'decisions': {scorer: (N,) bool}}. Trace it with x64 enabled; the model
-  part switches it off.
+  'decisions': {scorer: (N,) bool}, 'normalised_scores': {scorer: (N,)}}.
+  Trace it with x64 enabled; the model part switches it off.
 
   Scores: the config's eval.norm of each map (at the model size, or at the
   input size with eval.resolution='original', as aad.predict), a map-less
-  scorer's own score; decisions: score >= its image threshold.
+  scorer's own score; decisions: score >= its image threshold;
+  normalised scores: `protocol.normalise` at the scorers' thresholds and
+  spans (`protocol.normalisation`), baked in as constants.
   """
   check_exportable(config)
   size = data.image_size(config.dataset)
@@ -204,6 +208,7 @@ def detector_fn(config, family, scorers, variables, fitted,
   model = functools.partial(model_fn(config, family, scorers), variables,
                             fitted)
   names = [s.name for s in scorers]
+  scales = protocol.normalisation(thresholds)
 
   def fn(images, seed, indices):
     ready = prepare(images, size, channels)
@@ -227,6 +232,10 @@ def detector_fn(config, family, scorers, variables, fitted,
         'scores': {k: v.astype(jnp.float32) for k, v in scores.items()},
         'decisions': {k: scores[k] >= thresholds['image'][k]
                       for k in names if k in thresholds['image']},
+        'normalised_scores': {
+            k: protocol.normalise(scores[k], *scales[k], clip=jnp.clip
+                                  ).astype(jnp.float32)
+            for k in names if k in scales},
     }
 
   return fn

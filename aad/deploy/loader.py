@@ -4,7 +4,7 @@
   detector = loader.load('brick.aad')         # StableHLO, needs only jax
   result = detector.predict([image, ...])     # uint8 or [0, 1] float arrays
   result.maps['residual'][0], result.scores['residual'],
-  result.decisions['residual']
+  result.normalised_scores['residual'], result.decisions['residual']
 
   detector = exported.load('brick.onnx')      # needs only onnxruntime
 
@@ -50,13 +50,20 @@ class Prediction:
       size, or the image's with eval.resolution='original'); a scorer
       without a map has its own image score.
     decisions: {scorer: bool (N,)}: score >= the scorer's image threshold.
-    thresholds: {'image': {scorer: t}, 'pixel': {scorer: t}}.
+    thresholds: {'image': {scorer: t}, 'pixel': {scorer: t}, ...}.
+    normalised_scores: {scorer: (N,)} in [0, 1], 0.5 at the scorer's image
+      threshold t: clip((score - t) / span + 0.5, 0, 1), span the spread
+      (max - min) of the good validation scores at calibration (see
+      docs/deploy.md); for the scorers with a threshold. Empty from an
+      export written before it existed.
   """
   maps: dict[str, list[np.ndarray]]
   model_maps: dict[str, np.ndarray]
   scores: dict[str, np.ndarray]
   decisions: dict[str, np.ndarray]
   thresholds: dict[str, dict[str, float]]
+  normalised_scores: dict[str, np.ndarray] = dataclasses.field(
+      default_factory=dict)
 
 
 def as_uint8(image: Any, name: str) -> np.ndarray:
@@ -111,7 +118,7 @@ def _groups(images: list[np.ndarray], batch: int):
 def _assemble(parts, count: int, meta: dict) -> Prediction:
   """One Prediction from per-group outputs [(indices, outputs)]."""
   maps = {s: [None] * count for s in meta['map_scorers']}
-  model_maps, scores, decisions = {}, {}, {}
+  model_maps, scores, decisions, normalised = {}, {}, {}, {}
   for index, out in parts:
     for s in maps:
       for j, i in enumerate(index):
@@ -119,12 +126,14 @@ def _assemble(parts, count: int, meta: dict) -> Prediction:
       model = np.asarray(out['model_maps'][s])
       model_maps.setdefault(s, np.zeros((count,) + model.shape[1:],
                                         model.dtype))[index] = model
-    for kind, target in (('scores', scores), ('decisions', decisions)):
-      for s, v in out[kind].items():
+    for kind, target in (('scores', scores), ('decisions', decisions),
+                         ('normalised_scores', normalised)):
+      for s, v in out.get(kind, {}).items():
         v = np.asarray(v)
         target.setdefault(s, np.zeros(count, v.dtype))[index] = v
   return Prediction(maps=maps, model_maps=model_maps, scores=scores,
-                    decisions=decisions, thresholds=meta['thresholds'])
+                    decisions=decisions, thresholds=meta['thresholds'],
+                    normalised_scores=normalised)
 
 
 class ExportedDetector:
@@ -196,7 +205,8 @@ class OnnxDetector:
                          f'images; got {image.shape}. Resize them as '
                          'aad.data.prepare_image does, or use the .aad file.')
     values = self.session.run(self._outputs, {'images': np.stack(images)})
-    out = {'maps': {}, 'model_maps': {}, 'scores': {}, 'decisions': {}}
+    out = {'maps': {}, 'model_maps': {}, 'scores': {}, 'decisions': {},
+           'normalised_scores': {}}
     for name, value in zip(self._outputs, values):
       kind, scorer = name.split('.', 1)
       out[kind][scorer] = value

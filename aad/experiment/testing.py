@@ -423,7 +423,8 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
   thresholds = {
       s: r[evaluation.threshold_reduction(r, norm)]['threshold']
       for s, r in results.items()}
-  write_thresholds(out_dir, config, thresholds, scored.val_maps)
+  write_thresholds(out_dir, config, thresholds, scored.val_maps,
+                   validation_ranges(scored, masks.shape[1:], protocol))
   workdir_lib.save_fitted(out_dir, scored.fitted)
   metrics = tables.flatten(results)
   timings = split_timings(metrics, extra)
@@ -444,14 +445,30 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
   return metrics
 
 
+def validation_ranges(scored: Scored, shape, protocol: evaluation.Protocol
+                      ) -> dict[str, list[float]]:
+  """{scorer: [min, max]} of the good validation images' image scores, as
+  the image thresholds are calibrated on (the headline reduction of the
+  maps at the evaluation resolution `shape`, or a map-less scorer's own)."""
+  scores = {k: evaluation.reduce(evaluation.resize_maps(v, shape),
+                                 protocol.headline, protocol.sigma)
+            for k, v in scored.val_maps.items()}
+  scores.update({k: v for k, v in scored.val_own.items() if k not in scores})
+  return {k: evaluation.score_range(v) for k, v in scores.items()}
+
+
 def write_thresholds(out_dir: str, config: ml_collections.ConfigDict,
                      image_thresholds: dict[str, float],
-                     val_maps: dict[str, np.ndarray]) -> dict:
+                     val_maps: dict[str, np.ndarray],
+                     image_ranges: dict[str, list[float]] | None = None
+                     ) -> dict:
   """Saves the deployment thresholds `aad.predict` uses by default.
 
   Image thresholds are those of the report (on the headline reduction of
   the good validation maps); pixel thresholds, for predicted masks, are the
-  eval.pixel_threshold_quantile of the good validation map values.
+  eval.pixel_threshold_quantile of the good validation map values;
+  image_range, [min, max] of the good validation image scores, scales the
+  normalised scores (`evaluation.normalisation`).
   """
   q = config.eval.pixel_threshold_quantile
   out = {
@@ -466,6 +483,9 @@ def write_thresholds(out_dir: str, config: ml_collections.ConfigDict,
       'image': {k: float(v) for k, v in image_thresholds.items()},
       'pixel': {k: float(np.quantile(v, q)) for k, v in val_maps.items()},
   }
+  if image_ranges:
+    out['image_range'] = {k: image_ranges[k] for k in image_thresholds
+                          if k in image_ranges}
   atomic.write_json(os.path.join(out_dir, workdir_lib.THRESHOLDS_FILE), out)
   return out
 

@@ -175,6 +175,42 @@ def calibrate_threshold(val_scores, mode: str = 'quantile',
                    f'{THRESHOLD_MODES}.')
 
 
+def score_range(val_scores) -> list[float]:
+  """[min, max] of the good validation images' image scores: saved beside
+  the image threshold (thresholds.json 'image_range'), the scale of the
+  normalised scores."""
+  val_scores = np.asarray(val_scores, np.float64)
+  return [float(val_scores.min()), float(val_scores.max())]
+
+
+def normalisation(thresholds: Mapping) -> dict[str, tuple[float, float]]:
+  """{scorer: (threshold, span)} of each scorer with an image threshold,
+  for `normalise`.
+
+  span is max - min of the good validation scores recorded at calibration
+  (thresholds['image_range']). Runs evaluated before it was recorded (or
+  whose validation scores are all equal) use span = 2 |threshold| (1 for a
+  threshold of 0): a non-negative score s then normalises to s / (2
+  threshold), twice the threshold at 1, as the maps' colour scale.
+  """
+  ranges = thresholds.get('image_range') or {}
+  out = {}
+  for name, t in thresholds.get('image', {}).items():
+    low, high = ranges.get(name, (0.0, 0.0))
+    span = float(high) - float(low)
+    if not span > 0:
+      span = 2 * abs(float(t)) or 1.0
+    out[name] = (float(t), span)
+  return out
+
+
+def normalise(scores, threshold: float, span: float, clip=np.clip):
+  """Image scores on [0, 1], exactly 0.5 at the threshold: anomalib's
+  min-max normalisation, clip((score - threshold) / span + 0.5, 0, 1).
+  Monotone (non-decreasing) in the score; `clip` is np.clip or jnp.clip."""
+  return clip((scores - threshold) / span + 0.5, 0.0, 1.0)
+
+
 def threshold_metrics(labels, scores, threshold: float) -> dict[str, float]:
   """Precision, recall and F1 of `score >= threshold`, and the threshold."""
   precision, recall, f1 = metrics_lib.precision_recall_f1_at(

@@ -1,4 +1,5 @@
-"""Folders of good images only (flat, or train/good without test/)."""
+"""Folders of good images only (flat, or train/good without test/), and
+training from Python with aad.fit."""
 
 import json
 import logging
@@ -10,12 +11,14 @@ from PIL import Image
 import pytest
 from scipy import ndimage
 
+import aad
 from aad import data
 from aad import predict
 from aad import summary
 from aad.data import folder
 from aad.experiment import run as pipeline
 from aad.experiment import testing
+from aad.runtime import errors
 from configs import test as test_config
 
 rng = np.random.default_rng(0)
@@ -121,3 +124,33 @@ def test_predict_scores_new_images_of_a_good_only_run(flat_run, tmp_path):
   assert len(rows) == 2
   assert (tmp_path / 'out' / 'scores.csv').is_file()
   assert (tmp_path / 'out' / 'a_map.png').is_file()
+
+
+def test_fit_trains_a_train_good_folder_and_returns_the_detector(tmp_path):
+  root = tmp_path / 'line'
+  good_folder(root / 'train' / 'good')
+  workdir = str(tmp_path / 'run')
+  detector = aad.fit('test', workdir, overrides={
+      'num_devices': 1, 'dataset.name': 'folder',
+      'dataset.path': str(root), 'dataset.categories': (),
+      'dataset.channels': 3, 'dataset.data_dir': str(tmp_path / 'tfds')},
+                     **{'train.num_steps': 4})
+  assert isinstance(detector, aad.Detector)
+  assert detector.category == 'line'
+  assert 'residual' in detector.thresholds['image']
+  prediction = detector.predict([smooth_image(), smooth_image(30, 30)])
+  assert prediction.scores['residual'].shape == (2,)
+  assert prediction.maps['residual'][1].shape == (30, 30)
+  assert json.loads(pathlib.Path(workdir, 'line', 'metrics.json').read_text())[
+      'test/images'] == 0
+
+
+def test_fit_refuses_bad_configs_in_one_line(tmp_path):
+  with pytest.raises(errors.UserError, match="no field 'train.num_stepz'"):
+    aad.fit('test', str(tmp_path / 'a'), **{'train.num_stepz': 4})
+  with pytest.raises(errors.UserError, match="no config named 'nope'"):
+    aad.fit('nope', str(tmp_path / 'b'))
+  with pytest.raises(errors.UserError, match='train.num_steps'):
+    aad.fit(test_config.get_config(), str(tmp_path / 'c'),
+            overrides={'train.num_steps': 0})
+  assert not os.path.exists(tmp_path / 'c')

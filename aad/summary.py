@@ -95,6 +95,11 @@ def gather(root: str) -> tuple[list[str], list[list[str]]]:
     timings_file = os.path.join(root, name, 'timings.json')
     seconds = (_read_json(timings_file).get(TRAIN_SECONDS)
                if os.path.exists(timings_file) else None)
+    if not _scorers(metrics):
+      # A folder of good images only: thresholds, no test metrics.
+      rows.append(row + [''] * (len(COLUMNS) + 1) + [
+          '' if seconds is None else f'{seconds:.0f}', 'no test metrics'])
+      continue
     for scorer in _scorers(metrics):
       image = _image_score(metrics, scorer, norm)
       values = [metrics.get(f'mean/{scorer}/' + key.format(norm=image))

@@ -119,7 +119,9 @@ def test_scan_lists_images_and_masks(tmp_path):
     ('no_train', r'train/good.*training images go in'),
     ('empty_train', r'train/good: no training images'),
     ('stray_file', r'notes.txt: not an image file.*Move it out'),
-    ('no_test', r'no test/ folder'),
+    # An empty test/ folder is a mistake; none at all is a good-only
+    # category (tests/test_good_only.py).
+    ('empty_test', r'test: no test images in it'),
     ('missing_mask', r'scratch/000.png: defective test image without a '
                      r'ground-truth mask.*000_mask.png.*image_level'),
 ])
@@ -133,9 +135,10 @@ def test_scan_errors_name_the_problem(tmp_path, breakage, message):
       os.rmdir(f'{root}/train/good')
   elif breakage == 'stray_file':
     (tmp_path / 'cat/train/good/notes.txt').write_text('x')
-  elif breakage == 'no_test':
+  elif breakage == 'empty_test':
     import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(f'{root}/test')
+    os.makedirs(f'{root}/test/good')
   with pytest.raises(imageio.DataError, match=message):
     folder.scan(root)
   with pytest.raises(imageio.DataError, match='no such folder'):

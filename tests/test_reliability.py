@@ -333,8 +333,9 @@ def _break(root: pathlib.Path, case: str):
   elif case == 'mask_size_mismatch':
     _save(root / 'ground_truth/crack/000_mask.png',
           np.zeros((20, 20), np.uint8))
-  elif case == 'missing_test':
+  elif case == 'empty_test':  # no test/ at all is a good-only category
     shutil.rmtree(root / 'test')
+    os.makedirs(root / 'test' / 'good')
   elif case == 'symlink_loop':
     os.symlink('loop.png', good / 'loop.png')
   elif case == 'tiny_image':  # item 5: a 1x1 image was accepted silently
@@ -351,7 +352,7 @@ DATA_ERRORS = {
     'missing_mask': r'crack/000.png: defective test image without a '
                     r'ground-truth mask.*000_mask.png',
     'mask_size_mismatch': r'000_mask.png: mask of size 20x20',
-    'missing_test': r'no test/ folder',
+    'empty_test': r'test: no test images in it',
     'symlink_loop': r'train/good/loop.png: a symbolic link to nothing',
     'tiny_image': r'train/good/001.png: the image is 1x1 px',
     'missing_path': r'cat.*(no such folder|does not exist)',

@@ -56,11 +56,17 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A category's train (good only), val (good only) and test splits."""
+  """A category's train (good only), val (good only) and test splits; the
+  test split is empty for a good-only folder (`Dataset.good_only`)."""
   category: str
   train: Split
   val: Split | None
   test: Split
+
+  @property
+  def good_only(self) -> bool:
+    """No test image (a folder of good images only): no test metrics."""
+    return not len(self.test)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +147,11 @@ ROI_PREVIEWS = 4  # images per split kept at native size for the report
 
 def _prepare(split: Split, size: tuple[int, int], channels: int, roi: str,
              roi_margin: int) -> Split:
+  if not len(split.names):  # a good-only folder's test split
+    return dataclasses.replace(
+        split, images=np.zeros((0, *size, channels), np.uint8),
+        masks=np.zeros((0, *size), np.uint8),
+        native_masks=np.zeros((0, *size), np.uint8))
   images, masks = list(split.images), list(split.masks)
   previews = []
   for i, name in enumerate(split.names):
@@ -396,11 +407,21 @@ def _read_ragged_split(builder, split: str) -> Split:
                           for r in rows]))
 
 
+def empty_split() -> Split:
+  """The test split of a good-only folder: no image."""
+  return Split(images=[], labels=np.zeros(0, np.int32), masks=[],
+               defect_types=(), names=(), has_masks=np.zeros(0, bool))
+
+
 def _mvtec_layout(builder, category: str, what: str,
                   download_config=None) -> Dataset:
   _prepare_builder(builder, what, download_config)
+  # A good-only folder (no test/, or a flat folder of images) has no test
+  # split: the run trains and calibrates without test metrics.
+  test = (_read_ragged_split(builder, 'test')
+          if 'test' in builder.info.splits else empty_split())
   return Dataset(category=category, train=_read_ragged_split(builder, 'train'),
-                 val=None, test=_read_ragged_split(builder, 'test'))
+                 val=None, test=test)
 
 
 def _load_mvtec_ad(category: str, source: Source) -> Dataset:

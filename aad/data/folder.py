@@ -6,7 +6,11 @@
   <category>/ground_truth/<defect>/<stem>_mask.png   their masks
 
 Any of PNG, JPEG, BMP and TIFF (aad.data.imageio); masks may also be named
-<stem>.<ext>. Layout problems are found here, in milliseconds, with messages
+<stem>.<ext>. A category folder without test/ (train/good only), or a flat
+folder of images (no train/), is a good-only category: every image trains
+or validates, and the test split is empty (no test metrics; the run
+calibrates its thresholds on the good validation images).
+Layout problems are found here, in milliseconds, with messages
 that name the file and the fix; decoding problems are found when the
 dataset is prepared (aad.data.mvtec).
 """
@@ -37,6 +41,18 @@ def is_category(root: str) -> bool:
   return os.path.isdir(os.path.join(root, 'train'))
 
 
+def is_flat(root: str) -> bool:
+  """A folder of good images only, without train/: at least one image
+  file in it (sub-folders make it a root of categories instead)."""
+  if not os.path.isdir(root) or is_category(root):
+    return False
+  entries = [n for n in os.listdir(root) if not n.startswith('.')]
+  return any(is_image_file(n) and os.path.isfile(os.path.join(root, n))
+             for n in entries) and not any(
+                 os.path.isdir(os.path.join(root, n)) and is_category(
+                     os.path.join(root, n)) for n in entries)
+
+
 def categories(root: str) -> tuple[str, ...]:
   """A category folder is its own single category; a root of category
   folders (like the extracted MVTec AD archive) has one per sub-folder."""
@@ -49,13 +65,14 @@ def categories(root: str) -> tuple[str, ...]:
     raise DataError(f'{root}: no such folder. Set config.dataset.path to a '
                     'folder in MVTec layout (README "Bring your own '
                     'folder").')
-  if is_category(root):
+  if is_category(root) or is_flat(root):
     return (os.path.basename(root),)
   found = tuple(sorted(d for d in os.listdir(root)
                        if is_category(os.path.join(root, d))))
   if not found:
-    raise DataError(f'{root}: neither a category folder (with train/good/) '
-                    'nor a folder of such categories. Expected '
+    raise DataError(f'{root}: neither a category folder (with train/good/), '
+                    'a folder of good images, nor a folder of such '
+                    f'categories. Expected {root}/*.png, '
                     f'{root}/train/good/*.png or {root}/<category>/train/'
                     'good/*.png.')
   return found
@@ -63,7 +80,8 @@ def categories(root: str) -> tuple[str, ...]:
 
 def category_dir(root: str, category: str) -> str:
   root = os.path.abspath(os.path.expanduser(root))
-  if is_category(root) and os.path.basename(root) == category:
+  if (is_category(root) or is_flat(root)) and (
+      os.path.basename(root) == category):
     return root
   return os.path.join(root, category)
 
@@ -104,13 +122,15 @@ def scan(root: str, missing_masks: str = 'error'
   """Lists the train and test images of a category folder.
 
   Args:
-    root: the category folder (with train/ and test/).
+    root: the category folder (with train/ and test/; without test/, or
+      a flat folder of images, a good-only category with no test image).
     missing_masks: what a defective test image without a mask means:
       'error' (stop, naming it) or 'image_level' (score it for image
       metrics only; pixel metrics use the images that have masks).
 
   Returns:
-    (train records, test records), each sorted by name.
+    (train records, test records), each sorted by name; test records are
+    [] for a good-only category.
 
   Raises:
     DataError: for a missing or empty folder, a non-image file, or a
@@ -120,6 +140,9 @@ def scan(root: str, missing_masks: str = 'error'
     raise DataError(f'config.dataset.missing_masks={missing_masks!r}; '
                     f'choose one of {", ".join(MISSING_MASKS)}.')
   root = os.path.abspath(os.path.expanduser(root))
+  if is_flat(root):
+    return [Record(p, 0, GOOD, f'{GOOD}/{os.path.basename(p)}', None)
+            for p in _images(root)], []
   train_dir = os.path.join(root, 'train', GOOD)
   if not os.path.isdir(train_dir):
     raise DataError(f'{root}: no {train_dir} folder; training images go in '
@@ -130,8 +153,7 @@ def scan(root: str, missing_masks: str = 'error'
     raise DataError(f'{train_dir}: no training images in it.')
   test_dir = os.path.join(root, 'test')
   if not os.path.isdir(test_dir):
-    raise DataError(f'{root}: no test/ folder; test images go in '
-                    '<category>/test/good/ and <category>/test/<defect>/.')
+    return train, []  # good only: no test metrics (aad.experiment.testing)
   test = []
   for defect in sorted(os.listdir(test_dir)):
     folder = os.path.join(test_dir, defect)

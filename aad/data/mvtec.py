@@ -84,8 +84,10 @@ class _MvtecLayout(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     train, test = self._records(dl_manager)
-    return {'train': self._generate_examples(train),
-            'test': self._generate_examples(test)}
+    splits = {'train': self._generate_examples(train)}
+    if test:  # a good-only folder has no test split (aad.data.folder.scan)
+      splits['test'] = self._generate_examples(test)
+    return splits
 
   def _generate_examples(self, records: list[folder_lib.Record]):
     for i, record in enumerate(records):
@@ -108,7 +110,12 @@ class MvtecAd(_MvtecLayout):
 
   def _records(self, dl_manager):
     # The official archive has every mask, so a missing one is an error.
-    return folder_lib.scan(self._category_dir(dl_manager), 'error')
+    root = self._category_dir(dl_manager)
+    train, test = folder_lib.scan(root, 'error')
+    if not test:
+      raise DataError(f'{root}: no test/ folder; the MVTec AD archive has '
+                      'one per category. Extract it again.')
+    return train, test
 
   def _category_dir(self, dl_manager) -> str:
     manual = str(dl_manager.manual_dir)

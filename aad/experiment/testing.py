@@ -35,6 +35,7 @@ from aad.runtime import atomic
 from aad.report import figures
 from aad.scoring import batch
 from aad import scoring
+from aad.data import folder
 from aad.data import tiling
 from aad.experiment import workdir as workdir_lib
 
@@ -415,8 +416,11 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
                           scorers)
   if not parallel.is_primary():
     return {}
-  split = dataset.test
   protocol = evaluation.Protocol.from_config(config.eval)
+  if dataset.good_only:
+    return _good_only_category(config, family, dataset, out_dir, scorers,
+                               scored, protocol, extra, unfinished, t_start)
+  split = dataset.test
   norm = protocol.headline
   results, curves, eval_maps, masks = category_metrics(
       config, split, scored, scorers, protocol)
@@ -455,6 +459,96 @@ def validation_ranges(scored: Scored, shape, protocol: evaluation.Protocol
             for k, v in scored.val_maps.items()}
   scores.update({k: v for k, v in scored.val_own.items() if k not in scores})
   return {k: evaluation.score_range(v) for k, v in scores.items()}
+
+
+# metrics.json of a category without test images: 0, its only test key.
+GOOD_ONLY_KEY = 'test/images'
+
+
+def good_only_message(dataset: data_lib.Dataset, path: str = '') -> str:
+  """The log line and report note of a category without test images."""
+  where = path or dataset.category
+  return (f'no defective test images in {where}: trained and calibrated the '
+          f'threshold on {len(dataset.val)} good validation images; test '
+          'metrics need test/<defect>/ folders with masks (and test/good/).')
+
+
+def val_thresholds(config: ml_collections.ConfigDict, dataset, scored: Scored,
+                   scorers, protocol: evaluation.Protocol
+                   ) -> tuple[dict[str, float], dict[str, list[float]]]:
+  """({scorer: deployment threshold}, {scorer: [min, max] of the image
+  scores}) from the good validation images alone
+  (the rule of the report's thresholds: `protocol`'s headline reduction,
+  or a map-less scorer's own score), at the resolution aad.predict scores
+  new images at: each image's native size with eval.resolution
+  'original', else the model's."""
+  val = dataset.val
+  out, ranges = {}, {}
+  for s in scorers:
+    if not s.has_map:
+      values = scored.val_own[s.name]
+    elif config.eval.resolution == 'original':
+      values = [evaluation.reduce(evaluation.resize_maps(
+          m[None], np.asarray(val.native_masks[i]).shape), protocol.headline,
+                                  protocol.sigma)[0]
+                for i, m in enumerate(scored.val_maps[s.name])]
+    else:
+      values = evaluation.reduce(scored.val_maps[s.name], protocol.headline,
+                                 protocol.sigma)
+    out[s.name] = evaluation.calibrate_threshold(
+        values, protocol.threshold_mode, protocol.threshold_quantile)
+    ranges[s.name] = evaluation.score_range(np.asarray(values))
+  return out, ranges
+
+
+def _good_only_category(config, family, dataset, out_dir, scorers, scored,
+                        protocol, extra, unfinished, t_start) -> dict:
+  """`evaluate_category` without test images: thresholds, fitted scorers
+  and a report that says why it has no test metrics."""
+  thresholds, ranges = val_thresholds(config, dataset, scored, scorers,
+                                      protocol)
+  written = write_thresholds(out_dir, config, thresholds, scored.val_maps,
+                             ranges)
+  workdir_lib.save_fitted(out_dir, scored.fitted)
+  where = (folder.category_dir(config.dataset.path, dataset.category)
+           if config.dataset.name == 'folder' else '')
+  message = good_only_message(dataset, where)
+  # Counts and the training summary only: nothing that reads as a test
+  # metric.
+  metrics = {'val/good_images': len(dataset.val), GOOD_ONLY_KEY: 0}
+  timings = split_timings(metrics, extra)
+  reduction = lambda s: protocol.headline if s.has_map else evaluation.OWN
+  notes = [message,
+           f'Model: {config.model.name}; scorers: '
+           f'{", ".join(s.name for s in scorers)} (the first is the '
+           'headline).',
+           f'Deployment thresholds (thresholds.json, what aad.predict '
+           f'uses): {written["image_rule"]}, on each scorer\'s image score; '
+           f'pixel thresholds: the {written["pixel_quantile"]:g} quantile '
+           'of their map values.']
+  if unfinished:
+    notes.insert(0, unfinished)
+  lines = [f'# {dataset.category}', '', f'**{message}**', '',
+           '## Deployment thresholds', '',
+           *tables.markdown_table(
+               ['scorer', 'image score', 'image threshold',
+                'pixel threshold'],
+               [[s.name, reduction(s), f'{thresholds[s.name]:.4g}',
+                 f'{written["pixel"][s.name]:.4g}'
+                 if s.name in written['pixel'] else '—']
+                for s in scorers]), '',
+           '## Training', '',
+           *tables.markdown_table(['key', 'value'], [
+               [k, f'{v:.6g}'] for k, v in metrics.items()]), '',
+           *tables.notes_section(notes)]
+  os.makedirs(out_dir, exist_ok=True)
+  atomic.write_text(os.path.join(out_dir, 'report.md'),
+                    '\n'.join(lines) + '\n')
+  atomic.write_json(os.path.join(out_dir, 'metrics.json'), metrics)
+  timings['eval/seconds'] = time.time() - t_start
+  atomic.write_json(os.path.join(out_dir, workdir_lib.TIMINGS_FILE), timings)
+  logging.warning('%s', message)
+  return metrics
 
 
 def write_thresholds(out_dir: str, config: ml_collections.ConfigDict,
@@ -506,6 +600,15 @@ def write_summary(config: ml_collections.ConfigDict, family, workdir: str,
   scorers = configured_scorers(config, family)
   headline = headline_keys(norm, scorers)
   baselines = [s.name for s in scorers if s.baseline]
+  good_only = [c for c, m in per_category.items()
+               if m.get(GOOD_ONLY_KEY) == 0]
+  if good_only:
+    unfinished = [
+        *unfinished,
+        f'No test metrics for {", ".join(good_only)}: no defective test '
+        'images (a folder of good images only); their models and '
+        'deployment thresholds come from the good training and validation '
+        'images (see their reports).']
   means = report.write_summary_report(
       workdir, per_category=per_category,
       title=f'{config.name}: {config.model.name} + {config.corruption.name} '
@@ -527,6 +630,10 @@ def write_summary(config: ml_collections.ConfigDict, family, workdir: str,
       type_columns=type_table_columns(norm, scorers),
       ranking=ranking_keys(norm, scorers))
   write_timings(workdir, per_category)
+  if len(good_only) == len(per_category):
+    logging.info('No test metrics (no defective test images). Report: '
+                 '%s/report.md', workdir)
+    return means
   logging.info('Mean over %d categories, image AUROC (%s) / pixel AUROC / '
                'AU-PRO: %s. Report: %s/report.md', len(per_category), norm,
                _summary_line(means, norm, scorers), workdir)

@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                       help='good validation maps for the threshold')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--config', default=None,
-                      help='time training/inference of this config file')
+                      help='time training/inference of this config file '
+                      '(or shipped config name)')
   parser.add_argument('--image_size', type=int, default=None,
                       help='override config.dataset.image_size')
   parser.add_argument('--channels', type=int, default=None,
@@ -93,7 +94,9 @@ def set_field(config, item: str) -> None:
 
 def _speed(args: argparse.Namespace) -> dict[str, object]:
   """Loads the config file, applies the overrides, times it."""
+  from aad import configs  # pylint: disable=g-import-not-at-top
   from aad.runtime import cpu  # pylint: disable=g-import-not-at-top
+  args.config = configs.resolve(args.config)  # a shipped config's name
   if not os.path.isfile(args.config):
     raise SystemExit(f'--config={args.config}: no such file (run from the '
                      'repository root, e.g. --config=configs/aesc_stain.py)')

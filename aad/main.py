@@ -2,6 +2,9 @@
 
   python -m aad.main --config=configs/aesc_stain.py [--workdir=DIR]
       [--config.train.num_steps=500 ...]
+  aad fit --config=aesc_stain ...      (the same, installed; aad/cli.py)
+
+--config is a file, or the name of a shipped config (aad/configs/).
 """
 
 import os
@@ -12,9 +15,11 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
 
+from aad import configs  # pylint: disable=g-import-not-at-top
+
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/aesc_stain.py', 'Experiment config file.',
-    lock_config=True)
+    'config', configs.path('aesc_stain'), 'Experiment config file, or the '
+    'name of a shipped config (aad configs lists them).', lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Output directory (checkpoints, reports); rerunning '
     'with the same one resumes. Default: runs/<config.name>.')

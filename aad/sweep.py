@@ -201,7 +201,8 @@ def _define_flags():
   # Defined only when run as a program, so importing this module (tests,
   # other tools) does not clash with aad.main's flags of the same names.
   config_flags.DEFINE_config_file(
-      'config', None, 'Experiment config file that declares config.sweep.',
+      'config', None, 'Experiment config file (or a shipped config\'s '
+      'name) that declares config.sweep.',
       lock_config=True)
   flags.DEFINE_string(
       'workdir', None, 'Root of the runs, one sub-directory per point. '

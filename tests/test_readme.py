@@ -1,7 +1,8 @@
 """The README's commands: modules, flags, config keys and files exist.
 
-Every shell command of a README code block that runs `python -m aad.<verb>`
-or `python -m pytest` is checked: the module exists, every `--flag` it
+Every shell command of a README code block that runs `python -m aad.<verb>`,
+`aad <verb>` (the installed command, aad/cli.py: checked as the verb's
+module) or `python -m pytest` is checked: the module exists, every `--flag` it
 passes is one that command defines (read from `--helpfull` / `--help`, one
 subprocess per verb), every `--config.a.b=...` override names a key of the
 config file's `get_config()`, and the paths it names (configs/, tests/)
@@ -19,6 +20,9 @@ import subprocess
 import sys
 
 import pytest
+
+from aad import cli
+from aad import configs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README = REPO / 'README.md'
@@ -58,13 +62,26 @@ def python_m(command: str) -> tuple[str, list[str]] | None:
   return None
 
 
+def aad_verb(command: str) -> tuple[str, list[str]] | None:
+  """('aad.main', args) for `aad fit args` (the verb's module), ('aad
+  configs', args) for `aad configs`, ('aad <unknown>', args) else."""
+  try:
+    words = shlex.split(command)
+  except ValueError:
+    return None
+  if len(words) < 2 or words[0] != 'aad':
+    return None
+  verb, args = words[1], words[2:]
+  return (cli.VERBS[verb][0] if verb in cli.VERBS else f'aad {verb}'), args
+
+
 @functools.cache
 def readme_text() -> str:
   return README.read_text()
 
 
 def readme_commands() -> list[tuple[str, list[str]]]:
-  found = [python_m(c) for c in shell_commands(readme_text())]
+  found = [python_m(c) or aad_verb(c) for c in shell_commands(readme_text())]
   return [f for f in found if f]
 
 
@@ -107,8 +124,8 @@ def flag_uses(args: list[str]) -> list[tuple[str, str | None]]:
 
 
 def config_has_key(config_file: str, dotted: str) -> bool:
-  spec = importlib.util.spec_from_file_location('_readme_config',
-                                                REPO / config_file)
+  spec = importlib.util.spec_from_file_location(
+      '_readme_config', REPO / configs.resolve(config_file))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   node = module.get_config()
@@ -129,6 +146,10 @@ def check_command(module: str, args: list[str],
       if not arg.startswith('-') and not (REPO / arg.split('::')[0]).exists():
         problems.append(f'pytest path {arg} does not exist')
     return problems
+  if module == 'aad configs':
+    return [f'aad configs takes no arguments: {args}'] if args else []
+  if module.startswith('aad '):
+    return [f'no verb {module}']
   if importlib.util.find_spec(module) is None:
     return [f'no module {module}']
   uses = flag_uses(args)
@@ -144,7 +165,8 @@ def check_command(module: str, args: list[str],
         problems.append(f'--{name}: no such key in {config_file}')
     elif name not in defined:
       problems.append(f'python -m {module} defines no --{name}')
-    if name == 'config' and value and not (REPO / value).is_file():
+    if name == 'config' and value and not (
+        REPO / configs.resolve(value)).is_file():
       problems.append(f'--config={value}: no such file')
   return problems
 
@@ -160,10 +182,20 @@ def test_readme_shows_the_two_setup_commands():
   assert ('pytest', ['tests']) in commands
 
 
+def test_readme_shows_the_installed_route():
+  text = readme_text()
+  assert re.search(r'^pip install \.$', text, re.M)
+  commands = readme_commands()
+  assert ('aad configs', []) in commands
+  assert any(m == 'aad.main' and '--config=aesc_stain' in a
+             for m, a in commands)
+
+
 def test_readme_commands_use_real_modules_flags_and_config_keys():
   commands = readme_commands()
   assert len(commands) >= 10, commands
-  verbs = sorted({m for m, _ in commands if m != 'pytest'})
+  verbs = sorted({m for m, _ in commands
+                  if m != 'pytest' and not m.startswith('aad ')})
   # One --helpfull subprocess per verb, in parallel.
   with concurrent.futures.ThreadPoolExecutor(len(verbs)) as pool:
     list(pool.map(defined_flags, verbs))
@@ -190,9 +222,14 @@ def test_paths_the_readme_names_exist():
     ('python -m aad.main --config=configs/nope.py', 'no such file'),
     ('python -m aad.nope --workdir=x', 'no module aad.nope'),
     ('python -m pytest tests/test_nope.py', 'does not exist'),
+    ('aad fit --config=aesc_stain --wrokdir=runs/x', 'defines no --wrokdir'),
+    ('aad fit --config=nope', 'no such file'),
+    ('aad fit --config=test --config.train.num_stepz=3', 'no such key'),
+    ('aad nope --workdir=x', 'no verb aad nope'),
+    ('aad configs --x', 'takes no arguments'),
 ])
 def test_the_check_fails_on_a_wrong_command(command, problem):
-  module, args = python_m(command)
+  module, args = python_m(command) or aad_verb(command)
   fake = lambda m: frozenset({'config', 'workdir'} | _ALWAYS)
   problems = check_command(module, args, flags_of=fake)
   assert any(problem in p for p in problems), problems

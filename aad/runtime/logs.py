@@ -145,10 +145,32 @@ def config_load_error(error: BaseException, path: str) -> str:
                    'the file (AAD_DEBUG=1 shows the traceback).')
 
 
+def shipped_config_names(argv) -> list[str]:
+  """`argv` with a bare --config name (`--config=aesc_stain`, no folder,
+  no .py) replaced by the shipped config's file (aad/configs/)."""
+  from aad import configs  # pylint: disable=g-import-not-at-top
+  argv = list(argv)
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith('--config='):
+      argv[i] = '--config=' + configs.resolve(arg.split('=', 1)[1])
+    elif arg == '--config' and i + 1 < len(argv):
+      argv[i + 1] = configs.resolve(argv[i + 1])
+  return argv
+
+
 def parse_flags(argv):
   """absl's flag parsing, with every failure one line and exit status 2:
   an unknown flag, a bad value, a missing config file, a mistyped config
-  field (absl would print a 50-line traceback for the last two)."""
+  field (absl would print a 50-line traceback for the last two). A bare
+  --config name is a shipped config (`shipped_config_names`)."""
+  argv = shipped_config_names(argv)
+  path = _config_path(argv)
+  from aad import configs  # pylint: disable=g-import-not-at-top
+  if path and configs.is_bare(path) and not os.path.exists(path):
+    sys.stderr.write(f'{os.path.basename(argv[0])}: --config={path}: no such '
+                     'file and no shipped config of that name (shipped: '
+                     f'{", ".join(configs.names())}).\n')
+    sys.exit(2)
   try:
     rest = flags.FLAGS(argv)
     for name in ('config',):  # a config file that failed to load

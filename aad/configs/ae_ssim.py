@@ -7,7 +7,7 @@ as Bergmann et al.); everything else, the residual_max headline and tau =
 0.2 included, is the same, so the two runs compare the losses alone.
 """
 
-from configs import ae_l2
+from aad.configs import ae_l2
 
 
 def get_config():

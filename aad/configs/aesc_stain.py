@@ -13,7 +13,7 @@ gets 1000 steps, so that the whole job fits in about 5 minutes on a 2-core
 CPU; raise both for real work.
 """
 
-from configs import default
+from aad.configs import default
 
 
 def get_config():

@@ -18,7 +18,7 @@ training step costs about 15x more. Depth, kernels and the 20 layers are
 the seed's.
 """
 
-from configs import default
+from aad.configs import default
 
 
 def get_config():

@@ -13,7 +13,7 @@ of all of them by image and pixel AUROC (aad/experiment/testing.py RANKING_NOTE)
 """
 
 from aad.scoring.similarity import MEASURES
-from configs import aesc_stain
+from aad.configs import aesc_stain
 
 # The method's scorers (METHOD.md 4), seed 002's max-channel residual.
 METHOD_SCORERS = ('residual', 'mc_variance', 'baseline_mean', 'residual_max',

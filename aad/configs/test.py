@@ -3,7 +3,7 @@
   python -m aad.main --config=configs/test.py --workdir=/tmp/aad_test
 """
 
-from configs import default
+from aad.configs import default
 
 
 def get_config():

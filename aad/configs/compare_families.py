@@ -14,8 +14,8 @@ and scorer. For the CPU budget the DAE takes the reduced widths and the
 
 import ml_collections
 
-from configs import aesc_stain
-from configs import dae_denoiser
+from aad.configs import aesc_stain
+from aad.configs import dae_denoiser
 
 
 def get_config():

@@ -10,7 +10,7 @@ epochs of 125 steps of 16 images; 31250 steps are about an hour per
 category on one GPU and days on a CPU.
 """
 
-from configs import default
+from aad.configs import default
 
 
 def get_config():

@@ -5,7 +5,7 @@
 
 import ml_collections
 
-from configs import test
+from aad.configs import test
 
 
 def get_config():

@@ -21,7 +21,7 @@ configs/folder.py" for the ablation):
   headline).
 """
 
-from configs import default
+from aad.configs import default
 
 
 def get_config():

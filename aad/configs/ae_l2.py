@@ -12,7 +12,7 @@ configs/aesc_stain.py: 64 px crops and 1000 steps per category, so that the
 run fits in a few minutes on a 2-core CPU.
 """
 
-from configs import default
+from aad.configs import default
 
 
 def get_config():

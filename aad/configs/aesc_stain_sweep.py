@@ -11,7 +11,7 @@ table of every run's headline metrics in its summary.md.
 
 import ml_collections
 
-from configs import aesc_stain
+from aad.configs import aesc_stain
 
 
 def get_config():

@@ -17,20 +17,13 @@ import os
 import sys
 from typing import Any
 
+from aad import configs as shipped
 from aad.runtime import errors
-
-_CONFIGS = 'configs'
-
-
-def _repo_configs() -> str:
-  """The configs/ folder beside the aad package (a source checkout)."""
-  return os.path.join(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))), _CONFIGS)
-
 
 def _from_file(path: str):
   """get_config() of a config file; its folder's parent is importable
-  while it loads (configs import `from configs import default`)."""
+  while it loads (a config of one's own may import its neighbours as
+  `from configs import default`)."""
   if not os.path.isfile(path):
     raise errors.UsageError(f'aad.fit: config file {path} not found; give a '
                             "config name ('aesc_stain'), a .py file or an "
@@ -69,22 +62,12 @@ def load_config(config):
   config = os.fspath(config)
   if config.endswith('.py') or os.sep in config:
     return _from_file(config)
-  path = os.path.join(_repo_configs(), f'{config}.py')
-  if os.path.isfile(path):
-    return _from_file(path)
-  try:  # an installed `configs` package
-    module = importlib.import_module(f'{_CONFIGS}.{config}')
-  except ModuleNotFoundError as e:
-    if e.name not in (_CONFIGS, f'{_CONFIGS}.{config}'):
-      raise
-    known = (sorted(n[:-3] for n in os.listdir(_repo_configs())
-                    if n.endswith('.py') and not n.startswith('_'))
-             if os.path.isdir(_repo_configs()) else [])
+  if config not in shipped.names():
     raise errors.UsageError(
-        f'aad.fit: no config named {config!r}'
-        + (f'; choose one of {", ".join(known)}' if known else '')
-        + ', or give a .py file or an ml_collections.ConfigDict.') from None
-  return module.get_config()
+        f'aad.fit: no config named {config!r}; choose one of '
+        f'{", ".join(shipped.names())}, or give a .py file or an '
+        'ml_collections.ConfigDict.')
+  return _from_file(shipped.path(config))
 
 
 def apply_overrides(config, overrides: dict[str, Any]) -> None:
@@ -116,7 +99,7 @@ def fit(config, workdir: str | None = None, *,
   """Trains and evaluates as `python -m aad.main`; returns the Detector.
 
   Args:
-    config: a config name ('aesc_stain': configs/aesc_stain.py), the path
+    config: a config name ('aesc_stain': aad/configs/aesc_stain.py), the path
       of a config file, or an ml_collections.ConfigDict (not changed).
     workdir: the run's folder; None = runs/<config.name>. Rerunning into
       a finished workdir re-evaluates (or is refused) as aad.main does.

@@ -25,11 +25,11 @@ def get_config():
   c = default.get_config()
   c.name = 'dae_denoiser'
   c.model.name = 'dae_denoiser'
-  c.dataset.image_size = 64
-  c.train.num_steps = 300
   d = c.model.dae_denoiser
   d.encoder, d.latent, d.decoder = (32, 64, 128), 128, (128, 64, 32, 16)
   d.denoiser_features = 32
+  c.dataset.image_size = 64
+  c.train.num_steps = 300
   d.denoiser_steps = 200
   c.train.eval_every = 100
   c.train.log_every = 50

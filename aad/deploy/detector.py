@@ -114,6 +114,9 @@ class Detector:
       UserError: for a run whose training did not end, naming the stage,
         the step it reached and the command that resumes it.
     """
+    # Before the first compilation: a new process reads the executables an
+    # earlier one compiled (docs/deploy.md, "Start-up time").
+    loader.enable_compilation_cache()
     config = workdir_lib.load_config(workdir)
     if mc_samples is not None:
       if mc_samples < 1:

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import tempfile
 import zipfile
 from typing import Any
 
@@ -36,6 +38,54 @@ import numpy as np
 
 METADATA = 'detector.json'
 FORMAT = 'aad-detector/1'
+CACHE_ENV = 'AAD_CACHE_DIR'
+
+
+def user_cache_dir() -> str:
+  """The per-user folder of compiled detectors: $AAD_CACHE_DIR, else
+  $XDG_CACHE_HOME/aad/xla, else ~/.cache/aad/xla."""
+  if os.environ.get(CACHE_ENV):
+    return os.environ[CACHE_ENV]
+  root = (os.environ.get('XDG_CACHE_HOME')
+          or os.path.join(os.path.expanduser('~'), '.cache'))
+  return os.path.join(root, 'aad', 'xla')
+
+
+def enable_compilation_cache(path: str | None = None) -> str | None:
+  """Points JAX's persistent compilation cache at `path` (default
+  `user_cache_dir()`) unless the process already has one (e.g. the user's
+  JAX_COMPILATION_CACHE_DIR), so a new process reuses the executables an
+  earlier one compiled instead of compiling them again. JAX's cache key
+  covers the HLO, the compile options, the jax/jaxlib versions and the
+  backend: an entry from another model, version or machine is never used.
+
+  Every executable is kept however quickly it compiled (unless
+  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS is set). Takes effect for the
+  compilations after the call. $AAD_CACHE_DIR=off (or 0) turns it off; a
+  folder that cannot be written leaves the cache off (one debug log line).
+
+  Returns:
+    The cache folder in use (the user's own if set), or None.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  current = jax.config.jax_compilation_cache_dir
+  if current:
+    return current
+  if os.environ.get(CACHE_ENV, '').lower() in ('off', '0', 'false', 'none'):
+    return None
+  path = path or user_cache_dir()
+  try:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except OSError as e:
+    logging.getLogger(__name__).debug(
+        'aad: no compilation cache (%s is not writable: %s)', path, e)
+    return None
+  jax.config.update('jax_compilation_cache_dir', path)
+  if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +193,7 @@ class ExportedDetector:
   def __init__(self, metadata: dict, modules: dict[int, Any]):
     self.metadata = metadata
     self._modules = modules
+    self._calls = {}
 
   @property
   def thresholds(self) -> dict:
@@ -157,8 +208,13 @@ class ExportedDetector:
       seed: MC-dropout seed; default the run's (metadata['seed']).
       indices: one int per image for its MC-dropout key; default 0..N-1.
       batch_size: images per call; default the run's eval.batch_size.
-        Images of different sizes go in separate calls.
+        Images of different sizes go in separate calls; a call's images are
+        padded to a power of two (at most batch_size), so calls of any
+        length reuse a few compiled shapes. Each new image size (or power
+        of two) compiles once per process, or is read from the
+        compilation cache (`enable_compilation_cache`).
     """
+    import jax  # pylint: disable=g-import-not-at-top
     images = image_list(images)
     seed = self.metadata['seed'] if seed is None else seed
     indices = (np.arange(len(images)) if indices is None
@@ -169,9 +225,16 @@ class ExportedDetector:
     batch = batch_size or self.metadata['batch_size']
     parts = []
     for group in _groups(images, batch):
-      module = self._modules[images[group[0]].shape[-1]]
-      out = module.call(np.stack([images[i] for i in group]),
-                        np.int32(seed), indices[group].astype(np.int32))
+      channels = images[group[0]].shape[-1]
+      if channels not in self._calls:
+        self._calls[channels] = jax.jit(self._modules[channels].call)
+      size = min(batch, 1 << (len(group) - 1).bit_length())
+      padded = np.concatenate([group, np.repeat(group[-1:],
+                                                size - len(group))])
+      out = self._calls[channels](
+          np.stack([images[i] for i in padded]), np.int32(seed),
+          indices[padded].astype(np.int32))
+      out = jax.tree.map(lambda x, n=len(group): np.asarray(x)[:n], out)
       parts.append((group, out))
     return _assemble(parts, len(images), self.metadata)
 
@@ -247,6 +310,7 @@ def load(path: str) -> ExportedDetector | OnnxDetector:
   if path.endswith('.onnx'):
     return OnnxDetector(path)
   meta, blobs = read_archive(path)
+  enable_compilation_cache()  # before the first compilation
   from jax import export  # pylint: disable=g-import-not-at-top
   modules = {int(c): export.deserialize(bytearray(blobs[name]))
              for c, name in meta['modules'].items()}

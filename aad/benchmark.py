@@ -5,6 +5,19 @@
       --channels=3 --batch_size=16 --repeats=5 --scorers=residual,ssim
       --versus=residual --set=eval.similarity.fsim.noise_stride=2]
 
+  python -m aad.benchmark --cold_start --workdir=W [--category=C]
+      [--aad=FILE] [--cache_dir=D]
+
+--cold_start times a trained run's start-up, each in fresh subprocesses:
+`aad.Detector.load` then its first `predict` of one image at the model's
+size, and `aad.deploy.loader.load` of the .aad file (default: exported
+from the run to a temporary file) then its first `predict`; each twice,
+first with an empty compilation cache folder ($AAD_CACHE_DIR; the first
+ever run on a machine: cold) then again (warm). load_s counts the imports
+it needs; *_cache_entries counts the cache's files after the cold run,
+*_warm_new_entries those the warm run added (0: every executable was read
+from the cache).
+
 --metrics times the evaluation protocol (`aad.metrics.protocol`) for one
 scorer on synthetic maps, per group of metrics (aad/speed/protocol.py).
 
@@ -70,7 +83,125 @@ def _parser() -> argparse.ArgumentParser:
                       'eval.similarity.fsim.noise_stride=2 (repeatable)')
   parser.add_argument('--repeats', type=int, default=5,
                       help='timed calls after warm-up (median reported)')
+  parser.add_argument('--cold_start', action='store_true',
+                      help='time a trained run\'s load and first predict '
+                      'in fresh processes, with an empty then a warm '
+                      'compilation cache')
+  parser.add_argument('--workdir', default=None,
+                      help='the trained run (--cold_start)')
+  parser.add_argument('--category', default='',
+                      help='its category (--cold_start; default its only '
+                      'one)')
+  parser.add_argument('--aad', default=None,
+                      help='the run\'s exported .aad file (--cold_start; '
+                      'default: exported to a temporary file)')
+  parser.add_argument('--cache_dir', default=None,
+                      help='the cache folders\' parent (--cold_start; '
+                      'default a temporary folder, removed after); must '
+                      'not exist yet')
   return parser
+
+
+# Run in a fresh interpreter: argv[1] 'detector' or 'aad', argv[2] the run
+# or the file, argv[3] the category; prints one JSON line.
+_COLD_CHILD = '''
+import json, os, sys, time
+start = time.perf_counter()
+kind, path, category = sys.argv[1:4]
+import numpy as np
+if kind == 'detector':
+  import aad
+  from aad import data
+  detector = aad.Detector.load(path, category or None)
+  size = tuple(data.image_size(detector.config.dataset))
+  channels = detector.config.dataset.channels
+else:
+  from aad.deploy import loader
+  detector = loader.load(path)
+  size = tuple(detector.metadata['image_size'])
+  channels = detector.metadata['channels']
+  if str(channels) not in detector.metadata['modules']:
+    channels = int(next(iter(detector.metadata['modules'])))
+loaded = time.perf_counter()
+image = np.random.default_rng(0).integers(0, 256, size + (channels,),
+                                          dtype=np.uint8)
+result = detector.predict([image])
+for scores in result.scores.values():
+  np.asarray(scores)
+done = time.perf_counter()
+print(json.dumps({'load_s': round(loaded - start, 2),
+                  'first_predict_s': round(done - loaded, 2)}))
+'''
+
+
+def _count_files(folder: str) -> int:
+  return sum(len(files) for _, _, files in os.walk(folder))
+
+
+def _cold_run(kind: str, path: str, category: str, cache: str) -> dict:
+  """{'load_s', 'first_predict_s'} of one fresh process using `cache`."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('JAX_COMPILATION_CACHE_DIR',
+                      'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS')}
+  env['AAD_CACHE_DIR'] = cache
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env['PYTHONPATH'] = os.pathsep.join(
+      p for p in (root, env.get('PYTHONPATH')) if p)
+  result = subprocess.run(
+      [sys.executable, '-c', _COLD_CHILD, kind, path, category], env=env,
+      capture_output=True, text=True, timeout=1200, check=False)
+  if result.returncode:
+    raise SystemExit(f'benchmark --cold_start: the {kind} process failed:\n'
+                     f'{result.stderr[-3000:]}')
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def cold_start(workdir: str, category: str = '', aad_file: str | None = None,
+               cache_dir: str | None = None) -> dict[str, object]:
+  """Load and first-predict seconds of the run's Detector and .aad file in
+  fresh processes, cold (empty cache) then warm."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(os.path.join(workdir, 'config.json')):
+    raise SystemExit(f'--workdir={workdir}: not a trained run (no '
+                     'config.json)')
+  if cache_dir is not None and os.path.exists(cache_dir):
+    raise SystemExit(f'--cache_dir={cache_dir}: exists; name a new folder '
+                     '(the first run must find it empty)')
+  root = cache_dir or tempfile.mkdtemp(prefix='aad-cold-start-')
+  try:
+    if aad_file is None:
+      aad_file = os.path.join(root, 'detector.aad')
+      env = dict(os.environ, AAD_CACHE_DIR='off')
+      env.pop('JAX_COMPILATION_CACHE_DIR', None)
+      exported = subprocess.run(
+          [sys.executable, '-m', 'aad.export', f'--workdir={workdir}',
+           f'--output={aad_file}'] + (
+               [f'--category={category}'] if category else []),
+          env=env, capture_output=True, text=True, timeout=1200,
+          check=False)
+      if exported.returncode:
+        raise SystemExit('benchmark --cold_start: aad.export failed:\n'
+                         f'{exported.stderr[-3000:]}')
+    result = {'benchmark': 'cold_start', 'workdir': workdir,
+              'category': category, 'aad_file': aad_file}
+    for kind, path in (('detector', workdir), ('aad', aad_file)):
+      cache = os.path.join(root, f'{kind}_xla')
+      for state in ('cold', 'warm'):
+        before = _count_files(cache) if os.path.isdir(cache) else 0
+        times = _cold_run(kind, path, category, cache)
+        for key, value in times.items():
+          result[f'{kind}_{state}_{key}'] = value
+        if state == 'cold':
+          result[f'{kind}_cache_entries'] = _count_files(cache)
+        else:
+          result[f'{kind}_warm_new_entries'] = _count_files(cache) - before
+    return result
+  finally:
+    if cache_dir is None:
+      shutil.rmtree(root, ignore_errors=True)
 
 
 def set_field(config, item: str) -> None:
@@ -136,13 +267,23 @@ def main(argv: Sequence[str] | None = None) -> int:
   """Parses `argv` (default sys.argv[1:]), runs, prints one JSON line."""
   parser = _parser()
   args = parser.parse_args(argv)
+  if args.cold_start:
+    if args.metrics or args.config is not None:
+      parser.error('choose one benchmark: --metrics, --config or '
+                   '--cold_start')
+    if not args.workdir:
+      parser.error('--cold_start needs --workdir=W (a trained run)')
+    print(json.dumps(cold_start(args.workdir, args.category, args.aad,
+                                args.cache_dir)), flush=True)
+    return 0
   if args.config is not None:
     if args.metrics:
       parser.error('choose one benchmark: --metrics or --config')
     print(json.dumps(_speed(args)), flush=True)
     return 0
   if not args.metrics:
-    parser.error('choose a benchmark: --metrics or --config=FILE')
+    parser.error('choose a benchmark: --metrics, --config=FILE or '
+                 '--cold_start --workdir=W')
   from aad.speed import protocol  # pylint: disable=g-import-not-at-top
   data = protocol.synthetic_maps(args.num_maps, args.size, args.num_types,
                                  args.num_val, seed=args.seed)

@@ -84,3 +84,38 @@ def test_set_field_overrides_nested_fields_and_names_bad_keys():
     benchmark.set_field(config, 'eval.nrom=l1')
   with pytest.raises(SystemExit, match='KEY=VALUE'):
     benchmark.set_field(config, 'eval.norm')
+
+
+COLD_KEYS = {f'{kind}_{state}_{key}' for kind in ('detector', 'aad')
+             for state in ('cold', 'warm')
+             for key in ('load_s', 'first_predict_s')}
+
+
+def test_cold_start_reads_the_cache_in_a_new_process(tiny_launch, tmp_path,
+                                                     capsys):
+  """Fresh processes load the run and its export, predict, and the second
+  of each finds its executables in the cache (figures: docs/deploy.md)."""
+  workdir, _ = tiny_launch.reference
+  cache = tmp_path / 'cache'
+  assert benchmark.main(['--cold_start', f'--workdir={workdir}',
+                         '--category=brick', f'--cache_dir={cache}']) == 0
+  result = json.loads(capsys.readouterr().out.strip())
+  assert result['benchmark'] == 'cold_start'
+  assert COLD_KEYS <= set(result)
+  assert all(result[k] > 0 for k in COLD_KEYS)
+  for kind in ('detector', 'aad'):
+    # The cold run filled the folder given by $AAD_CACHE_DIR; the warm
+    # one compiled nothing new: every executable came from the cache.
+    assert result[f'{kind}_cache_entries'] > 0
+    assert any((cache / f'{kind}_xla').iterdir())
+    assert result[f'{kind}_warm_new_entries'] == 0
+  assert (cache / 'detector.aad').is_file()
+
+
+def test_cold_start_needs_a_run(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    benchmark.main(['--cold_start'])
+  assert exit_info.value.code == 2
+  assert '--workdir' in capsys.readouterr().err
+  with pytest.raises(SystemExit, match='not a trained run'):
+    benchmark.main(['--cold_start', f'--workdir={tmp_path}'])

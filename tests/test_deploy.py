@@ -352,3 +352,39 @@ def test_patch_mode_matches_evaluate(textures_dir):
     assert value.shape == (3, 32, 32)
     np.testing.assert_allclose(value, maps[name], rtol=0, atol=TOL)
   assert np.ptp(maps['mc_variance']) > 0
+
+
+CACHE_CHECK = textwrap.dedent('''
+    import json, jax
+    from aad.deploy import loader
+    used = loader.enable_compilation_cache()
+    print(json.dumps([used, jax.config.jax_compilation_cache_dir,
+                      jax.config.jax_persistent_cache_min_compile_time_secs]))
+''')
+
+
+@pytest.mark.parametrize('setting,expected', [
+    ({'AAD_CACHE_DIR': '{tmp}/xla'}, ['{tmp}/xla', '{tmp}/xla', 0.0]),
+    ({'XDG_CACHE_HOME': '{tmp}'}, ['{tmp}/aad/xla', '{tmp}/aad/xla', 0.0]),
+    # The user's own cache is left alone, and so are its settings.
+    ({'AAD_CACHE_DIR': '{tmp}/xla', 'JAX_COMPILATION_CACHE_DIR': '{tmp}/own'},
+     ['{tmp}/own', '{tmp}/own', 1.0]),
+    # A folder that cannot be made (under a file), or off: no cache.
+    ({'AAD_CACHE_DIR': '{tmp}/file/xla'}, [None, None, 1.0]),
+    ({'AAD_CACHE_DIR': 'off'}, [None, None, 1.0]),
+])
+def test_compilation_cache_folder(setting, expected, tmp_path):
+  (tmp_path / 'file').write_text('')
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('JAX_COMPILATION_CACHE_DIR', 'AAD_CACHE_DIR',
+                      'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS')}
+  env.update({k: v.format(tmp=tmp_path) for k, v in setting.items()})
+  env['PYTHONPATH'] = str(REPO)
+  result = subprocess.run([sys.executable, '-c', CACHE_CHECK], env=env,
+                          capture_output=True, text=True, timeout=120,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  got = json.loads(result.stdout.strip().splitlines()[-1])
+  assert got == [e.format(tmp=tmp_path) if isinstance(e, str) else e
+                 for e in expected]

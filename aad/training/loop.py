@@ -25,6 +25,7 @@ from aad import models
 from aad.models import base
 from aad.runtime import checkpoint
 from aad.runtime import errors
+from aad.runtime import logs
 from aad.runtime import parallel
 from aad.training import step as step_lib
 
@@ -57,11 +58,6 @@ def _set_lr(state: step_lib.TrainState, lr: float) -> step_lib.TrainState:
   hyper = dict(state.opt_state.hyperparams)
   hyper['learning_rate'] = jnp.asarray(lr, jnp.float32)
   return state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
-
-
-def _format_eta(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  return f'{seconds // 60}m{seconds % 60:02d}s'
 
 
 def host_train_images(images: np.ndarray,
@@ -139,9 +135,11 @@ def _resume(config: ml_collections.ConfigDict, stage: base.Stage,
 
 def _chunk_runner(config: ml_collections.ConfigDict, stage: base.Stage,
                   index: int, frozen: base.Variables,
-                  dataset: data.Dataset, devices: list[jax.Device]):
+                  dataset: data.Dataset, devices: list[jax.Device],
+                  label: str = ''):
   """run(state, steps) -> (state, stacked metrics): `steps` train steps on
-  the devices, one compiled chunk per step count."""
+  the devices, one compiled chunk per step count (its first call logs a
+  line before and after the compilation)."""
   # One copy per device, passed per device: with train_data='shard' the
   # hosts' copies differ, which a replicated argument cannot express.
   train_data = parallel.per_device(
@@ -155,15 +153,23 @@ def _chunk_runner(config: ml_collections.ConfigDict, stage: base.Stage,
   chunks = {}
 
   def run(state, steps):
-    if steps not in chunks:
-      chunks[steps] = parallel.replicated_call(
-          step_lib.make_train_chunk(
-              stage, batch_size=config.train.batch_size,
-              num_devices=len(devices), num_steps=steps,
-              unroll=devices[0].platform == 'cpu',
-              patch=config.dataset.patch_size),
-          devices, per_device_args=(1,))
-    return chunks[steps](state, train_data, frozen_on_devices, base_key)
+    if steps in chunks:
+      return chunks[steps](state, train_data, frozen_on_devices, base_key)
+    logging.info('%s: compiling the training step (first call, %d step%s '
+                 'per call)...', label, steps, 's' if steps > 1 else '')
+    t0 = time.time()
+    chunks[steps] = parallel.replicated_call(
+        step_lib.make_train_chunk(
+            stage, batch_size=config.train.batch_size,
+            num_devices=len(devices), num_steps=steps,
+            unroll=devices[0].platform == 'cpu',
+            patch=config.dataset.patch_size),
+        devices, per_device_args=(1,))
+    out = chunks[steps](state, train_data, frozen_on_devices, base_key)
+    # The call returns once compiled; the steps themselves may still run.
+    logging.info('%s: compiled in %.1fs; training...', label,
+                 time.time() - t0)
+    return out
 
   return run
 
@@ -245,7 +251,7 @@ class _Progress:
     rate = (step - self.step_log) * batch / (now - self.t_log)
     eta = (self.total - step) * batch / max(rate, 1e-9)
     logging.info('%s step %d/%d  loss %.5f  %.1f img/s  ETA %s', self.label,
-                 step, self.total, loss, rate, _format_eta(eta))
+                 step, self.total, loss, rate, logs.format_eta(eta))
     scalars.add(step, {
         'train_loss': loss,
         'train_grad_norm': float(np.mean(metrics['grad_norm'])),
@@ -315,7 +321,8 @@ def train_stage(config: ml_collections.ConfigDict, family: base.Family,
   train = config.train
   per_call = max(1, min(train.steps_per_call, train.log_every,
                         train.eval_every))
-  run_chunk = _chunk_runner(config, stage, index, frozen, dataset, devices)
+  run_chunk = _chunk_runner(config, stage, index, frozen, dataset, devices,
+                            label)
   validate = _validator(stage, frozen, dataset, devices)
   val_name = f'val {stage.val_metric.__name__}'
   scalars = _Scalars(os.path.join(workdir, 'tensorboard', stage.name),

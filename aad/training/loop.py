@@ -166,9 +166,8 @@ def _chunk_runner(config: ml_collections.ConfigDict, stage: base.Stage,
             patch=config.dataset.patch_size),
         devices, per_device_args=(1,))
     out = chunks[steps](state, train_data, frozen_on_devices, base_key)
-    # The call returns once compiled; the steps themselves may still run.
-    logging.info('%s: compiled in %.1fs; training...', label,
-                 time.time() - t0)
+    logging.info('%s: first call done in %.1fs (compilation included); '
+                 'training...', label, time.time() - t0)
     return out
 
   return run
@@ -383,6 +382,9 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
   family = models.create(config,
                          axis_name=parallel.reduce_axis(len(devices)))
   shape = input_shape(config, family, dataset.train.images.shape[1:])
+  logging.info('%s: initialising the model (%s, input %s)...',
+               dataset.category, config.model.name,
+               'x'.join(map(str, shape)))
   variables = step_lib.init_variables(family, config, shape)
   summaries = []
   for index in range(len(family.stages)):

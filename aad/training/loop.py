@@ -232,14 +232,21 @@ def _check_finite(losses: np.ndarray, loss: float, step: int, label: str,
 
 
 class _Progress:
-  """The train loss, speed and ETA in the log and TensorBoard."""
+  """The train loss, speed and ETA in the log and TensorBoard (every
+  config.train.log_every steps), and in the log alone when `SILENT_S`
+  seconds have passed without a line."""
+
+  SILENT_S = 20.0
 
   def __init__(self, config: ml_collections.ConfigDict, label: str,
                start: int, total: int):
     self.config, self.label, self.total = config, label, total
     self.t_log, self.step_log = time.time(), start
 
-  def log(self, step: int, metrics: dict, scalars: _Scalars,
+  def due(self) -> bool:
+    return time.time() - self.t_log >= self.SILENT_S
+
+  def log(self, step: int, metrics: dict, scalars: _Scalars | None,
           ckpts: checkpoint.Checkpoints):
     metrics = jax.device_get(metrics)
     loss = float(np.mean(metrics['loss']))
@@ -251,6 +258,8 @@ class _Progress:
     eta = (self.total - step) * batch / max(rate, 1e-9)
     logging.info('%s step %d/%d  loss %.5f  %.1f img/s  ETA %s', self.label,
                  step, self.total, loss, rate, logs.format_eta(eta))
+    if scalars is None:  # a line between two of log_every: the log only
+      return
     scalars.add(step, {
         'train_loss': loss,
         'train_grad_norm': float(np.mean(metrics['grad_norm'])),
@@ -338,6 +347,8 @@ def train_stage(config: ml_collections.ConfigDict, family: base.Family,
       validating = step % train.eval_every == 0 or step == total
       if step % train.log_every == 0 or validating:
         progress.log(step, metrics, scalars, ckpts)
+      elif progress.due():
+        progress.log(step, metrics, None, ckpts)
       if not validating:
         continue
       val = validate(state)

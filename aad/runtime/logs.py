@@ -277,8 +277,8 @@ class Counter:
     rate = done / max(now - self.t0, 1e-9)
     eta = (self.total - done) / max(rate, 1e-9)
     logging.info('%s %d/%d %s%s (%.1f %s/s, ETA %s)', self.verb, done,
-                 self.total, self.unit, self.of, rate, self.unit,
-                 format_eta(eta))
+                 self.total, self.unit, self.of, rate,
+                 self.unit.split()[-1], format_eta(eta))
 
 
 # The progress lines name the file that counts (testing.py:87), not this one.

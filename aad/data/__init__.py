@@ -15,6 +15,7 @@ import os
 import shutil
 from typing import Callable
 
+from absl import logging
 import numpy as np
 
 from aad.data import preprocess
@@ -309,6 +310,8 @@ def properties(dataset_config) -> Properties:
         images += list(split.images)
   if not images:
     raise DataError(f'{c.path or c.name}: no training image.')
+  logging.info('measuring %d training images (size, colour, alignment)...',
+               len(images))
   height = int(np.median([im.shape[0] for im in images]))
   width = int(np.median([im.shape[1] for im in images]))
   colour = any(im.shape[-1] == 3 and (
@@ -395,8 +398,14 @@ def _read_ragged_split(builder, split: str) -> Split:
   """Reads an MVTec-layout tfds split one image at a time (sizes may
   differ), in name order."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  rows = sorted(tfds.as_numpy(builder.as_dataset(split=split)),
-                key=lambda r: r['name'])
+  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
+  progress = logs.Counter('read', builder.info.splits[split].num_examples,
+                          f'{split} images')
+  rows = []
+  for row in tfds.as_numpy(builder.as_dataset(split=split)):
+    rows.append(row)
+    progress.update(len(rows))
+  rows.sort(key=lambda r: r['name'])
   return Split(
       images=[r['image'] for r in rows],
       labels=np.array([r['label'] for r in rows], np.int32),

@@ -40,3 +40,20 @@ def test_counter_counts_images_by_default(caplog):
   assert caplog.records[-1].getMessage() == (
       'scored 16/16 images (8.0 images/s, ETA 0m00s)')
   assert logs.format_eta(187) == '3m07s'
+
+
+def test_a_quick_phase_can_stay_silent(caplog):
+  clock = _Clock()
+  with caplog.at_level(logging.INFO):
+    quick = logs.Counter('read', 10, quick_silent=True, clock=clock)
+    for done in range(1, 11):
+      clock.now += 0.1
+      quick.update(done)
+    assert not caplog.records
+    slow = logs.Counter('read', 10, quick_silent=True, clock=clock)
+    for done in range(1, 11):
+      clock.now += 1.0
+      slow.update(done)
+  assert [r.getMessage() for r in caplog.records] == [
+      'read 5/10 images (1.0 images/s, ETA 0m05s)',
+      'read 10/10 images (1.0 images/s, ETA 0m00s)']

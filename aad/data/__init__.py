@@ -155,6 +155,8 @@ def _prepare(split: Split, size: tuple[int, int], channels: int, roi: str,
         native_masks=np.zeros((0, *size), np.uint8))
   images, masks = list(split.images), list(split.masks)
   previews = []
+  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
+  progress = logs.Counter('resized', len(split.names), quick_silent=True)
   for i, name in enumerate(split.names):
     native = images[i]
     images[i], found = prepare_image(images[i], name, size=size,
@@ -164,6 +166,7 @@ def _prepare(split: Split, size: tuple[int, int], channels: int, roi: str,
       masks[i] = preprocess.crop_mask(masks[i], found)
       if len(previews) < ROI_PREVIEWS:
         previews.append((name, native, found))
+    progress.update(i + 1)
   if split.native_masks is not None and roi == 'none':
     native = split.native_masks
   else:
@@ -400,7 +403,7 @@ def _read_ragged_split(builder, split: str) -> Split:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from aad.runtime import logs  # pylint: disable=g-import-not-at-top
   progress = logs.Counter('read', builder.info.splits[split].num_examples,
-                          f'{split} images')
+                          f'{split} images', quick_silent=True)
   rows = []
   for row in tfds.as_numpy(builder.as_dataset(split=split)):
     rows.append(row)

@@ -260,18 +260,22 @@ class Counter:
     of: appended after the unit (' of 60 images'); '' for none.
     every_s: the least time between two lines but the last.
     clock: time.monotonic; a fake clock in the tests.
+    quick_silent: no line at all for a phase that ends within `every_s`
+      (for steps that are mostly quick, such as reading a dataset).
   """
 
   def __init__(self, verb: str, total: int, unit: str = 'images',
-               of: str = '', every_s: float = 5.0, clock=None):
+               of: str = '', every_s: float = 5.0, clock=None,
+               quick_silent: bool = False):
     self.verb, self.total, self.unit, self.of = verb, total, unit, of
-    self.every_s = every_s
+    self.every_s, self.quick_silent = every_s, quick_silent
     self.clock = clock or time.monotonic
     self.t0 = self.last = self.clock()
 
   def update(self, done: int) -> None:
     now = self.clock()
-    if done < self.total and now - self.last < self.every_s:
+    if (done < self.total or self.quick_silent and self.last == self.t0
+       ) and now - self.last < self.every_s:
       return
     self.last = now
     rate = done / max(now - self.t0, 1e-9)

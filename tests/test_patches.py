@@ -1,6 +1,7 @@
 """Patch mode: random training crops and tiled, stitched scoring."""
 
 import json
+import logging
 
 import jax
 import numpy as np
@@ -34,7 +35,7 @@ def test_random_patches_are_slices_of_their_images():
 
 
 def test_patch_mode_trains_on_patches_and_scores_whole_images(
-    tmp_path, textures_dir):
+    tmp_path, textures_dir, caplog, monkeypatch):
   config = test_config.get_config()
   config.num_devices = 1
   config.dataset.data_dir = textures_dir
@@ -44,9 +45,23 @@ def test_patch_mode_trains_on_patches_and_scores_whole_images(
   # The activation Gaussian's non-spatial outputs are grouped per image
   # (N, tiles, L, V), not stitched.
   config.eval.scorers = ('residual', 'activation_gaussian')
-  run.train_and_evaluate(config, str(tmp_path))
+  # A training line whenever the log has been silent (here: always), not
+  # only every config.train.log_every steps.
+  monkeypatch.setattr(loop._Progress, 'SILENT_S', 0.0)
+  with caplog.at_level(logging.INFO):
+    run.train_and_evaluate(config, str(tmp_path))
   metrics = json.loads((tmp_path / 'metrics.json').read_text())
   assert 0 <= metrics['brick/residual/pixel_auroc'] <= 1
+  # Progress counts tiles, and names the images they come from.
+  lines = [r.getMessage() for r in caplog.records]
+  scored = [m for m in lines if m.startswith('scored ')]
+  assert scored and all(' tiles of ' in m and 'tiles/s, ETA ' in m
+                        for m in scored), scored
+  # The compilation is announced before the first training line.
+  compiling = next(i for i, m in enumerate(lines)
+                   if 'compiling the training step' in m)
+  first_step = next(i for i, m in enumerate(lines) if ' step 2/4 ' in m)
+  assert compiling < first_step
   assert 0 <= metrics['brick/activation_gaussian/own/image_auroc'] <= 1
   assert (tmp_path / 'brick' / 'heatmaps.png').stat().st_size > 100
   config.dataset.patch_size = 12

@@ -499,7 +499,7 @@ def test_full_disk_during_a_checkpoint_save_is_one_line(finished, tmp_path):
 # lands: start-up, training, a checkpoint save (it follows the validation
 # line), scoring, report writing (after a category's report, the summary's).
 MOMENTS = {'start-up': 'Workdir ', 'training': 'step 4/8',
-           'checkpoint save': 'val psnr', 'scoring': 'scored 16/',
+           'checkpoint save': 'val psnr', 'scoring': 'scoring ',
            'report writing': 'image AUROC'}
 
 

@@ -15,6 +15,7 @@ import os
 import shutil
 from typing import Callable
 
+from absl import logging
 import numpy as np
 
 from aad.data import preprocess
@@ -154,6 +155,8 @@ def _prepare(split: Split, size: tuple[int, int], channels: int, roi: str,
         native_masks=np.zeros((0, *size), np.uint8))
   images, masks = list(split.images), list(split.masks)
   previews = []
+  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
+  progress = logs.Counter('resized', len(split.names), quick_silent=True)
   for i, name in enumerate(split.names):
     native = images[i]
     images[i], found = prepare_image(images[i], name, size=size,
@@ -163,6 +166,7 @@ def _prepare(split: Split, size: tuple[int, int], channels: int, roi: str,
       masks[i] = preprocess.crop_mask(masks[i], found)
       if len(previews) < ROI_PREVIEWS:
         previews.append((name, native, found))
+    progress.update(i + 1)
   if split.native_masks is not None and roi == 'none':
     native = split.native_masks
   else:
@@ -309,6 +313,8 @@ def properties(dataset_config) -> Properties:
         images += list(split.images)
   if not images:
     raise DataError(f'{c.path or c.name}: no training image.')
+  logging.info('measuring %d training images (size, colour, alignment)...',
+               len(images))
   height = int(np.median([im.shape[0] for im in images]))
   width = int(np.median([im.shape[1] for im in images]))
   colour = any(im.shape[-1] == 3 and (
@@ -395,8 +401,14 @@ def _read_ragged_split(builder, split: str) -> Split:
   """Reads an MVTec-layout tfds split one image at a time (sizes may
   differ), in name order."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  rows = sorted(tfds.as_numpy(builder.as_dataset(split=split)),
-                key=lambda r: r['name'])
+  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
+  progress = logs.Counter('read', builder.info.splits[split].num_examples,
+                          f'{split} images', quick_silent=True)
+  rows = []
+  for row in tfds.as_numpy(builder.as_dataset(split=split)):
+    rows.append(row)
+    progress.update(len(rows))
+  rows.sort(key=lambda r: r['name'])
   return Split(
       images=[r['image'] for r in rows],
       labels=np.array([r['label'] for r in rows], np.int32),

@@ -21,6 +21,7 @@ from aad.data import folder as folder_lib
 from aad.data import imageio
 from aad.data import local_info
 from aad.data.imageio import DataError
+from aad.runtime import logs
 
 # The 15 MVTec AD categories (Bergmann et al., CVPR 2019).
 CATEGORIES = ('bottle', 'cable', 'capsule', 'carpet', 'grid', 'hazelnut',
@@ -84,14 +85,17 @@ class _MvtecLayout(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     train, test = self._records(dl_manager)
-    splits = {'train': self._generate_examples(train)}
+    splits = {'train': self._generate_examples(train, 'train')}
     if test:  # a good-only folder has no test split (aad.data.folder.scan)
-      splits['test'] = self._generate_examples(test)
+      splits['test'] = self._generate_examples(test, 'test')
     return splits
 
-  def _generate_examples(self, records: list[folder_lib.Record]):
+  def _generate_examples(self, records: list[folder_lib.Record],
+                         split: str = 'train'):
+    progress = logs.Counter('prepared', len(records), f'{split} images')
     for i, record in enumerate(records):
       yield i, _example(record)
+      progress.update(i + 1)
 
 
 class MvtecAd(_MvtecLayout):

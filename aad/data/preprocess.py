@@ -221,11 +221,16 @@ def alignment(images) -> float:
     size = (ALIGNMENT_SIDE, max(4, round(ALIGNMENT_SIDE / ratio)))
   else:
     size = (max(4, round(ALIGNMENT_SIDE * ratio)), ALIGNMENT_SIDE)
-  small = np.stack([
-      ndimage.gaussian_filter(
-          convert_channels(resize_image(np.asarray(im), size)[None], 1)[
-              0, ..., 0].astype(np.float64) / 255, 1.0)
-      for im in images])
+  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
+  progress = logs.Counter('measured the alignment of', len(images),
+                          quick_silent=True)
+  small = []
+  for im in images:
+    small.append(ndimage.gaussian_filter(
+        convert_channels(resize_image(np.asarray(im), size)[None], 1)[
+            0, ..., 0].astype(np.float64) / 255, 1.0))
+    progress.update(len(small))
+  small = np.stack(small)
   spread = small.var(axis=(1, 2)).mean()
   n = len(small)
   if spread <= 0 or n < 2:

@@ -59,6 +59,7 @@ import skimage.draw
 import tensorflow_datasets as tfds
 
 from aad.data import local_info
+from aad.runtime import logs
 
 CROP_SIZE = 128  # S: crops are S x S x 1 uint8.
 SEED = 20200113  # Root of every random stream in this module.
@@ -382,6 +383,7 @@ class AadTextures(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(split=split) for split in REGIONS}
 
   def _generate_examples(self, split):
+    progress = logs.Counter('prepared', split_size(split), f'{split} images')
     for i, ex in enumerate(examples(self.builder_config.name, split)):
       yield i, {
           'image': ex['image'][..., None],
@@ -390,3 +392,4 @@ class AadTextures(tfds.core.GeneratorBasedBuilder):
           'defect_type': ex['defect_type'],
           'name': ex['name'],
       }
+      progress.update(i + 1)

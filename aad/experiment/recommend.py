@@ -166,6 +166,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            if _get(config, f) != ask}
   if 'dataset.image_size' in fixed:
     fixed['dataset.image_width'] = config.dataset.image_width
+  logging.info('config.auto: reading the training images of %s to choose '
+               'the config (prepared on first use)...',
+               config.dataset.path or config.dataset.name)
   props = data.properties(config.dataset)
   from aad import models  # pylint: disable=g-import-not-at-top
   fields, why = rules(props, models.create(config).size_multiple,

@@ -71,9 +71,13 @@ def _run(config: ml_collections.ConfigDict, family, devices,
   for index, category in enumerate(categories):
     # Process 0 prepares a missing dataset cache alone; the others then
     # read it instead of racing to write it.
+    logging.info('%s: loading the dataset...', category)
     dataset = parallel.primary_first(
         lambda c=category: data.from_config(config.dataset, c),
         f'load {category}')
+    logging.info('%s: %d training, %d validation and %d test images',
+                 category, len(dataset.train), len(dataset.val),
+                 len(dataset.test))
     # The training images are held on the host (and replicated on the
     # devices): now that their number is known, the memory check again.
     limits.check_memory(config, len(dataset.train.images))

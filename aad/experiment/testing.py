@@ -26,6 +26,7 @@ import numpy as np
 
 from aad import data as data_lib
 from aad.runtime import errors
+from aad.runtime import logs
 from aad.metrics import protocol as evaluation
 from aad import models
 from aad.runtime import parallel
@@ -56,20 +57,22 @@ def family_outputs(config: ml_collections.ConfigDict, family, variables: Any,
   patch, stride = batch.patch_stride(config.dataset)
   if not patch:
     return _outputs(config, family, variables, images, indices, devices,
-                    wanted)
+                    wanted, unit='images')
   tiles = tiling.extract(images, patch, stride)
   logging.info('patch mode: %d images -> %d tiles of %dx%d', len(images),
                len(tiles), patch, patch)
   indices = batch.tile_indices(
       indices, tiling.tile_count(images.shape[1:3], patch, stride))
-  out = _outputs(config, family, variables, tiles, indices, devices, wanted)
+  out = _outputs(config, family, variables, tiles, indices, devices, wanted,
+                 unit='tiles', of=f' of {len(images)} images')
   return tiling.untile(out, images.shape[1:3], patch, stride)
 
 
 def _outputs(config, family, variables, images, indices, devices,
-             wanted) -> dict:
+             wanted, unit: str = 'images', of: str = '') -> dict:
   """`batch.outputs` of `images` (image i keyed by indices[i]), in batches
-  of config.eval.batch_size per device, gathered on the host."""
+  of config.eval.batch_size per device, gathered on the host; progress
+  lines (`logs.Counter`) count them as `unit` (tiles in patch mode)."""
   key = jax.random.key(batch.seed(config))
 
   def fn(variables, part):
@@ -80,14 +83,15 @@ def _outputs(config, family, variables, images, indices, devices,
   call = parallel.batched_call(fn, devices)
   variables = parallel.replicate(variables, devices)
   step = config.eval.batch_size * len(devices)
-  outputs, t0 = [], time.time()
+  outputs = []
+  logging.info('scoring %d %s%s (the first batch compiles the model)...',
+               len(images), unit, of)
+  progress = logs.Counter('scored', len(images), unit, of)
   for start in range(0, len(images), step):
     part = slice(start, start + step)
     outputs.append(jax.device_get(
         call(variables, (images[part], indices[part]))))
-    done = min(start + step, len(images))
-    logging.info('scored %d/%d images (%.1f img/s)', done, len(images),
-                 done / (time.time() - t0))
+    progress.update(min(start + step, len(images)))
   return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
@@ -105,10 +109,14 @@ def scorer_maps(config: ml_collections.ConfigDict, scorers, fitted: dict,
   outputs = batch.scorer_inputs(scorers, outputs)
   step = config.eval.batch_size * len(devices)
   parts = []
+  logging.info('computing the maps of %d scorer(s) on %d images (the first '
+               'batch compiles them)...', len(scorers), len(images))
+  progress = logs.Counter('computed the maps of', len(images))
   for start in range(0, len(images), step):
     part = slice(start, start + step)
     parts.append(jax.device_get(call(
         fitted, (images[part], {k: v[part] for k, v in outputs.items()}))))
+    progress.update(min(start + step, len(images)))
   return tuple({k: np.concatenate([p[kind][k] for p in parts])
                 for k in parts[0][kind]} for kind in ('maps', 'image'))
 
@@ -139,6 +147,10 @@ def fit_scorers(config: ml_collections.ConfigDict, family, variables: Any,
     if data is None:
       raise ValueError(f'scorer(s) {", ".join(s.name for s in chosen)} are '
                        'fitted on the validation images; none were given')
+    logging.info('fitting scorer%s %s on %d %s images...',
+                 's' if len(chosen) > 1 else '',
+                 ', '.join(s.name for s in chosen), len(data),
+                 'training' if split == 'train' else 'validation')
     wanted = scoring.fit_outputs(chosen)
     outputs = family_outputs(config, family, variables, data, devices,
                              wanted) if wanted else None
@@ -270,6 +282,8 @@ def category_metrics(config: ml_collections.ConfigDict, split, scored: Scored,
                      scorers, protocol: evaluation.Protocol):
   """(results {scorer: ...} in config order, curves, maps and masks at the
   evaluation resolution) of a category's test split."""
+  logging.info('computing metrics of %d scorer(s) on %d maps...',
+               len(scorers), len(split.labels))
   eval_maps, masks = evaluation.at_resolution(
       config.eval.resolution, scored.maps, split.masks, split.native_masks)
   val_maps = {k: evaluation.resize_maps(v, masks.shape[1:])
@@ -362,6 +376,7 @@ def write_category(out_dir: str, config: ml_collections.ConfigDict,
                    masks: np.ndarray, thresholds: dict,
                    protocol: evaluation.Protocol, notes: list[str]):
   """The category's report.md and figures (`report.write_category_report`)."""
+  logging.info('writing the report and figures to %s...', out_dir)
   split = dataset.test
   norm = protocol.headline
   headline = scorers[0]

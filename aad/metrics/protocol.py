@@ -28,6 +28,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from absl import logging
 import numpy as np
 from scipy import ndimage
 
@@ -413,10 +414,12 @@ def evaluate(maps: Mapping[str, np.ndarray], labels, masks, defect_types,
   """
   val_maps, own_scores = val_maps or {}, own_scores or {}
   val_own_scores = val_own_scores or {}
-  out = {name: evaluate_scorer(m, labels, masks, defect_types, protocol,
-                               val_maps.get(name), by_type, pixel_images,
-                               own_scores.get(name))
-         for name, m in maps.items()}
+  out = {}
+  for i, (name, m) in enumerate(maps.items()):
+    logging.info('metrics of %s (%d/%d)...', name, i + 1, len(maps))
+    out[name] = evaluate_scorer(m, labels, masks, defect_types, protocol,
+                                val_maps.get(name), by_type, pixel_images,
+                                own_scores.get(name))
   for name, scores in own_scores.items():
     if name not in maps:
       out[name] = evaluate_image_only(scores, labels, defect_types, protocol,
@@ -442,7 +445,9 @@ def curves(maps: Mapping[str, np.ndarray], labels, masks,
   masks = np.asarray(masks)[drawn]
   out = {k: {} for k in ('roc_image', 'roc_pixel', 'pr_image', 'pr_pixel',
                          'pro', 'scores')}
-  for name, m in maps.items():
+  for i, (name, m) in enumerate(maps.items()):
+    logging.info('curves (ROC, PR, PRO) of %s (%d/%d)...', name, i + 1,
+                 len(maps))
     scores = reduce(m, protocol.headline, protocol.sigma)
     m = np.asarray(m)[drawn]
     out['roc_image'][name] = metrics_lib.roc_curve(labels, scores)[:2]

@@ -25,6 +25,7 @@ from aad import models
 from aad.models import base
 from aad.runtime import checkpoint
 from aad.runtime import errors
+from aad.runtime import logs
 from aad.runtime import parallel
 from aad.training import step as step_lib
 
@@ -57,11 +58,6 @@ def _set_lr(state: step_lib.TrainState, lr: float) -> step_lib.TrainState:
   hyper = dict(state.opt_state.hyperparams)
   hyper['learning_rate'] = jnp.asarray(lr, jnp.float32)
   return state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
-
-
-def _format_eta(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  return f'{seconds // 60}m{seconds % 60:02d}s'
 
 
 def host_train_images(images: np.ndarray,
@@ -139,9 +135,11 @@ def _resume(config: ml_collections.ConfigDict, stage: base.Stage,
 
 def _chunk_runner(config: ml_collections.ConfigDict, stage: base.Stage,
                   index: int, frozen: base.Variables,
-                  dataset: data.Dataset, devices: list[jax.Device]):
+                  dataset: data.Dataset, devices: list[jax.Device],
+                  label: str = ''):
   """run(state, steps) -> (state, stacked metrics): `steps` train steps on
-  the devices, one compiled chunk per step count."""
+  the devices, one compiled chunk per step count (its first call logs a
+  line before and after the compilation)."""
   # One copy per device, passed per device: with train_data='shard' the
   # hosts' copies differ, which a replicated argument cannot express.
   train_data = parallel.per_device(
@@ -155,15 +153,22 @@ def _chunk_runner(config: ml_collections.ConfigDict, stage: base.Stage,
   chunks = {}
 
   def run(state, steps):
-    if steps not in chunks:
-      chunks[steps] = parallel.replicated_call(
-          step_lib.make_train_chunk(
-              stage, batch_size=config.train.batch_size,
-              num_devices=len(devices), num_steps=steps,
-              unroll=devices[0].platform == 'cpu',
-              patch=config.dataset.patch_size),
-          devices, per_device_args=(1,))
-    return chunks[steps](state, train_data, frozen_on_devices, base_key)
+    if steps in chunks:
+      return chunks[steps](state, train_data, frozen_on_devices, base_key)
+    logging.info('%s: compiling the training step (first call, %d step%s '
+                 'per call)...', label, steps, 's' if steps > 1 else '')
+    t0 = time.time()
+    chunks[steps] = parallel.replicated_call(
+        step_lib.make_train_chunk(
+            stage, batch_size=config.train.batch_size,
+            num_devices=len(devices), num_steps=steps,
+            unroll=devices[0].platform == 'cpu',
+            patch=config.dataset.patch_size),
+        devices, per_device_args=(1,))
+    out = chunks[steps](state, train_data, frozen_on_devices, base_key)
+    logging.info('%s: first call done in %.1fs (compilation included); '
+                 'training...', label, time.time() - t0)
+    return out
 
   return run
 
@@ -227,14 +232,21 @@ def _check_finite(losses: np.ndarray, loss: float, step: int, label: str,
 
 
 class _Progress:
-  """The train loss, speed and ETA in the log and TensorBoard."""
+  """The train loss, speed and ETA in the log and TensorBoard (every
+  config.train.log_every steps), and in the log alone when `SILENT_S`
+  seconds have passed without a line."""
+
+  SILENT_S = 20.0
 
   def __init__(self, config: ml_collections.ConfigDict, label: str,
                start: int, total: int):
     self.config, self.label, self.total = config, label, total
     self.t_log, self.step_log = time.time(), start
 
-  def log(self, step: int, metrics: dict, scalars: _Scalars,
+  def due(self) -> bool:
+    return time.time() - self.t_log >= self.SILENT_S
+
+  def log(self, step: int, metrics: dict, scalars: _Scalars | None,
           ckpts: checkpoint.Checkpoints):
     metrics = jax.device_get(metrics)
     loss = float(np.mean(metrics['loss']))
@@ -245,7 +257,9 @@ class _Progress:
     rate = (step - self.step_log) * batch / (now - self.t_log)
     eta = (self.total - step) * batch / max(rate, 1e-9)
     logging.info('%s step %d/%d  loss %.5f  %.1f img/s  ETA %s', self.label,
-                 step, self.total, loss, rate, _format_eta(eta))
+                 step, self.total, loss, rate, logs.format_eta(eta))
+    if scalars is None:  # a line between two of log_every: the log only
+      return
     scalars.add(step, {
         'train_loss': loss,
         'train_grad_norm': float(np.mean(metrics['grad_norm'])),
@@ -315,7 +329,8 @@ def train_stage(config: ml_collections.ConfigDict, family: base.Family,
   train = config.train
   per_call = max(1, min(train.steps_per_call, train.log_every,
                         train.eval_every))
-  run_chunk = _chunk_runner(config, stage, index, frozen, dataset, devices)
+  run_chunk = _chunk_runner(config, stage, index, frozen, dataset, devices,
+                            label)
   validate = _validator(stage, frozen, dataset, devices)
   val_name = f'val {stage.val_metric.__name__}'
   scalars = _Scalars(os.path.join(workdir, 'tensorboard', stage.name),
@@ -332,6 +347,8 @@ def train_stage(config: ml_collections.ConfigDict, family: base.Family,
       validating = step % train.eval_every == 0 or step == total
       if step % train.log_every == 0 or validating:
         progress.log(step, metrics, scalars, ckpts)
+      elif progress.due():
+        progress.log(step, metrics, None, ckpts)
       if not validating:
         continue
       val = validate(state)
@@ -376,6 +393,9 @@ def train_category(config: ml_collections.ConfigDict, workdir: str,
   family = models.create(config,
                          axis_name=parallel.reduce_axis(len(devices)))
   shape = input_shape(config, family, dataset.train.images.shape[1:])
+  logging.info('%s: initialising the model (%s, input %s)...',
+               dataset.category, config.model.name,
+               'x'.join(map(str, shape)))
   variables = step_lib.init_variables(family, config, shape)
   summaries = []
   for index in range(len(family.stages)):

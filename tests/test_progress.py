@@ -57,3 +57,27 @@ def test_a_quick_phase_can_stay_silent(caplog):
   assert [r.getMessage() for r in caplog.records] == [
       'read 5/10 images (1.0 images/s, ETA 0m05s)',
       'read 10/10 images (1.0 images/s, ETA 0m00s)']
+
+
+def test_training_line_after_a_silence_is_not_repeated_every_step(
+    caplog, monkeypatch):
+  # Between two log_every lines, one line per SILENT_S of silence: after
+  # the first, the next is due only SILENT_S later, not at every step.
+  import ml_collections
+  import numpy as np
+  from aad.training import loop
+  clock = _Clock()
+  monkeypatch.setattr(loop.time, 'time', clock)
+  config = ml_collections.ConfigDict({'train': {'batch_size': 4}})
+  progress = loop._Progress(config, 'brick', 0, 100)
+  metrics = {'loss': np.array([0.5])}
+  logged = []
+  with caplog.at_level(logging.INFO):
+    for step in range(1, 50):  # 1 s per step, no log_every line
+      clock.now += 1.0
+      if progress.due():
+        progress.log(step, metrics, None, ckpts=None)
+        logged.append(step)
+  assert logged == [20, 40]
+  assert caplog.records[0].getMessage() == (
+      'brick step 20/100  loss 0.50000  4.0 img/s  ETA 1m20s')

@@ -241,10 +241,13 @@ class _Progress:
   def __init__(self, config: ml_collections.ConfigDict, label: str,
                start: int, total: int):
     self.config, self.label, self.total = config, label, total
+    # The rate is measured from the last TensorBoard line (t_log,
+    # step_log); the silence from the last line of either kind (t_line).
     self.t_log, self.step_log = time.time(), start
+    self.t_line = self.t_log
 
   def due(self) -> bool:
-    return time.time() - self.t_log >= self.SILENT_S
+    return time.time() - self.t_line >= self.SILENT_S
 
   def log(self, step: int, metrics: dict, scalars: _Scalars | None,
           ckpts: checkpoint.Checkpoints):
@@ -258,6 +261,7 @@ class _Progress:
     eta = (self.total - step) * batch / max(rate, 1e-9)
     logging.info('%s step %d/%d  loss %.5f  %.1f img/s  ETA %s', self.label,
                  step, self.total, loss, rate, logs.format_eta(eta))
+    self.t_line = now
     if scalars is None:  # a line between two of log_every: the log only
       return
     scalars.add(step, {

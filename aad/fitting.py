@@ -93,6 +93,33 @@ def apply_overrides(config, overrides: dict[str, Any]) -> None:
           f'aad.fit: {key}={value!r}: {str(e).splitlines()[0]}') from None
 
 
+def train_and_evaluate(config, workdir: str, *,
+                       allow_eval_changes: bool = False):
+  """The run of `python -m aad.main` and `aad.fit` once the config is
+  final: the CPU device layout (before anything starts JAX; a warning, and
+  no change, if it has started), the config checks, jax.distributed, the
+  compilation cache in the workdir (when none is set), then
+  aad.experiment.run.train_and_evaluate."""
+  from aad.runtime import cpu  # pylint: disable=g-import-not-at-top
+  cpu.configure(config.num_devices, config.train.batch_size,
+                config.dataset.image_size)
+  import jax  # pylint: disable=g-import-not-at-top
+  from aad.experiment import run as pipeline  # pylint: disable=g-import-not-at-top
+  from aad.experiment import validate  # pylint: disable=g-import-not-at-top
+  from aad.runtime import parallel  # pylint: disable=g-import-not-at-top
+  # Before any work, in one line; the memory check needs the devices, so
+  # it runs after jax.distributed starts (the pipeline checks again).
+  validate.check_config(config, memory=False)
+  parallel.initialize(config.distributed)
+  if not jax.config.jax_compilation_cache_dir:
+    # Every category compiles the same step functions; with the cache
+    # only the first does, and reruns reuse them.
+    jax.config.update('jax_compilation_cache_dir',
+                      os.path.join(workdir, 'xla_cache'))
+  return pipeline.train_and_evaluate(config, workdir,
+                                     allow_eval_changes=allow_eval_changes)
+
+
 def fit(config, workdir: str | None = None, *,
         overrides: dict[str, Any] | None = None, category: str | None = None,
         allow_eval_changes: bool = False, **dotted: Any):
@@ -120,23 +147,9 @@ def fit(config, workdir: str | None = None, *,
   if config.get('sweep'):
     raise errors.UsageError('aad.fit: the config declares a sweep; run it '
                             'with python -m aad.sweep.')
-  from aad.runtime import cpu  # pylint: disable=g-import-not-at-top
-  # Before anything imports JAX (a warning, and no change, if it started).
-  cpu.configure(config.num_devices, config.train.batch_size,
-                config.dataset.image_size)
-  import jax  # pylint: disable=g-import-not-at-top
-  from aad.deploy import detector  # pylint: disable=g-import-not-at-top
-  from aad.experiment import run as pipeline  # pylint: disable=g-import-not-at-top
-  from aad.experiment import validate  # pylint: disable=g-import-not-at-top
-  from aad.runtime import parallel  # pylint: disable=g-import-not-at-top
   workdir = workdir or os.path.join('runs', config.name)
-  validate.check_config(config, memory=False)  # memory: after distributed
-  parallel.initialize(config.distributed)
-  if not jax.config.jax_compilation_cache_dir:
-    jax.config.update('jax_compilation_cache_dir',
-                      os.path.join(workdir, 'xla_cache'))
-  pipeline.train_and_evaluate(config, workdir,
-                              allow_eval_changes=allow_eval_changes)
+  train_and_evaluate(config, workdir, allow_eval_changes=allow_eval_changes)
+  from aad.deploy import detector  # pylint: disable=g-import-not-at-top
   if category is None:  # the first category trained, in the run's order
     from aad import data  # pylint: disable=g-import-not-at-top
     from aad.experiment import workdir as workdir_lib  # pylint: disable=g-import-not-at-top

@@ -32,34 +32,18 @@ _ALLOW_EVAL_CHANGES = flags.DEFINE_bool(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from aad.runtime import cpu  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
-  # Before anything imports JAX: the CPU device count is fixed at start-up.
-  cpu.configure(config.num_devices, config.train.batch_size,
-                         config.dataset.image_size)
-  import jax  # pylint: disable=g-import-not-at-top
-  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
-  from aad.runtime import parallel  # pylint: disable=g-import-not-at-top
-  from aad.experiment import run as pipeline  # pylint: disable=g-import-not-at-top
-  logs.setup()
-  workdir = _WORKDIR.value or os.path.join('runs', config.name)
   if config.sweep:
     raise app.UsageError(
         f'{config_flags.get_config_filename(flags.FLAGS["config"])} '
         'declares a sweep: run it with python -m aad.sweep (every run, or '
         '--point=K for one).')
-  from aad.experiment import validate  # pylint: disable=g-import-not-at-top
-  # Before any work, in one line; the memory check needs the devices, so
-  # it runs after jax.distributed starts (experiment.run checks again).
-  validate.check_config(config, memory=False)
-  parallel.initialize(config.distributed)
-  if not jax.config.jax_compilation_cache_dir:
-    # Every category compiles the same step functions; with the cache
-    # only the first does, and reruns reuse them.
-    jax.config.update('jax_compilation_cache_dir',
-                      os.path.join(workdir, 'xla_cache'))
-  pipeline.train_and_evaluate(config, workdir,
-                              allow_eval_changes=_ALLOW_EVAL_CHANGES.value)
+  from aad import fitting  # pylint: disable=g-import-not-at-top
+  from aad.runtime import logs  # pylint: disable=g-import-not-at-top
+  logs.setup()
+  fitting.train_and_evaluate(
+      config, _WORKDIR.value or os.path.join('runs', config.name),
+      allow_eval_changes=_ALLOW_EVAL_CHANGES.value)
 
 
 if __name__ == '__main__':

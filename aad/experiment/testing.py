@@ -281,7 +281,8 @@ def score_category(config: ml_collections.ConfigDict, family, variables: Any,
 def category_metrics(config: ml_collections.ConfigDict, split, scored: Scored,
                      scorers, protocol: evaluation.Protocol):
   """(results {scorer: ...} in config order, curves, maps and masks at the
-  evaluation resolution) of a category's test split."""
+  evaluation resolution, the good validation scores' ranges for the
+  normalised scores) of a category's test split."""
   logging.info('computing metrics of %d scorer(s) on %d maps...',
                len(scorers), len(split.labels))
   eval_maps, masks = evaluation.at_resolution(
@@ -298,7 +299,8 @@ def category_metrics(config: ml_collections.ConfigDict, split, scored: Scored,
   results = {s.name: results[s.name] for s in scorers}
   curves = evaluation.curves(eval_maps, split.labels, masks, protocol,
                              pixel_images=split.has_masks)
-  return results, curves, eval_maps, masks
+  ranges = validation_ranges(val_maps, scored.val_own, protocol)
+  return results, curves, eval_maps, masks, ranges
 
 
 def split_timings(metrics: dict, extra: dict | None) -> dict:
@@ -437,13 +439,12 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
                                scored, protocol, extra, unfinished, t_start)
   split = dataset.test
   norm = protocol.headline
-  results, curves, eval_maps, masks = category_metrics(
+  results, curves, eval_maps, masks, ranges = category_metrics(
       config, split, scored, scorers, protocol)
   thresholds = {
       s: r[evaluation.threshold_reduction(r, norm)]['threshold']
       for s, r in results.items()}
-  write_thresholds(out_dir, config, thresholds, scored.val_maps,
-                   validation_ranges(scored, masks.shape[1:], protocol))
+  write_thresholds(out_dir, config, thresholds, scored.val_maps, ranges)
   workdir_lib.save_fitted(out_dir, scored.fitted)
   metrics = tables.flatten(results)
   timings = split_timings(metrics, extra)
@@ -464,15 +465,15 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
   return metrics
 
 
-def validation_ranges(scored: Scored, shape, protocol: evaluation.Protocol
-                      ) -> dict[str, list[float]]:
+def validation_ranges(val_maps: dict, val_own: dict,
+                      protocol: evaluation.Protocol) -> dict[str, list[float]]:
   """{scorer: [min, max]} of the good validation images' image scores, as
-  the image thresholds are calibrated on (the headline reduction of the
-  maps at the evaluation resolution `shape`, or a map-less scorer's own)."""
-  scores = {k: evaluation.reduce(evaluation.resize_maps(v, shape),
-                                 protocol.headline, protocol.sigma)
-            for k, v in scored.val_maps.items()}
-  scores.update({k: v for k, v in scored.val_own.items() if k not in scores})
+  the image thresholds are calibrated on: the headline reduction of their
+  maps `val_maps` (at the evaluation resolution), or a map-less scorer's
+  own score (`val_own`)."""
+  scores = {k: evaluation.reduce(v, protocol.headline, protocol.sigma)
+            for k, v in val_maps.items()}
+  scores.update({k: v for k, v in val_own.items() if k not in scores})
   return {k: evaluation.score_range(v) for k, v in scores.items()}
 
 

@@ -199,9 +199,12 @@ def _estimate(config) -> dict[str, int]:
 
 
 def estimate(config: ml_collections.ConfigDict) -> dict[str, int]:
-  """Bytes per image and fixed bytes of training and scoring (cached by
-  the fields that change them)."""
-  key = config.to_json(sort_keys=True, default=repr)
+  """Bytes per image and fixed bytes of training and scoring, cached per
+  config but for the batch sizes, which they do not depend on (so that
+  check_memory's batch-1 question traces nothing again)."""
+  key = config.copy_and_resolve_references()
+  key.train.batch_size = key.eval.batch_size = 0
+  key = key.to_json(sort_keys=True, default=repr)
   if key not in _CACHE:
     _CACHE[key] = _estimate(config)
   return _CACHE[key]

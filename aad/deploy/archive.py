@@ -35,9 +35,9 @@ import numpy as np
 
 from aad import data
 from aad import models
-from aad.deploy import function as deploy
+from aad.deploy import function
 from aad.deploy import detector as detector_lib
-from aad.deploy import loader as exported
+from aad.deploy import loader
 from aad.metrics import protocol
 from aad.runtime import atomic
 from aad.experiment import workdir as workdir_lib
@@ -53,7 +53,7 @@ def metadata(detector: detector_lib.Detector, workdir: str) -> dict:
   """What the loader needs besides the modules, as JSON."""
   config = detector.config
   return {
-      'format': exported.FORMAT,
+      'format': loader.FORMAT,
       'workdir': os.path.abspath(workdir),
       'category': detector.category,
       'config_name': config.name,
@@ -82,10 +82,10 @@ def export_stablehlo(detector: detector_lib.Detector, platforms=PLATFORMS,
   A platform whose lowering fails is left out with a warning naming the
   error (e.g. an op without a TPU lowering); the CPU must lower.
   """
-  fn = jax.jit(deploy.detector_fn(detector.config, detector.family,
-                                  detector.scorers,
-                                  detector.variables, detector.fitted,
-                                  detector.thresholds))
+  fn = jax.jit(function.detector_fn(detector.config, detector.family,
+                                    detector.scorers,
+                                    detector.variables, detector.fitted,
+                                    detector.thresholds))
   modules = {}
   platforms = tuple(platforms)
   for channels in input_channels:
@@ -116,7 +116,7 @@ def write_archive(path: str, meta: dict, modules: dict[int, bytes]):
                              for c in modules})
   buffer = io.BytesIO()
   with zipfile.ZipFile(buffer, 'w', zipfile.ZIP_DEFLATED) as archive:
-    archive.writestr(exported.METADATA, json.dumps(meta, indent=2,
+    archive.writestr(loader.METADATA, json.dumps(meta, indent=2,
                                                    sort_keys=True))
     for c, blob in modules.items():
       archive.writestr(meta['modules'][str(c)], blob)
@@ -151,9 +151,9 @@ def export_onnx(detector: detector_lib.Detector, path: str, meta: dict):
   # 0.17 cannot lower with a symbolic batch.
   config.model.conv_impl = 'plain'
   # The family of this config: its networks use the plain convolutions.
-  model = functools.partial(deploy.model_fn(config, models.create(config),
-                                            scorers, random=False),
-                            detector.variables, detector.fitted)
+  model = functools.partial(
+      function.model_fn(config, models.create(config), scorers, random=False),
+      detector.variables, detector.fitted)
   norm, sigma = config.eval.norm, float(config.eval.smooth_sigma)
   thresholds = detector.thresholds
   scales = protocol.normalisation(thresholds)
@@ -161,7 +161,7 @@ def export_onnx(detector: detector_lib.Detector, path: str, meta: dict):
 
   def fn(images):
     maps, own = model(images, None, None)
-    scores = {k: deploy.reduce(v, norm, sigma) for k, v in maps.items()}
+    scores = {k: function.reduce(v, norm, sigma) for k, v in maps.items()}
     scores.update({k: v for k, v in own.items() if k not in maps})
     out = {f'model_maps.{k}': v for k, v in maps.items()}
     out.update({f'scores.{k}': scores[k] for k in names})
@@ -216,7 +216,7 @@ def export_detector(workdir: str, output: str, *, category: str = '',
       loaded or exported.
   """
   try:
-    deploy.check_exportable(workdir_lib.load_config(workdir))
+    function.check_exportable(workdir_lib.load_config(workdir))
   except ValueError as e:
     raise imageio.DataError(f'{workdir}: {e}') from e
   detector = detector_lib.Detector.load(workdir, category or None,

@@ -6,7 +6,7 @@
   result.maps['residual'][0], result.scores['residual'],
   result.normalised_scores['residual'], result.decisions['residual']
 
-  detector = exported.load('brick.onnx')      # needs only onnxruntime
+  detector = loader.load('brick.onnx')        # needs only onnxruntime
 
 This module imports numpy and the standard library at import time, and jax
 (or onnxruntime) only when a file is loaded; it never imports Flax, optax,

@@ -14,7 +14,7 @@ import ml_collections
 
 from aad.models import corruptions
 from aad.runtime import errors
-from aad.metrics import protocol as evaluation
+from aad.metrics import protocol
 from aad import models
 from aad.experiment import limits
 from aad.experiment import recommend
@@ -100,7 +100,7 @@ def check_config(config: ml_collections.ConfigDict, *, memory: bool = True):
                 'family', models.create(config))),
             ('config.eval.scorers', lambda: scoring.resolve(
                 config.eval.scorers, built['family'])),
-            ('config.eval', lambda: evaluation.Protocol.from_config(
+            ('config.eval', lambda: protocol.Protocol.from_config(
                 config.eval)))
   for block, check in checks:
     try:

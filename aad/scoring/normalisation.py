@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aad.scoring import lines as oriented
+from aad.scoring import lines
 from aad.scoring import ops
 from aad import scoring
 
@@ -238,8 +238,8 @@ def normalised_map(x, outputs, fitted, cfg):
     z = jnp.minimum(z, s['clip'])
   z = gaussian_blur(z, s['smooth_sigma'])
   if s['line_length'] > 0:
-    z = oriented.line_filter(z, s['line_length'], s['line_width'],
-                             s['orientations'])
+    z = lines.line_filter(z, s['line_length'], s['line_width'],
+                          s['orientations'])
   return z
 
 

@@ -128,29 +128,45 @@ def run(config: ml_collections.ConfigDict, root: str,
     The names of the points that failed (their error is logged).
   """
   from aad.runtime import parallel  # pylint: disable=g-import-not-at-top
-  from aad.experiment import run as pipeline  # pylint: disable=g-import-not-at-top
   from aad.runtime import atomic  # pylint: disable=g-import-not-at-top
-  from aad.runtime import errors  # pylint: disable=g-import-not-at-top
   points = expand(config)
   if parallel.is_primary():
     atomic.write_json(os.path.join(root, 'sweep.json'), {
         'axes': {path: list(values) for path, values in axes(config)},
         'points': [{'name': p.name, 'overrides': p.overrides}
                    for p in points]})
+  return run_points(config, root, points, indices)
+
+
+def run_points(config: ml_collections.ConfigDict, root: str,
+               points: list[Point], indices: list[int] | None = None,
+               what: str = 'Sweep point') -> list[str]:
+  """Runs `points` (all, or `indices`) one after the other, each in
+  ROOT/<point.name>: a finished one (metrics.json) is skipped, an unfinished
+  one resumes, and one that fails with a UserError is logged while the
+  others go on (`aad.suite` runs its datasets this way too; `what` names a
+  point in the log lines).
+
+  Returns:
+    The names of the points that failed.
+  """
+  from aad.runtime import parallel  # pylint: disable=g-import-not-at-top
+  from aad.experiment import run as pipeline  # pylint: disable=g-import-not-at-top
+  from aad.runtime import errors  # pylint: disable=g-import-not-at-top
   failed = []
   for i in (range(len(points)) if indices is None else indices):
     point = points[i]
     workdir = os.path.join(root, point.name)
     if parallel.from_primary(
         os.path.exists(os.path.join(workdir, 'metrics.json'))):
-      logging.info('Sweep point %d/%d %s: finished, skipped.', i + 1,
+      logging.info('%s %d/%d %s: finished, skipped.', what, i + 1,
                    len(points), point.name)
       continue
-    logging.info('Sweep point %d/%d: %s', i + 1, len(points), point.name)
+    logging.info('%s %d/%d: %s', what, i + 1, len(points), point.name)
     try:
       pipeline.train_and_evaluate(point_config(config, point), workdir)
     except errors.UserError as e:  # the point's own problem: go on
-      logging.error('Sweep point %s failed: %s', point.name, e)
+      logging.error('%s %s failed: %s', what, point.name, e)
       failed.append(point.name)
   return failed
 

@@ -31,7 +31,7 @@ COLUMNS = (
 TRAIN_SECONDS = 'mean/train/train_seconds'
 
 
-def _read_json(path: str):
+def read_json(path: str):
   with open(path) as f:
     return json.load(f)
 
@@ -40,7 +40,7 @@ def _runs(root: str) -> tuple[list[str], list[tuple[str, dict]]]:
   """(swept fields, [(run name, {field: value})]) found under `root`."""
   sweep_file = os.path.join(root, 'sweep.json')
   if os.path.exists(sweep_file):
-    sweep = _read_json(sweep_file)
+    sweep = read_json(sweep_file)
     return list(sweep['axes']), [(p['name'], p['overrides'])
                                  for p in sweep['points']]
   names = sorted(n for n in os.listdir(root)
@@ -54,7 +54,7 @@ def _fmt_value(value) -> str:
   return str(value)
 
 
-def _scorers(metrics: dict) -> list[str]:
+def scorers(metrics: dict) -> list[str]:
   """The scorers a run evaluated, from its metrics' keys, sorted: those with
   a map have 'mean/<scorer>/pixel_auroc', the map-less ones (global
   similarity measures, the activation Gaussian) only
@@ -65,9 +65,29 @@ def _scorers(metrics: dict) -> list[str]:
                      (k.endswith('/own/image_auroc') and k.count('/') == 3))})
 
 
-def _image_score(metrics: dict, scorer: str, norm: str) -> str:
+def image_score(metrics: dict, scorer: str, norm: str) -> str:
   """'own' where the scorer has its own image score, else `norm`."""
   return 'own' if f'mean/{scorer}/own/image_auroc' in metrics else norm
+
+
+def scorer_values(metrics: dict, scorer: str, norm: str,
+                  columns=COLUMNS) -> list[float | None]:
+  """The means over categories of `columns` (as COLUMNS) for `scorer`,
+  with its image score (`image_score`); None where the run has no such
+  metric."""
+  image = image_score(metrics, scorer, norm)
+  return [metrics.get(f'mean/{scorer}/' + key.format(norm=image))
+          for _, key in columns]
+
+
+def read_run(run_dir: str) -> tuple[dict, dict | None, dict]:
+  """A run folder's config.json, metrics.json (None: not finished) and
+  timings.json ({} where the config or timings file is missing)."""
+  def read(name):
+    path = os.path.join(run_dir, name)
+    return read_json(path) if os.path.exists(path) else None
+  return read('config.json') or {}, read('metrics.json'), read(
+      'timings.json') or {}
 
 
 def gather(root: str) -> tuple[list[str], list[list[str]]]:
@@ -82,43 +102,43 @@ def gather(root: str) -> tuple[list[str], list[list[str]]]:
             'train s (mean)', 'status']
   rows = []
   for name, overrides in runs:
-    metrics_file = os.path.join(root, name, 'metrics.json')
-    config_file = os.path.join(root, name, 'config.json')
-    config = _read_json(config_file) if os.path.exists(config_file) else {}
+    config, metrics, timings = read_run(os.path.join(root, name))
     row = [name, *(_fmt_value(overrides[f]) for f in fields),
            config.get('model', {}).get('name', '')]
-    if not os.path.exists(metrics_file):
+    if metrics is None:
       rows.append(row + [''] * (len(COLUMNS) + 2) + ['not finished'])
       continue
-    metrics = _read_json(metrics_file)
     norm = config.get('eval', {}).get('norm', 'l2')
-    timings_file = os.path.join(root, name, 'timings.json')
-    seconds = (_read_json(timings_file).get(TRAIN_SECONDS)
-               if os.path.exists(timings_file) else None)
-    if not _scorers(metrics):
+    seconds = timings.get(TRAIN_SECONDS)
+    if not scorers(metrics):
       # A folder of good images only: thresholds, no test metrics.
       rows.append(row + [''] * (len(COLUMNS) + 1) + [
           '' if seconds is None else f'{seconds:.0f}', 'no test metrics'])
       continue
-    for scorer in _scorers(metrics):
-      image = _image_score(metrics, scorer, norm)
-      values = [metrics.get(f'mean/{scorer}/' + key.format(norm=image))
-                for _, key in COLUMNS]
+    for scorer in scorers(metrics):
       rows.append(row + [scorer] + [
-          '' if v is None else f'{v:.3f}' for v in values] + [
+          '' if v is None else f'{v:.3f}'
+          for v in scorer_values(metrics, scorer, norm)] + [
               '' if seconds is None else f'{seconds:.0f}', 'done'])
   return header, rows
 
 
 def write(root: str) -> str:
   """Writes ROOT/summary.md and ROOT/summary.csv; returns the markdown."""
-  header, rows = gather(root)
+  return write_table(root, 'summary', *gather(root))
+
+
+def write_table(root: str, stem: str, header: list[str],
+                rows: list[list[str]], notes: tuple[str, ...] = ()) -> str:
+  """Writes ROOT/<stem>.md (the markdown table, then `notes`, a line each)
+  and ROOT/<stem>.csv (the table); returns the markdown."""
   from aad import report  # pylint: disable=g-import-not-at-top
   from aad.report import tables  # pylint: disable=g-import-not-at-top
   from aad.runtime import atomic  # pylint: disable=g-import-not-at-top
-  text = '\n'.join(tables.markdown_table(header, rows)) + '\n'
-  atomic.write_text(os.path.join(root, 'summary.md'), text)
-  report.write_csv(os.path.join(root, 'summary.csv'), header, rows)
+  lines = tables.markdown_table(header, rows)
+  text = '\n'.join([*lines, *([''] if notes else []), *notes]) + '\n'
+  atomic.write_text(os.path.join(root, f'{stem}.md'), text)
+  report.write_csv(os.path.join(root, f'{stem}.csv'), header, rows)
   return text
 
 

@@ -171,6 +171,27 @@ def run_points(config: ml_collections.ConfigDict, root: str,
   return failed
 
 
+def start(config: ml_collections.ConfigDict) -> None:
+  """The start of a process that runs many points of `config` (aad.sweep,
+  aad.suite): the CPU device layout, then jax.distributed."""
+  from aad.runtime import cpu  # pylint: disable=g-import-not-at-top
+  # Before JAX starts; points that change the image or batch size keep
+  # the layout of the base config.
+  cpu.configure(config.num_devices, config.train.batch_size,
+                config.dataset.image_size)
+  from aad.runtime import parallel  # pylint: disable=g-import-not-at-top
+  parallel.initialize(config.distributed)
+
+
+def exit_if_failed(failed: list[str], what: str) -> None:
+  """Exit status 1, after a line naming the `failed` points, if any."""
+  if failed:
+    logging.error('%d %s(s) failed: %s. Rerun the same command to retry '
+                  'them (finished ones are skipped).', len(failed), what,
+                  ', '.join(failed))
+    raise SystemExit(1)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -195,22 +216,13 @@ def main(argv):
     for i, point in enumerate(points):
       print(f'[{i}] {os.path.join(root, point.name)}\n    {_command(i)}')
     return
-  from aad.runtime import cpu  # pylint: disable=g-import-not-at-top
-  # Before JAX starts; sweep axes that change the image or batch size keep
-  # the layout of the base config.
-  cpu.configure(config.num_devices, config.train.batch_size,
-                         config.dataset.image_size)
+  start(config)
   from aad.runtime import parallel  # pylint: disable=g-import-not-at-top
-  parallel.initialize(config.distributed)
   indices = None if point is None else [point]
   failed = run(config, root, indices)
   if indices is None and parallel.is_primary():
     print(summary.write(root), end='')
-  if failed:
-    logging.error('%d sweep point(s) failed: %s. Rerun the same command to '
-                  'retry them (finished points are skipped).', len(failed),
-                  ', '.join(failed))
-    raise SystemExit(1)
+  exit_if_failed(failed, 'sweep point')
 
 
 def _define_flags():

@@ -2,7 +2,8 @@
 
   aad fit --config=aesc_stain [--workdir=DIR] [--config.x=...]
   aad test --workdir=DIR          aad predict / export / benchmark / sweep /
-  aad configs                     summary: the flags of python -m aad.<verb>
+  aad configs                     summary / suite: the flags of python -m
+                                  aad.<verb>
   aad <verb> --help               the verb's flags
 
 `aad <verb> ARGS` runs the verb's module as `python -m <module> ARGS` does
@@ -24,6 +25,7 @@ VERBS = {
     'benchmark': ('aad.benchmark', 'time training, scoring or the metrics'),
     'sweep': ('aad.sweep', "run a config's sweep, one workdir per point"),
     'summary': ('aad.summary', "gather a sweep's runs into one table"),
+    'suite': ('aad.suite', 'run one config over a list of dataset folders'),
 }
 
 

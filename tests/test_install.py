@@ -61,7 +61,7 @@ def test_verbs_name_existing_modules():
   for module, _ in cli.VERBS.values():
     assert importlib.util.find_spec(module), module
   assert set(cli.VERBS) == {'fit', 'test', 'predict', 'export', 'benchmark',
-                            'sweep', 'summary'}
+                            'sweep', 'summary', 'suite'}
 
 
 def _build_wheel(tmp: pathlib.Path) -> pathlib.Path:

@@ -16,6 +16,7 @@ from aad.models import aesc
 from aad.models import bergmann
 from aad.models import corruptions
 from aad.models import dae_denoiser
+from aad.models import draem
 from aad.scoring.scorers import activation_gaussian
 from aad.scoring.scorers import feature_mask
 from aad.scoring.scorers import normalised
@@ -116,13 +117,15 @@ def _model() -> ml_collections.ConfigDict:
   b = ml_collections.ConfigDict()
   # The model family (aad/models/<name>.py): 'aesc' (AE with additive
   # skips), 'ae' (the same without skips), 'bergmann' (seed 002),
-  # 'dae_denoiser' (seed 000). Each family module's defaults() gives its
+  # 'dae_denoiser' (seed 000), 'draem' (reconstruct and discriminate,
+  # DRAEM). Each family module's defaults() gives its
   # fields: aesc's flat ones (aesc and ae read them), the others' blocks
   # named after them.
   b.name = 'aesc'
   b.update(aesc.defaults())
   b.update(bergmann.defaults())
   b.update(dae_denoiser.defaults())
+  b.update(draem.defaults())
   return b
 
 
@@ -131,6 +134,9 @@ def _train() -> ml_collections.ConfigDict:
   b = ml_collections.ConfigDict()
   b.batch_size = 16        # global batch, split over devices
   b.num_steps = 2000       # optimiser steps per category
+  # With config.auto: num_steps such that training sees this many pixels
+  # (aad/experiment/recommend.py).
+  b.auto_pixels = 16 * 128 * 128 * 3000
   b.learning_rate = 1e-3   # Adam (Keras default; METHOD.md Q4)
   b.adam_eps = 1e-7        # Keras' Adam epsilon
   # Steps run on device per host dispatch. CPUs unroll them (compile time

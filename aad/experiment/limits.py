@@ -175,8 +175,15 @@ def _estimate(config) -> dict[str, int]:
   key = jax.random.key(0)
   train_per, train_fixed = 0, 0
   for stage in family.stages:
-    def loss(v, x, stage=stage):
+    # Channels a corruption adds (e.g. the mask of a simulated anomaly).
+    extra = jax.eval_shape(stage.corrupt, key, jax.ShapeDtypeStruct(
+        shape, jnp.float32)).shape[-1] - shape[-1]
+
+    def loss(v, x, stage=stage, extra=extra):
       inputs, clean = x, x
+      if extra:
+        inputs = jnp.concatenate(
+            [x, jnp.zeros(x.shape[:-1] + (extra,), x.dtype)], -1)
       if stage.prepare is not None:
         inputs = jax.lax.stop_gradient(stage.prepare(v, inputs))
       if stage.crop:

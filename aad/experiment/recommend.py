@@ -13,9 +13,9 @@ still holds its AUTO value (a value given on the command line is kept):
   (stride half a patch) when the model's image has a side of at least
   2 * PATCH px or an aspect ratio of at least 2 (large or elongated images,
   where squashing to a small square loses thin defects); else whole images.
-- train.num_steps: STEP_PIXELS / (batch x input pixels) steps, within
-  [MIN_STEPS, MAX_STEPS]: the same number of pixels seen whatever the size,
-  about 7 minutes of training on a 2-core CPU at the folder config's model.
+- train.num_steps: config.train.auto_pixels / (batch x input pixels)
+  steps, within [MIN_STEPS, MAX_STEPS]: the same number of pixels seen
+  whatever the size (a budget per family: its cost per pixel differs).
 - eval.normalised.line_length (and smooth_sigma): in patch mode, the line
   filter of LINE px (aad/scoring/lines.py) with no Gaussian: in large images
   thin defects (cracks, scratches) span many pixels, faint per pixel;
@@ -40,7 +40,7 @@ from aad import data
 
 MAX_PIXELS = 640 * 256   # the model's image area, px
 PATCH = 128              # patch side in patch mode, px
-STEP_PIXELS = 16 * 128 * 128 * 3000   # pixels seen in training
+STEP_PIXELS = 16 * 128 * 128 * 3000   # default pixels seen in training
 MIN_STEPS, MAX_STEPS = 500, 3000
 ALIGNED = 0.1            # alignment share above which images are aligned
 LINE = 32.0              # line filter sigma along the line, px (patch mode)
@@ -61,13 +61,15 @@ AUTO = {'dataset.channels': 0, 'dataset.image_size': 0,
 
 
 def rules(props: data.Properties, multiple: int, batch_size: int,
-          fixed: dict | None = None) -> tuple[dict[str, object], list[str]]:
+          fixed: dict | None = None, step_pixels: int = STEP_PIXELS
+          ) -> tuple[dict[str, object], list[str]]:
   """({config field: value}, one reason per decision) for data `props` and
   a model whose image sides must be multiples of `multiple`.
 
   fixed: values the user chose for some AUTO fields (image_size with
   image_width, patch_size with patch_stride); those are not returned and
   the other rules use them.
+  step_pixels: pixels the training steps should see in all.
   """
   fixed = dict(fixed or {})
   fields, why = {}, []
@@ -104,9 +106,9 @@ def rules(props: data.Properties, multiple: int, batch_size: int,
                  if patch else 'whole images (small and not elongated)',
                  ('dataset.patch_stride', patch // 2))
   pixels = batch_size * (patch * patch if patch else height * width)
-  steps = min(MAX_STEPS, max(MIN_STEPS, STEP_PIXELS // pixels))
+  steps = min(MAX_STEPS, max(MIN_STEPS, step_pixels // pixels))
   choose('train.num_steps', steps,
-         f'{steps} training steps ({STEP_PIXELS:.3g} px seen)',
+         f'{steps} training steps ({step_pixels:.3g} px seen)',
          ('train.eval_every', max(1, steps // 6)))
   line = LINE if patch else 0.0
   choose('eval.normalised.line_length', line,
@@ -172,7 +174,8 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   props = data.properties(config.dataset)
   from aad import models  # pylint: disable=g-import-not-at-top
   fields, why = rules(props, models.create(config).size_multiple,
-                      config.train.batch_size, fixed)
+                      config.train.batch_size, fixed,
+                      config.train.get('auto_pixels', STEP_PIXELS))
   logging.info('config.auto: %d training images, median %dx%d, %s, '
                'alignment %.3f; %s.', props.count, props.height, props.width,
                'colour' if props.colour else 'grey', props.alignment,

@@ -72,7 +72,7 @@ def check_config(config: ml_collections.ConfigDict, *, memory: bool = True):
   config = recommend.with_placeholders(config)
   for key in ('train.batch_size', 'train.num_steps', 'train.steps_per_call',
               'train.log_every', 'train.eval_every', 'eval.mc_samples',
-              'eval.batch_size', 'dataset.image_size'):
+              'eval.batch_size', 'dataset.image_size', 'train.auto_pixels'):
     _int_at_least(config, key, 1)
   for key in ('eval.mc_chunk', 'dataset.image_width', 'dataset.patch_size',
               'dataset.patch_stride', 'dataset.roi_margin',

@@ -481,14 +481,76 @@ def perlin(key, image, *, scale=(1, 32), threshold=0.5, opacity=(0.2, 1.0),
   k_mask, k_draw = jax.random.split(key)
   mask = perlin_mask(k_mask, (h, w), scale=scale, threshold=threshold)
   u = jax.random.uniform(k_draw, (7,))
-  fill = jnp.roll(image, (jnp.floor(u[0] * h).astype(jnp.int32),
-                          jnp.floor(u[1] * w).astype(jnp.int32)), (0, 1))
-  fill = jnp.where(u[2] < 0.5, fill, fill[::-1, ::-1])
-  fill = (gain[0] + (gain[1] - gain[0]) * u[3]) * fill + (
-      shift[0] + (shift[1] - shift[0]) * u[4])
+  fill = _displaced(image, u[:5], gain, shift)
   alpha = opacity[0] + (opacity[1] - opacity[0]) * u[5]
   mask = mask * alpha * (u[6] >= p_clean)
   return _composite(image, jnp.clip(fill, 0, 1), mask)
+
+
+def _displaced(image, u, gain, shift):
+  """The image rolled by a random offset, flipped at random, times a gain
+  plus a shift drawn in their ranges; `u` holds five uniform draws."""
+  h, w = image.shape[:2]
+  fill = jnp.roll(image, (jnp.floor(u[0] * h).astype(jnp.int32),
+                          jnp.floor(u[1] * w).astype(jnp.int32)), (0, 1))
+  fill = jnp.where(u[2] < 0.5, fill, fill[::-1, ::-1])
+  return (gain[0] + (gain[1] - gain[0]) * u[3]) * fill + (
+      shift[0] + (shift[1] - shift[0]) * u[4])
+
+
+def procedural_texture(key, shape_hw, channels, *, scale=(2, 64)):
+  """A foreign texture: Perlin noise of a scale drawn log-uniformly in
+  `scale` per axis, mapped per channel onto a random range of levels, with
+  a finer octave on top. Nothing is read from disk, so any material gets
+  fills unlike its own.
+
+  Returns:
+    float32 (H, W, channels) in [0, 1].
+  """
+  k_scale, k_coarse, k_fine, k_levels = jax.random.split(key, 4)
+  lo, hi = np.log(scale[0]), np.log(scale[1])
+  s = jnp.exp(lo + (hi - lo) * jax.random.uniform(k_scale, (2,)))
+  noise = (perlin_noise(k_coarse, shape_hw, s) + 0.5 * perlin_noise(
+      k_fine, shape_hw, jnp.minimum(2 * s, MAX_PERLIN_SCALE)))
+  t = jnp.clip(0.5 + noise / 3, 0, 1)[..., None]
+  levels = jax.random.uniform(k_levels, (2, channels))
+  return levels[0] + (levels[1] - levels[0]) * t
+
+
+def perlin_anomaly(key, image, *, scale=(1, 32), threshold=0.5,
+                   opacity=(0.2, 1.0), gain=(0.5, 1.5),
+                   shift=(-0.25, 0.25), p_anomaly=0.5, p_foreign=0.4,
+                   p_smooth=0.2, texture_scale=(2, 64), smooth_sigma=(1, 3)):
+  """DRAEM's simulated anomaly, with its mask: a Perlin blob mask (as
+  `perlin`) filled, with an opacity drawn in `opacity`, by a foreign
+  procedural texture (probability `p_foreign`), by the image itself
+  smoothed with a Gaussian of sigma drawn in `smooth_sigma` px (probability
+  `p_smooth`: texture lost, as under a smudge or wear) or else by the
+  image's own texture displaced and changed in contrast and level (as
+  `perlin`).
+
+  Returns:
+    float32 (H, W, C + 1): the corrupted image, then the binary mask of
+    where it was changed (all 0 with probability 1 - p_anomaly), the target
+    of a segmentation network.
+  """
+  h, w, c = image.shape
+  k_mask, k_draw, k_texture = jax.random.split(key, 3)
+  mask = perlin_mask(k_mask, (h, w), scale=scale, threshold=threshold)
+  u = jax.random.uniform(k_draw, (9,))
+  mask = mask * (u[6] < p_anomaly)
+  sigma = smooth_sigma[0] + (smooth_sigma[1] - smooth_sigma[0]) * u[8]
+  radius = int(math.floor(4 * smooth_sigma[1] + 0.5))
+  smoothed = jnp.stack([_gaussian_blur(image[..., i], sigma, radius)
+                        for i in range(c)], axis=-1)
+  fill = jnp.where(
+      u[7] < p_foreign,
+      procedural_texture(k_texture, (h, w), c, scale=texture_scale),
+      jnp.where(u[7] < p_foreign + p_smooth, smoothed,
+                _displaced(image, u[:5], gain, shift)))
+  alpha = opacity[0] + (opacity[1] - opacity[0]) * u[5]
+  out = _composite(image, jnp.clip(fill, 0, 1), mask * alpha)
+  return jnp.concatenate([out, mask[..., None].astype(out.dtype)], axis=-1)
 
 
 def none(key, image):

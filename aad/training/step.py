@@ -172,11 +172,15 @@ def make_train_chunk(stage: base.Stage, *, batch_size: int,
     # fuse the whole corruption into both consumers of the first conv's
     # input (forward, and the weight gradient's transposed copy, where it
     # runs in a cache-hostile order).
+    # The other branch only needs the shape (a corruption may add
+    # channels, e.g. a mask).
+    corrupt = lambda: corruptions.corrupt_batch(stage.corrupt, noise_key,
+                                                clean, positions)
+    shape = jax.eval_shape(corrupt)
     inputs = lax.cond(
-        state.step >= 0,
-        lambda: corruptions.corrupt_batch(stage.corrupt, noise_key, clean,
-                                          positions),
-        lambda: clean)
+        state.step >= 0, corrupt,
+        lambda: clean if shape.shape == clean.shape else jnp.zeros(
+            shape.shape, shape.dtype))
     if stage.prepare is not None:
       inputs = lax.stop_gradient(stage.prepare(frozen, inputs))
     if stage.crop:

@@ -106,6 +106,33 @@ def test_scorer_fits_on_validation_images_and_scores():
   np.testing.assert_allclose(own, expected.reshape(2, -1).max(1), rtol=1e-3)
 
 
+def test_two_sided_map_counts_less_error_than_usual():
+  # Good images: residual 0.5 +- 0.1 at every pixel (inputs 0.5 +- 0.1
+  # against a reconstruction of 0). A test image with a patch of residual
+  # 0.1 (z = -4, texture lost) and a pixel of 0.8 (z = +3).
+  s = scoring.get('normalised')
+  val = np.full((2, 8, 8, 1), 0.5, np.float32)
+  val[0] += 0.1
+  val[1] -= 0.1
+  recon = np.zeros_like(val)
+  test = np.full((1, 8, 8, 1), 0.5, np.float32)
+  test[0, 2:5, 2:5] = 0.1
+  test[0, 6, 6] = 0.8
+  outputs = {'reconstruction': jnp.zeros((1, 8, 8, 1))}
+  expected = ((test - 0.5) / (0.1 + 1e-6))[0, ..., 0]
+  for sides, want in ((1, np.minimum(expected, 3.5)),
+                      (2, np.minimum(np.abs(expected), 3.5))):
+    cfg = _cfg(mode='position', smooth_sigma=0.0, clip=3.5, sides=sides)
+    fitted = normalisation.fit(
+        np.round(val * 255).astype(np.uint8),
+        {'reconstruction': recon}, cfg)
+    amap = s.map(jnp.asarray(np.round(test * 255) / 255, jnp.float32),
+                 outputs, fitted, cfg)
+    np.testing.assert_allclose(amap[0], want, atol=0.05)
+  with pytest.raises(ValueError, match='normalised.sides=3'):
+    normalisation.settings(_cfg(sides=3))
+
+
 def test_settings_name_bad_values():
   with pytest.raises(ValueError, match='normalised.mode'):
     normalisation.settings(_cfg(mode='everywhere'))

@@ -8,7 +8,9 @@ of new good images), the expected error and its spread, and scores
 
   z = (e - mean) / (std + eps),
 
-clipped at `clip` (0: not clipped), smoothed by a Gaussian of
+clipped at `clip` (0: not clipped; with sides=2 the map is the larger of
+this for z and for -z: less error than usual counts too), smoothed by a
+Gaussian of
 `smooth_sigma` px and, when `line_length` > 0, by the oriented line filter
 of aad/scoring/lines.py (the largest mean along a line of `orientations`
 directions, sigma `line_length` px along and `line_width` px across), with
@@ -125,6 +127,9 @@ def settings(cfg) -> dict:
                      f'orientations >= 1 are needed; got clip={s["clip"]}, '
                      f'line_length={s["line_length"]}, line_width='
                      f'{s["line_width"]}, orientations={s["orientations"]}.')
+  if s['sides'] not in (1, 2):
+    raise ValueError(f'config.eval.normalised.sides={s["sides"]}: 1 (more '
+                     'error than on good images) or 2 (more or less).')
   s['orientations'] = int(s['orientations'])
   s['base'] = base
   return s
@@ -132,7 +137,8 @@ def settings(cfg) -> dict:
 
 DEFAULTS = dict(base=('residual',), mode='position', smooth_sigma=2.0,
                 top_k=0.001, bins=8, local_sigma=4.0, position_sigma=0.0,
-                clip=0.0, line_length=0.0, line_width=2.0, orientations=16)
+                clip=0.0, line_length=0.0, line_width=2.0, orientations=16,
+                sides=1)
 
 
 def base_maps(x, outputs, cfg, base: Sequence[str]) -> list[jax.Array]:
@@ -234,6 +240,17 @@ def normalised_map(x, outputs, fitted, cfg):
   zs = [normalise(x, m, fitted[n], s)
         for n, m in zip(s['base'], base_maps(x, outputs, cfg, s['base']))]
   z = sum(zs) / len(zs)
+  if s['sides'] == 1:
+    return _filtered(z, s)
+  # Less error than on good images counts too: a region that lost its
+  # texture (a smudge, wear, polish) is easier to reconstruct than the
+  # texture around it. Each direction is filtered on its own, so that a
+  # region of consistently low error stands out once averaged.
+  return jnp.maximum(_filtered(z, s), _filtered(-z, s))
+
+
+def _filtered(z, s):
+  """z clipped at `clip`, smoothed, line-filtered (as configured)."""
   if s['clip'] > 0:
     z = jnp.minimum(z, s['clip'])
   z = gaussian_blur(z, s['smooth_sigma'])

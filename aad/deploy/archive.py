@@ -84,8 +84,8 @@ def export_stablehlo(detector: detector_lib.Detector, platforms=PLATFORMS,
   """
   fn = jax.jit(function.detector_fn(detector.config, detector.family,
                                     detector.scorers,
-                                    detector.variables, detector.fitted,
-                                    detector.thresholds))
+                                    detector.prepared_variables,
+                                    detector.fitted, detector.thresholds))
   modules = {}
   platforms = tuple(platforms)
   for channels in input_channels:
@@ -150,10 +150,15 @@ def export_onnx(detector: detector_lib.Detector, path: str, meta: dict):
   # forms (tests/test_models.py), without their jnp.pad, which jax2onnx
   # 0.17 cannot lower with a symbolic batch.
   config.model.conv_impl = 'plain'
-  # The family of this config: its networks use the plain convolutions.
+  # The family of this config: its networks use the plain convolutions
+  # (its prepared variables are the checkpoint's but for the families
+  # whose fast forms do not depend on conv_impl).
+  family = models.create(config)
+  variables = family.prepare(detector.variables,
+                             workdir_lib.model_input_shape(config, family))
   model = functools.partial(
-      function.model_fn(config, models.create(config), scorers, random=False),
-      detector.variables, detector.fitted)
+      function.model_fn(config, family, scorers, random=False), variables,
+      detector.fitted)
   norm, sigma = config.eval.norm, float(config.eval.smooth_sigma)
   thresholds = detector.thresholds
   scales = protocol.normalisation(thresholds)

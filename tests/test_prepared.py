@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from aad import models
+from aad.deploy import archive
 from aad.deploy import detector as detector_lib
+from aad.deploy import function
 from aad.experiment import testing
 from aad.models import aesc
 from aad.models import layers
@@ -197,3 +199,15 @@ def test_the_detector_prepares_once():
   # The checkpoint's variables stay as they were.
   assert layers.prepared_kernels(detector.variables) == 0
   assert layers.prepared_kernels(detector.prepared_variables) == 6
+  # The export holds prepared kernels (XLA's constant folding of the same
+  # operations: equal up to the last bit) and rebuilds none per call.
+  exported = archive.export_variables(detector)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6,
+                                                       atol=1e-7),
+               exported, detector.prepared_variables)
+  fn = function.detector_fn(config, family, scorers, exported, fitted,
+                            {'image': {}, 'pixel': {}})
+  with jax.enable_x64(True):
+    text = _lowered_text(fn, images[:1], np.int32(2),
+                         np.zeros(1, np.int32))
+  assert layers.KERNEL_SCOPE not in text

@@ -175,8 +175,8 @@ class Detector:
   @functools.cached_property
   def prepared_variables(self):
     """The variables the family's outputs read (`family.prepare`: the fast
-    convolutions' kernels built once, not in every call); the exported
-    function holds them too."""
+    convolutions' kernels built once, not in every call; the export builds
+    its own, `archive.export_variables`)."""
     return self.family.prepare(self.variables, workdir_lib.model_input_shape(
         self.config, self.family))
 

@@ -7,6 +7,8 @@
 
   python -m aad.benchmark --cold_start --workdir=W [--category=C]
       [--aad=FILE] [--cache_dir=D]
+  python -m aad.benchmark --families[=aesc,draem] [--image_size=64
+      --channels=1 --batch_size=8 --repeats=2 --set=model.depth=5]
 
 --cold_start times a trained run's start-up, each in fresh subprocesses:
 `aad.Detector.load` then its first `predict` of one image at the model's
@@ -33,6 +35,19 @@ separated; scoring time covers the family outputs they need and their
 maps); --versus another list timed in the same rounds, call after call
 (score_cost_ratio = the median over rounds of scorers' time / versus'
 time, a ratio measured side by side); --set KEY=VALUE any config field (a Python literal; repeatable).
+Inference, scoring and the detector read the trained variables prepared
+once, as aad.evaluate and aad.Detector do: prepared says whether the model
+has fast-form kernels to prepare (prepared_kernels of them, built in
+prepare_s seconds, compilation included).
+
+--families times every model family (aad.models.names(); or the comma
+separated list given) on the base config (configs/default.py, each
+family's defaults) at one size: one JSON line per family with its training
+images/s (first stage) and inference images/s (prepared), and the
+preparation figures. Cheap by default: 64 px (the smallest size every
+family's defaults take), grey, batch 8, 2 timed repeats; a family whose
+size rule the size breaks gets a line with 'skipped' (e.g. at 32 px
+AESc's depth 6 needs --set=model.depth=5).
 """
 
 from __future__ import annotations
@@ -81,8 +96,14 @@ def _parser() -> argparse.ArgumentParser:
                       metavar='KEY=VALUE',
                       help='override a config field, e.g. '
                       'eval.similarity.fsim.noise_stride=2 (repeatable)')
-  parser.add_argument('--repeats', type=int, default=5,
-                      help='timed calls after warm-up (median reported)')
+  parser.add_argument('--repeats', type=int, default=None,
+                      help='timed calls after warm-up (median reported; '
+                      'default 5, --families 2)')
+  parser.add_argument('--families', nargs='?', const='all', default=None,
+                      metavar='NAMES',
+                      help='time training and inference of every model '
+                      'family (or these, comma separated), one JSON line '
+                      'each')
   parser.add_argument('--cold_start', action='store_true',
                       help='time a trained run\'s load and first predict '
                       'in fresh processes, with an empty then a warm '
@@ -223,27 +244,32 @@ def set_field(config, item: str) -> None:
   block[field] = value
 
 
-def _speed(args: argparse.Namespace) -> dict[str, object]:
-  """Loads the config file, applies the overrides, times it."""
+def _load_config(path: str):
+  """The config of a file, or of a shipped config's name."""
   from aad import configs  # pylint: disable=g-import-not-at-top
-  from aad.runtime import cpu  # pylint: disable=g-import-not-at-top
-  args.config = configs.resolve(args.config)  # a shipped config's name
-  if not os.path.isfile(args.config):
-    raise SystemExit(f'--config={args.config}: no such file (run from the '
+  path = configs.resolve(path)  # a shipped config's name
+  if not os.path.isfile(path):
+    raise SystemExit(f'--config={path}: no such file (run from the '
                      'repository root, e.g. --config=configs/aesc_stain.py)')
   spec = importlib.util.spec_from_file_location('aad_benchmark_config',
-                                                args.config)
+                                                path)
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)
-    config = module.get_config()
+    return path, module.get_config()
   except Exception as e:  # pylint: disable=broad-except
     # A syntax error, a NameError in get_config: one line, status 2.
     from aad.runtime import logs  # pylint: disable=g-import-not-at-top
     if os.environ.get('AAD_DEBUG', '') not in ('', '0'):
       raise
-    sys.stderr.write(f'benchmark: {logs.config_load_error(e, args.config)}\n')
+    sys.stderr.write(f'benchmark: {logs.config_load_error(e, path)}\n')
     sys.exit(2)
+
+
+def _override(config, args: argparse.Namespace):
+  """Applies --image_size, --channels, --batch_size, --scorers and --set;
+  then fixes the CPU device count (before JAX starts its backend)."""
+  from aad.runtime import cpu  # pylint: disable=g-import-not-at-top
   for value, block, field in ((args.image_size, 'dataset', 'image_size'),
                               (args.channels, 'dataset', 'channels'),
                               (args.batch_size, 'train', 'batch_size')):
@@ -253,37 +279,77 @@ def _speed(args: argparse.Namespace) -> dict[str, object]:
     config.eval.scorers = tuple(n for n in args.scorers.split(',') if n)
   for item in args.set:
     set_field(config, item)
-  versus = (None if args.versus is None else
-            tuple(n for n in args.versus.split(',') if n))
-  # Before aad.speed imports JAX: the CPU device count is fixed at start-up.
   cpu.configure(config.num_devices, config.train.batch_size,
                 config.dataset.image_size)
+
+
+def _speed(args: argparse.Namespace) -> dict[str, object]:
+  """Loads the config file, applies the overrides, times it."""
+  args.config, config = _load_config(args.config)
+  _override(config, args)
+  versus = (None if args.versus is None else
+            tuple(n for n in args.versus.split(',') if n))
   from aad.speed import throughput  # pylint: disable=g-import-not-at-top
   return {'benchmark': 'speed', 'config': args.config,
-          **throughput.run(config, repeats=args.repeats, versus=versus)}
+          **throughput.run(config, repeats=args.repeats or 5,
+                           versus=versus)}
+
+
+# --families' base settings, before the command line's overrides.
+FAMILIES_DEFAULTS = {'image_size': 64, 'channels': 1, 'batch_size': 8,
+                     'repeats': 2}
+
+
+def _families(args: argparse.Namespace):
+  """One figures dict per family of --families, as each is measured."""
+  # pylint: disable=g-import-not-at-top
+  from aad import models
+  from aad.configs import default
+  known = models.names()
+  names = (known if args.families == 'all' else
+           tuple(n for n in args.families.split(',') if n))
+  unknown = [n for n in names if n not in known]
+  if unknown or not names:
+    raise SystemExit(f'--families={args.families}: unknown family '
+                     f'{", ".join(unknown) or "(none named)"}; choose from '
+                     f'{", ".join(known)}')
+  for key, value in FAMILIES_DEFAULTS.items():
+    if getattr(args, key) is None:
+      setattr(args, key, value)
+  config = default.get_config()
+  _override(config, args)
+  from aad.speed import throughput
+  for result in throughput.families(config, names, repeats=args.repeats):
+    yield {'benchmark': 'family', **result}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Parses `argv` (default sys.argv[1:]), runs, prints one JSON line."""
+  """Parses `argv` (default sys.argv[1:]), runs, prints one JSON line
+  (--families: one per family)."""
   parser = _parser()
   args = parser.parse_args(argv)
+  chosen = [flag for flag, on in (
+      ('--metrics', args.metrics), ('--config', args.config is not None),
+      ('--cold_start', args.cold_start),
+      ('--families', args.families is not None)) if on]
+  if len(chosen) > 1:
+    parser.error(f'choose one benchmark: {" or ".join(chosen)}')
   if args.cold_start:
-    if args.metrics or args.config is not None:
-      parser.error('choose one benchmark: --metrics, --config or '
-                   '--cold_start')
     if not args.workdir:
       parser.error('--cold_start needs --workdir=W (a trained run)')
     print(json.dumps(cold_start(args.workdir, args.category, args.aad,
                                 args.cache_dir)), flush=True)
     return 0
+  if args.families is not None:
+    for result in _families(args):
+      print(json.dumps(result), flush=True)
+    return 0
   if args.config is not None:
-    if args.metrics:
-      parser.error('choose one benchmark: --metrics or --config')
     print(json.dumps(_speed(args)), flush=True)
     return 0
   if not args.metrics:
-    parser.error('choose a benchmark: --metrics, --config=FILE or '
-                 '--cold_start --workdir=W')
+    parser.error('choose a benchmark: --metrics, --config=FILE, --families '
+                 'or --cold_start --workdir=W')
   from aad.speed import protocol  # pylint: disable=g-import-not-at-top
   data = protocol.synthetic_maps(args.num_maps, args.size, args.num_types,
                                  args.num_val, seed=args.seed)

@@ -64,7 +64,8 @@ def test_aesc_samples_fixed_positions_of_the_chosen_layers():
   config.eval.activation_gaussian.layers = ('enc1', 'dec0')
   config.eval.activation_gaussian.vector_size = 16
   family = models.create(config)
-  variables = family.init(jax.random.key(0), (32, 32, 1))
+  variables = family.prepare(family.init(jax.random.key(0), (32, 32, 1)),
+                             (32, 32, 1))
   x = np.random.default_rng(0).uniform(size=(3, 32, 32, 1)).astype(
       np.float32)
   out = family.outputs(variables, x, None, frozenset({'activations'}))

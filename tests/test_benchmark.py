@@ -67,10 +67,34 @@ def test_config_benchmark_prints_speed_figures(capsys):
               'score_images_per_s'):
     assert result[key] > 0
   assert result['mc_samples'] == 4
+  # Inference and scoring ran the prepared variables: the tiny AESc's 3
+  # strided and 3 upsampling convs have their kernels built once.
+  assert result['prepared'] and result['prepared_kernels'] == 6
   assert result['scorers'] == ['residual', 'mc_variance', 'psnr', 'ssim']
   assert result['versus_scorers'] == ['residual']
   assert result['score_cost_ratio'] == pytest.approx(
       result['versus_images_per_s'] / result['score_images_per_s'])
+
+
+def test_families_benchmark_prints_a_line_per_family(capsys):
+  assert benchmark.main(['--families=ae,bergmann', '--image_size=32',
+                         '--batch_size=2', '--repeats=1',
+                         '--set=model.bergmann.latent=8',
+                         '--set=num_devices=1']) == 0
+  lines = [json.loads(line) for line in
+           capsys.readouterr().out.splitlines()]
+  assert [r['model'] for r in lines] == ['ae', 'bergmann']
+  assert all(r['benchmark'] == 'family' and r['image_size'] == 32
+             for r in lines)
+  # The AE's default depth 6 needs multiples of 64 px.
+  assert 'multiples of 64' in lines[0]['skipped']
+  bergmann = lines[1]
+  assert bergmann['train_images_per_s'] > 0
+  assert bergmann['infer_images_per_s'] > 0
+  # Its convolutions are Flax's: nothing to prepare.
+  assert not bergmann['prepared'] and bergmann['prepared_kernels'] == 0
+  with pytest.raises(SystemExit, match="unknown family vae"):
+    benchmark.main(['--families=vae'])
 
 
 def test_set_field_overrides_nested_fields_and_names_bad_keys():

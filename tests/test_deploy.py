@@ -338,7 +338,8 @@ def test_patch_mode_matches_evaluate(textures_dir):
   config.dataset.patch_stride = 8
   config.eval.mc_samples = 2
   family = models.create(config)
-  variables = step_lib.init_variables(family, config, (16, 16, 1))
+  variables = family.prepare(
+      step_lib.init_variables(family, config, (16, 16, 1)), (16, 16, 1))
   images = data.load('textures', 'brick', image_size=32, channels=1,
                          data_dir=textures_dir).test.images[:3]
   scorers = evaluate.configured_scorers(config, family)

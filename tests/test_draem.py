@@ -70,6 +70,7 @@ def test_family_shapes_and_outputs():
   assert fam.size_multiple == 4
   v = fam.init(jax.random.key(0), (16, 24, 3))
   assert set(v) == {'reconstructive', 'discriminative'}
+  v = fam.prepare(v, (16, 24, 3))
   x = jax.random.uniform(jax.random.key(1), (2, 16, 24, 3))
   out = fam.outputs(v, x, None, frozenset({'segmentation'}))
   assert out['reconstruction'].shape == (2, 16, 24, 3)

@@ -17,6 +17,7 @@ test images, so a test image gets the figures of the run's report.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Sequence
 
@@ -80,7 +81,10 @@ def choose_category(workdir: str, category: str | None) -> str:
 
 
 class Detector:
-  """One category of a trained run, ready to score new images."""
+  """One category of a trained run, ready to score new images.
+
+  `variables` are the checkpoint's; scoring reads `prepared_variables`.
+  """
 
   def __init__(self, config, family, category: str, scorers, variables,
                fitted, thresholds: dict | None, best_step: int, devices):
@@ -152,8 +156,8 @@ class Detector:
       self._call = parallel.batched_call(
           lambda replicated, batch: fn(*replicated, batch[0], seed,
                                        batch[1]), self.devices)
-      self._replicated = parallel.replicate((self.variables, self.fitted),
-                                            self.devices)
+      self._replicated = parallel.replicate(
+          (self.prepared_variables, self.fitted), self.devices)
     step = self.config.eval.batch_size * len(self.devices)
     parts = []
     for start in range(0, len(prepared), step):
@@ -167,6 +171,14 @@ class Detector:
                                 jax.device_get(out)))
     return tuple({k: np.concatenate([p[i][k] for p in parts])
                   for k in parts[0][i]} for i in (0, 1))
+
+  @functools.cached_property
+  def prepared_variables(self):
+    """The variables the family's outputs read (`family.prepare`: the fast
+    convolutions' kernels built once, not in every call; the export builds
+    its own, `archive.export_variables`)."""
+    return self.family.prepare(self.variables, workdir_lib.model_input_shape(
+        self.config, self.family))
 
   @property
   def map_scorers(self) -> list[str]:

@@ -166,7 +166,8 @@ def check_exportable(config) -> None:
 def model_fn(config, family, scorers, random: bool = True):
   """fn(variables, fitted, prepared uint8 (N, H, W, C), seed, indices) ->
   (maps, own scores) at the model size: evaluation's computation
-  (`aad.scoring.batch.image_fn`, tiles included).
+  (`aad.scoring.batch.image_fn`, tiles included); variables from
+  `family.prepare`.
 
   MC-dropout keys are fold_in(key(seed), index) per image (per tile in patch
   mode, index * tiles + tile), as evaluation with seed
@@ -192,7 +193,9 @@ def detector_fn(config, family, scorers, variables, fitted,
   indices int32 (N,)) -> {'maps': {scorer: (N, h, w)} at the input size,
   'model_maps': {scorer: (N, H, W)}, 'scores': {scorer: (N,)},
   'decisions': {scorer: (N,) bool}, 'normalised_scores': {scorer: (N,)}}.
-  Trace it with x64 enabled; the model part switches it off.
+  Trace it with x64 enabled; the model part switches it off. `variables`
+  come from `family.prepare` (the fast convolutions' kernels built once):
+  the export holds them as constants.
 
   Scores: the config's eval.norm of each map (at the model size, or at the
   input size with eval.resolution='original', as aad.predict), a map-less

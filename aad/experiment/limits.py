@@ -172,6 +172,8 @@ def _estimate(config) -> dict[str, int]:
   w = config.dataset.image_width or h
   shape = loop.input_shape(config, family, (h, w, config.dataset.channels))
   variables = jax.eval_shape(lambda: family.init(jax.random.key(0), shape))
+  # Scoring reads the prepared variables (e.g. fast-form kernels too).
+  prepared = jax.eval_shape(lambda v: family.prepare(v, shape), variables)
   key = jax.random.key(0)
   train_per, train_fixed = 0, 0
   for stage in family.stages:
@@ -199,10 +201,11 @@ def _estimate(config) -> dict[str, int]:
   train_fixed = max(train_fixed, 4 * params)  # params, grads, Adam m and v
   wanted = frozenset(family.output_names)
   per, fixed = _per_image(
-      lambda v, x, keys: family.outputs(v, x, keys, wanted), variables, shape,
+      lambda v, x, keys: family.outputs(v, x, keys, wanted), prepared, shape,
       lambda n: (jax.ShapeDtypeStruct((n,), jax.random.key(0).dtype),))
+  prepared_bytes = sum(_array_bytes(a) for a in jax.tree.leaves(prepared))
   return {'train_per_image': train_per, 'train_fixed': train_fixed,
-          'eval_per_image': per, 'eval_fixed': max(fixed, params)}
+          'eval_per_image': per, 'eval_fixed': max(fixed, prepared_bytes)}
 
 
 def estimate(config: ml_collections.ConfigDict) -> dict[str, int]:

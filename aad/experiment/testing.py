@@ -47,7 +47,9 @@ MAX_MAP_COLUMNS = 6
 def family_outputs(config: ml_collections.ConfigDict, family, variables: Any,
                    images: np.ndarray, devices: list[jax.Device],
                    wanted: frozenset[str]) -> dict:
-  """The family's outputs of `images` (uint8 NHWC), on the host.
+  """The family's outputs of `images` (uint8 NHWC), on the host, with
+  `variables` from `family.prepare` (as every function here but
+  `evaluate_category`, which prepares them).
 
   In patch mode (config.dataset.patch_size > 0) the images are scored as
   overlapping tiles, cut and brought back per image on the host
@@ -413,7 +415,8 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
                       out_dir: str, devices: list[jax.Device],
                       extra: dict | None = None,
                       unfinished: str = '') -> dict[str, float]:
-  """Scores `dataset.test` (and `.val` for thresholds); writes the report.
+  """Scores `dataset.test` (and `.val` for thresholds) with the plain
+  `variables` (training's or a checkpoint's); writes the report.
 
   Writes out_dir/{metrics.json, report.md, thresholds.json, scorers.msgpack,
   roc_*.png, pr_*.png, pro.png, score_histograms.png, heatmaps.png}.
@@ -429,6 +432,10 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
   """
   t_start = time.time()
   scorers = configured_scorers(config, family)
+  # Once per category: what depends on the weights alone (the fast
+  # convolutions' kernels) is not rebuilt in every scoring call.
+  variables = family.prepare(variables,
+                             workdir_lib.model_input_shape(config, family))
   scored = score_category(config, family, variables, dataset, devices,
                           scorers)
   if not parallel.is_primary():

@@ -313,6 +313,14 @@ def trained_categories(workdir: str) -> tuple[str, ...]:
       if os.path.isdir(os.path.join(workdir, c, 'checkpoints'))))
 
 
+def model_input_shape(config: ml_collections.ConfigDict,
+                      family: base.Family) -> tuple[int, int, int]:
+  """(H, W, C) the run's networks take: the configured image size, or the
+  patch size in patch mode (`loop.input_shape`)."""
+  h, w = data_lib.image_size(config.dataset)
+  return loop.input_shape(config, family, (h, w, config.dataset.channels))
+
+
 def restore_best(config: ml_collections.ConfigDict, family: base.Family,
                  workdir: str, category: str) -> tuple[base.Variables, dict]:
   """The category's networks, each from the best checkpoint of the stage
@@ -327,8 +335,7 @@ def restore_best(config: ml_collections.ConfigDict, family: base.Family,
                     f'it first (python -m aad.main --workdir={workdir}), '
                     'or pick one of the trained categories: '
                     f'{", ".join(trained_categories(workdir)) or "none"}.')
-  h, w = data_lib.image_size(config.dataset)
-  shape = loop.input_shape(config, family, (h, w, config.dataset.channels))
+  shape = model_input_shape(config, family)
   variables = step_lib.init_variables(family, config, shape)
   summaries = []
   for stage in family.stages:

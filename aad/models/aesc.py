@@ -46,6 +46,8 @@ class AutoEncoder(nn.Module):
       averaged (None on a single device).
     conv_impl: 'fast' (exact reformulations, aad/models/layers.py) or
       'plain' (textbook convolutions); same parameters, same outputs.
+    prepared: the convolutions read fast-form kernels built once
+      (`layers.prepare`; inference only).
     dtype: computation dtype (parameters stay float32).
   """
   depth: int = 6
@@ -56,6 +58,7 @@ class AutoEncoder(nn.Module):
   train_dropout: bool = False
   bn_axis_name: str | None = None
   conv_impl: str = 'fast'
+  prepared: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @property
@@ -105,8 +108,8 @@ class AutoEncoder(nn.Module):
       raise ValueError('until_dropout / resume are for inference only')
     use_dropout = mc_dropout or (train and self.train_dropout)
     conv = lambda f, name, **kw: layers.Conv(
-        f, self.kernel, impl=self.conv_impl, dtype=self.dtype, name=name,
-        **kw)
+        f, self.kernel, impl=self.conv_impl, prepared=self.prepared,
+        dtype=self.dtype, name=name, **kw)
     norm = lambda name: nn.BatchNorm(
         use_running_average=not train, momentum=_BN_MOMENTUM,
         epsilon=_BN_EPSILON, dtype=self.dtype,
@@ -158,14 +161,15 @@ class AutoEncoder(nn.Module):
     return nn.sigmoid(y.astype(jnp.float32))
 
 
-def build(m: ml_collections.ConfigDict,
-          axis_name: str | None = None) -> AutoEncoder:
+def build(m: ml_collections.ConfigDict, axis_name: str | None = None,
+          prepared: bool = False) -> AutoEncoder:
   """The AutoEncoder of a `config.model` block (name 'aesc' or 'ae').
 
   Args:
     m: the model block.
     axis_name: pmap axis over which training BatchNorm averages its batch
       statistics (None on one device or for inference).
+    prepared: for variables with prepared kernels (`layers.prepare`).
   """
   rates = tuple(m.dropout_rates) or (AESC_DROPOUT if m.name == 'aesc'
                                      else AE_DROPOUT)
@@ -181,7 +185,7 @@ def build(m: ml_collections.ConfigDict,
       depth=m.depth, features=m.features, kernel=m.kernel,
       skips=m.name == 'aesc', dropout_rates=rates[:m.depth],
       train_dropout=m.train_dropout, bn_axis_name=axis_name,
-      conv_impl=m.conv_impl, dtype=DTYPES[dtype])
+      conv_impl=m.conv_impl, prepared=prepared, dtype=DTYPES[dtype])
 
 
 def layer_names(depth: int) -> tuple[str, ...]:
@@ -265,15 +269,22 @@ def family(config: ml_collections.ConfigDict,
     raise ValueError(f'config.model.loss={loss!r}: choose one of '
                      f'{", ".join(sorted(LOSSES))}')
   net, eval_net = build(m, axis_name), build(m)
+  # `outputs` reads the fast-form kernels that `prepare` builds once per
+  # checkpoint; the stage (validation in training) runs the plain ones.
+  infer_net = build(m, prepared=True)
 
   def init(key, shape):
     return {'ae': net.init(key, jnp.zeros((1,) + tuple(shape), jnp.float32))}
+
+  def prepare(variables, shape):
+    return {**variables,
+            'ae': layers.prepare(infer_net, variables['ae'], shape)}
 
   samples = config.eval.mc_samples
 
   def activations(v, x):
     """(reconstruction, (N, L, V) samples of the chosen layers' outputs)."""
-    y, state = eval_net.apply(v, x, mutable=['intermediates'])
+    y, state = infer_net.apply(v, x, mutable=['intermediates'])
     acts = {k: a[0] for k, a in state['intermediates'].items()}
     positions = sample_positions(
         {k: acts[k].shape[1:] for k in layer_names(m.depth)},
@@ -289,14 +300,14 @@ def family(config: ml_collections.ConfigDict,
       out['reconstruction'], out['activations'] = activations(v, x)
     if samples < 1 or not wanted & {'mc_mean', 'mc_variance'}:
       if 'reconstruction' not in out:
-        out['reconstruction'] = eval_net.apply(v, x)
+        out['reconstruction'] = infer_net.apply(v, x)
       return out
     # The memory estimate uses the configured batch, not this call's, so
     # a short last batch samples in the same chunks (same round-off).
     chunk = config.eval.mc_chunk or ops.mc_chunk_size(
         samples, config.eval.batch_size, x.shape[1:], m.features)
     return {**out, **ops.mc_dropout(
-        eval_net.apply, samples=samples, chunk=chunk,
+        infer_net.apply, samples=samples, chunk=chunk,
         shared_prefix=True)(v, x, keys)}
 
   def notes(wanted):
@@ -313,4 +324,4 @@ def family(config: ml_collections.ConfigDict,
       output_names=('reconstruction', 'mc_mean', 'mc_variance',
                     'activations'),
       scorers=('residual', 'mc_variance', 'baseline_mean'),
-      size_multiple=2 ** m.depth, notes=notes)
+      size_multiple=2 ** m.depth, notes=notes, prepare=prepare)

@@ -70,16 +70,24 @@ class Family:
     name: config.model.name.
     init: (key, image shape (H, W, C)) -> variables of every network.
     stages: the training stages, in order.
-    outputs: (variables, images (N, H, W, C) float in [0, 1], keys (N,),
-      wanted) -> {name: array with leading axis N}. Pure and jit-able; one
-      key per image (derived from the image's index, so results do not
-      depend on batching); `wanted` (a frozenset of output names) lets a
-      family skip work no scorer needs. 'reconstruction' is always there.
+    outputs: (variables from `prepare`, images (N, H, W, C) float in
+      [0, 1], keys (N,), wanted) -> {name: array with leading axis N}.
+      Pure and jit-able; one key per image (derived from the image's
+      index, so results do not depend on batching); `wanted` (a frozenset
+      of output names) lets a family skip work no scorer needs.
+      'reconstruction' is always there.
     output_names: every name `outputs` can return.
     scorers: the scorers evaluated when config.eval.scorers is empty.
     size_multiple: image (and patch) height and width must be multiples
       of it.
     notes: (wanted outputs) -> lines for the report on how they were made.
+    prepare: (variables, shape) -> the variables `outputs` takes (not
+      Stage.prepare), from a checkpoint's (what `init` and training give):
+      work that depends on the weights alone, done once per loaded
+      checkpoint instead of in every call (e.g. fast-form conv kernels,
+      aad/models/layers.py). `shape` is init's (H, W, C). Exact: outputs
+      are those the plain variables would give. The default returns the
+      variables as they are.
   """
   name: str
   init: Callable[[jax.Array, tuple[int, int, int]], Variables]
@@ -89,6 +97,8 @@ class Family:
   scorers: tuple[str, ...]
   size_multiple: int
   notes: Callable[[frozenset[str]], list[str]] = lambda wanted: []
+  prepare: Callable[[Variables, tuple[int, int, int]], Variables] = (
+      lambda variables, shape: variables)
 
   def __post_init__(self):
     trained = [n for s in self.stages for n in s.nets]

@@ -56,13 +56,28 @@ def _transpose_phases(k: int) -> np.ndarray:
   return p
 
 
+def transposed_kernel(kernel):
+  """(k, k, C, F) kernel of a stride-2 SAME transposed conv -> the
+  (3, 3, C, 4F) kernel of `TransposedConv`'s sub-pixel conv."""
+  with jax.named_scope(layers.KERNEL_SCOPE):
+    k, _, cin, features = kernel.shape
+    p = _transpose_phases(k)
+    taps = np.einsum('adh,bew->deabhw', p, p).reshape(36, k * k)
+    sub = jnp.asarray(taps) @ kernel.reshape(k * k, cin * features)
+    return sub.reshape(3, 3, 2, 2, cin, features).transpose(
+        0, 1, 4, 2, 3, 5).reshape(3, 3, cin, 4 * features)
+
+
 class TransposedConv(nn.Module):
   """k x k stride-2 SAME transposed conv (nn.ConvTranspose's parameters and
   outputs) as a 3x3 conv with 4x the output channels, one per output phase,
   and depth-to-space (layers.conv: im2col on small maps). XLA:CPU runs the
-  dilated-input form of nn.ConvTranspose at a few GFLOP/s."""
+  dilated-input form of nn.ConvTranspose at a few GFLOP/s. prepared=True
+  reads that 3x3 kernel from the parameter 'fast_kernel' (built once,
+  `layers.prepare`) instead of building it in every call."""
   features: int
   kernel_size: int = 5
+  prepared: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -71,11 +86,10 @@ class TransposedConv(nn.Module):
                         (k, k, cin, self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (self.features,),
                       jnp.float32)
-    p = _transpose_phases(k)
-    taps = np.einsum('adh,bew->deabhw', p, p).reshape(36, k * k)
-    sub = jnp.asarray(taps) @ kernel.reshape(k * k, cin * self.features)
-    sub = sub.reshape(3, 3, 2, 2, cin, self.features).transpose(
-        0, 1, 4, 2, 3, 5).reshape(3, 3, cin, 4 * self.features)
+    if self.prepared:
+      sub = self.param('fast_kernel', lambda _: transposed_kernel(kernel))
+    else:
+      sub = transposed_kernel(kernel)
     y = layers.conv(x, sub.astype(x.dtype), ((1, 1), (1, 1)))
     return layers.depth_to_space(y) + bias
 
@@ -86,6 +100,7 @@ class DenseAE(nn.Module):
   latent: int = 256
   decoder: Sequence[int] = (512, 256, 128, 64)
   bn_axis_name: str | None = None
+  prepared: bool = False  # fast-form kernels built once (inference)
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -97,14 +112,15 @@ class DenseAE(nn.Module):
     y = x
     for features in self.encoder:
       # layers.Conv: the exact space-to-depth form of a 5x5 stride-2 conv.
-      y = act(norm()(layers.Conv(features, 5, stride=2)(y)))
+      y = act(norm()(layers.Conv(features, 5, stride=2,
+                                 prepared=self.prepared)(y)))
     y = nn.Dense(self.latent)(y.reshape((n, -1)))
     side = 2 ** _UPS
     y = nn.Dense(h // side * w // side * self.decoder[0])(y)
     y = y.reshape((n, h // side, w // side, self.decoder[0]))
     for features in self.decoder:
-      y = act(norm()(TransposedConv(features)(y)))
-    y = TransposedConv(c)(y)
+      y = act(norm()(TransposedConv(features, prepared=self.prepared)(y)))
+    y = TransposedConv(c, prepared=self.prepared)(y)
     return nn.sigmoid(y)
 
 
@@ -168,12 +184,17 @@ def family(config: ml_collections.ConfigDict,
     raise ValueError('config.model.dae_denoiser.denoiser_layers and .latent '
                      'must be >= 1')
 
-  def build(axis):
-    return (DenseAE(tuple(d.encoder), d.latent, tuple(d.decoder), axis),
+  def build(axis, prepared=False):
+    return (DenseAE(tuple(d.encoder), d.latent, tuple(d.decoder), axis,
+                    prepared),
             Denoiser(d.denoiser_layers, d.denoiser_features,
                      d.denoiser_residual, axis))
 
   (ae, den), (eval_ae, eval_den) = build(axis_name), build(None)
+  # `outputs` reads the AE's fast-form kernels that `prepare` builds once
+  # per checkpoint (the denoiser's 3x3 stride-1 convs have none); the
+  # stages (training, validation) run the plain ones.
+  infer_ae = build(None, prepared=True)[0]
 
   def init(key, shape):
     x = jnp.zeros((1,) + tuple(shape), jnp.float32)
@@ -183,9 +204,13 @@ def family(config: ml_collections.ConfigDict,
   def reconstruct(variables, x):
     return eval_ae.apply(variables['ae'], x)
 
+  def prepare(variables, shape):
+    return {**variables,
+            'ae': layers.prepare(infer_ae, variables['ae'], shape)}
+
   def outputs(variables, x, keys, wanted=frozenset()):
     del keys
-    recon = reconstruct(variables, x)
+    recon = infer_ae.apply(variables['ae'], x)
     out = {'reconstruction': recon}
     if 'smooth' in wanted:
       out['smooth'] = eval_den.apply(variables['denoiser'], recon)
@@ -206,5 +231,5 @@ def family(config: ml_collections.ConfigDict,
       output_names=('reconstruction', 'smooth'),
       scorers=('feature_mask', 'smooth_residual', 'residual',
                'baseline_mean'),
-      size_multiple=2 ** _UPS)
+      size_multiple=2 ** _UPS, prepare=prepare)
 

@@ -47,10 +47,13 @@ class UNet(nn.Module):
     features: maps at the finest level, doubled per level.
     depth: stride-2 levels; H and W must be multiples of 2**depth.
     bn_axis_name: device axis of training BatchNorm statistics.
+    prepared: the convolutions read fast-form kernels built once
+      (`layers.prepare`; inference only).
   """
   features: int = 16
   depth: int = 4
   bn_axis_name: str | None = None
+  prepared: bool = False
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -58,9 +61,12 @@ class UNet(nn.Module):
         use_running_average=not train, momentum=_BN_MOMENTUM,
         epsilon=_BN_EPSILON, axis_name=self.bn_axis_name if train else None)
 
+    conv = functools.partial(layers.Conv, kernel_size=3,
+                             prepared=self.prepared)
+
     def block(y, features, **kw):
-      y = nn.relu(norm()(layers.Conv(features, 3, **kw)(y)))
-      return nn.relu(norm()(layers.Conv(features, 3)(y)))
+      y = nn.relu(norm()(conv(features, **kw)(y)))
+      return nn.relu(norm()(conv(features)(y)))
 
     skips, y = [], x
     for level in range(self.depth):
@@ -68,11 +74,11 @@ class UNet(nn.Module):
       skips.append(y)
     y = block(y, self.features * 2**self.depth, stride=2)
     for level in reversed(range(self.depth)):
-      y = nn.relu(norm()(layers.Conv(self.features * 2**level, 3,
-                                     upsample_input=True)(y)))
+      y = nn.relu(norm()(conv(self.features * 2**level,
+                              upsample_input=True)(y)))
       y = block(jnp.concatenate([y, skips[level]], axis=-1),
                 self.features * 2**level)
-    return layers.Conv(1, 3)(y)[..., 0]
+    return conv(1)(y)[..., 0]
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -129,14 +135,17 @@ def family(config: ml_collections.ConfigDict,
   d = config.model.draem
   _check(d)
 
-  def build(axis):
+  def build(axis, prepared=False):
     rec = aesc.AutoEncoder(
         depth=d.recon_depth, features=d.recon_features, kernel=3,
         skips=False, dropout_rates=(0.0,) * d.recon_depth,
-        bn_axis_name=axis)
-    return rec, UNet(d.disc_features, d.disc_depth, axis)
+        bn_axis_name=axis, prepared=prepared)
+    return rec, UNet(d.disc_features, d.disc_depth, axis, prepared)
 
   (rec, disc), (eval_rec, eval_disc) = build(axis_name), build(None)
+  # `outputs` reads the fast-form kernels that `prepare` builds once per
+  # checkpoint; the stage (training, validation) runs the plain ones.
+  infer_rec, infer_disc = build(None, prepared=True)
 
   def init(key, shape):
     x = jnp.zeros((1,) + tuple(shape), jnp.float32)
@@ -184,12 +193,20 @@ def family(config: ml_collections.ConfigDict,
     return -(jnp.mean((recon - clean) ** 2, axis=(1, 2, 3)) +
              d.focal_weight * jnp.mean(focal(logits, mask), axis=(1, 2)))
 
+  def prepare(variables, shape):
+    # The discriminator sees the input and its reconstruction stacked.
+    both = (*shape[:-1], 2 * shape[-1])
+    rec_v, disc_v = variables['reconstructive'], variables['discriminative']
+    return {**variables,
+            'reconstructive': layers.prepare(infer_rec, rec_v, shape),
+            'discriminative': layers.prepare(infer_disc, disc_v, both)}
+
   def outputs(variables, x, keys, wanted=frozenset()):
     del keys
-    recon = eval_rec.apply(variables['reconstructive'], x)
+    recon = infer_rec.apply(variables['reconstructive'], x)
     out = {'reconstruction': recon}
     if 'segmentation' in wanted:
-      out['segmentation'] = jax.nn.sigmoid(eval_disc.apply(
+      out['segmentation'] = jax.nn.sigmoid(infer_disc.apply(
           variables['discriminative'], jnp.concatenate([x, recon], -1)))
     return out
 
@@ -208,4 +225,5 @@ def family(config: ml_collections.ConfigDict,
       name='draem', init=init, stages=(stage,), outputs=outputs,
       output_names=('reconstruction', 'segmentation'),
       scorers=('segmentation', 'residual', 'baseline_mean'),
-      size_multiple=2 ** max(d.recon_depth, d.disc_depth))
+      size_multiple=2 ** max(d.recon_depth, d.disc_depth),
+      prepare=prepare)

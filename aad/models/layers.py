@@ -11,14 +11,26 @@ upsampled inputs far below its peak. Both can be rewritten exactly:
 The parameters stay the plain (k, k, C_in, C_out) kernel and bias, so
 checkpoints do not depend on the implementation; `impl='plain'` runs the
 textbook form and is the reference in tests.
+
+The rearranged kernels depend on the weights alone. Training builds them
+in every step (its weights change, and its gradients reach the plain
+kernel through them); inference builds them once per loaded checkpoint:
+`prepare` adds each one to the variables as a 'fast_kernel' parameter
+beside the plain 'kernel', and a network built with `prepared=True` reads
+it instead of rebuilding it in every call.
 """
 
-import flax.linen as nn
+import jax
 from jax import lax
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
+
+# The name scope of the kernel rearrangements: in a trace of inference with
+# prepared variables no operation carries it (tests/test_prepared.py).
+KERNEL_SCOPE = 'rearrange_kernel'
 
 
 # XLA:CPU's convolution is very slow on tiny feature maps; there an
@@ -119,8 +131,35 @@ def upsample2(x):
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
-def strided_conv_s2d(x, kernel):
-  """SAME, stride-2 conv of even-sized x as a stride-1 conv after s2d."""
+def _s2d_geometry(k):
+  """(zero taps in front, taps per axis, top padding) of the stride-1 form
+  of a k x k stride-2 SAME conv."""
+  top = (k - 2) // 2          # TF/XLA SAME: the extra pad goes bottom/right
+  front = top % 2             # zero taps so that tap u+front = 2q + r
+  taps = (k + front + 1) // 2
+  return front, taps, (top + 1) // 2
+
+
+def s2d_kernel(kernel):
+  """(k, k, C, F) -> the (t, t, 4C, F) kernel of `strided_conv_s2d`'s
+  stride-1 conv: zero-padded to even size and rearranged (exact)."""
+  with jax.named_scope(KERNEL_SCOPE):
+    k = kernel.shape[0]
+    front, taps, _ = _s2d_geometry(k)
+    kernel = jnp.pad(kernel, ((front, 2 * taps - k - front),
+                              (front, 2 * taps - k - front), (0, 0), (0, 0)))
+    cin, cout = kernel.shape[2:]
+    kernel = kernel.reshape(taps, 2, taps, 2, cin, cout)
+    return kernel.transpose(0, 2, 1, 3, 4, 5).reshape(taps, taps, 4 * cin,
+                                                      cout)
+
+
+def strided_conv_s2d(x, kernel, fast_kernel=None):
+  """SAME, stride-2 conv of even-sized x as a stride-1 conv after s2d.
+
+  `fast_kernel`: s2d_kernel(kernel), built once (prepared variables);
+  None builds it here.
+  """
   k = kernel.shape[0]
   _, h, w, _ = x.shape
   if (h // 2) * (w // 2) <= _IM2COL_MAX_PIXELS:
@@ -128,50 +167,63 @@ def strided_conv_s2d(x, kernel):
     # rearrangement, which costs more than these convs on small maps.
     return _im2col_conv(x, kernel.astype(x.dtype),
                         (_same_padding(h, k, 2), _same_padding(w, k, 2)), 2)
-  top = (k - 2) // 2          # TF/XLA SAME: the extra pad goes bottom/right
-  front = top % 2             # zero taps so that tap u+front = 2q + r
-  taps = (k + front + 1) // 2
-  kernel = jnp.pad(kernel, ((front, 2 * taps - k - front),
-                            (front, 2 * taps - k - front), (0, 0), (0, 0)))
-  cin, cout = kernel.shape[2:]
-  kernel = kernel.reshape(taps, 2, taps, 2, cin, cout)
-  kernel = kernel.transpose(0, 2, 1, 3, 4, 5).reshape(taps, taps, 4 * cin,
-                                                      cout)
-  lo = (top + 1) // 2
-  return conv(space_to_depth(x), kernel, ((lo, taps - 1 - lo),) * 2)
+  _, taps, lo = _s2d_geometry(k)
+  if fast_kernel is None:
+    fast_kernel = s2d_kernel(kernel)
+  return conv(space_to_depth(x), fast_kernel, ((lo, taps - 1 - lo),) * 2)
+
+
+def _phase_offsets(k):
+  """(offsets, lo, hi): offsets[s, u] the low-resolution offset that tap u
+  of a SAME conv on upsample_x2 input reads for output phase s; the
+  sub-pixel conv's padding (lo, hi) covers them."""
+  c = (k - 1) // 2
+  offsets = np.array([[(s + u - c) // 2 for u in range(k)] for s in (0, 1)])
+  return offsets, -offsets.min(), offsets.max()
 
 
 def _phase_matrix(k):
   """P[s, d, u] = 1 where tap u of a SAME conv on upsample_x2 input reads
   low-resolution offset d (shifted to start at 0) for output phase s."""
-  c = (k - 1) // 2
-  offsets = np.array([[(s + u - c) // 2 for u in range(k)] for s in (0, 1)])
-  lo, hi = offsets.min(), offsets.max()
-  p = np.zeros((2, hi - lo + 1, k), np.float32)
+  offsets, lo, hi = _phase_offsets(k)
+  p = np.zeros((2, hi + lo + 1, k), np.float32)
   for s in (0, 1):
     for u in range(k):
-      p[s, offsets[s, u] - lo, u] = 1.0
-  return p, -lo, hi
+      p[s, offsets[s, u] + lo, u] = 1.0
+  return p
 
 
-def upsampled_conv_subpixel(x, kernel):
-  """conv_SAME(upsample2(x), kernel) without materialising the upsample."""
+def subpixel_kernel(kernel):
+  """(k, k, C, F) -> the (d, d, C, 4F) kernel of `upsampled_conv_subpixel`:
+  one output channel per sub-pixel phase, its taps summed from `kernel`."""
+  with jax.named_scope(KERNEL_SCOPE):
+    k = kernel.shape[0]
+    p = _phase_matrix(k)
+    cin, cout = kernel.shape[2:]
+    d = p.shape[1]
+    # One (36, 25) x (25, cin * cout) matmul: XLA lowers the equivalent
+    # 3-operand einsum to skinny dots and transposes that cost more than
+    # the 3x3 conv of the deepest layers.
+    taps = np.einsum('adh,bew->deabhw', p, p).reshape(d * d * 4, k * k)
+    sub = jnp.asarray(taps, kernel.dtype) @ kernel.reshape(k * k, cin * cout)
+    sub = sub.reshape(d, d, 2, 2, cin, cout).transpose(0, 1, 4, 2, 3, 5)
+    return sub.reshape(d, d, cin, 4 * cout)
+
+
+def upsampled_conv_subpixel(x, kernel, fast_kernel=None):
+  """conv_SAME(upsample2(x), kernel) without materialising the upsample.
+
+  `fast_kernel`: subpixel_kernel(kernel), built once (prepared variables);
+  None builds it here.
+  """
   if 4 * x.shape[1] * x.shape[2] <= _IM2COL_MAX_PIXELS:
-    # On maps this small the sub-pixel kernel (4x the weights, rebuilt
-    # every call, and its gradient) costs more than the 2.8x MACs saved.
+    # On maps this small the sub-pixel kernel (4x the weights, and its
+    # gradient in training) costs more than the 2.8x MACs saved.
     return conv(upsample2(x), kernel, 'SAME')
-  k = kernel.shape[0]
-  p, lo, hi = _phase_matrix(k)
-  cin, cout = kernel.shape[2:]
-  d = p.shape[1]
-  # One (36, 25) x (25, cin * cout) matmul: XLA lowers the equivalent
-  # 3-operand einsum to skinny dots and transposes that cost more than the
-  # 3x3 conv of the deepest layers.
-  taps = np.einsum('adh,bew->deabhw', p, p).reshape(d * d * 4, k * k)
-  sub = jnp.asarray(taps, kernel.dtype) @ kernel.reshape(k * k, cin * cout)
-  sub = sub.reshape(d, d, 2, 2, cin, cout).transpose(0, 1, 4, 2, 3, 5)
-  sub = sub.reshape(d, d, cin, 4 * cout)
-  return depth_to_space(conv(x, sub, ((lo, hi),) * 2))
+  _, lo, hi = _phase_offsets(kernel.shape[0])
+  if fast_kernel is None:
+    fast_kernel = subpixel_kernel(kernel)
+  return depth_to_space(conv(x, fast_kernel, ((lo, hi),) * 2))
 
 
 class Conv(nn.Module):
@@ -183,6 +235,9 @@ class Conv(nn.Module):
     stride: 1 or 2 (SAME padding).
     upsample_input: convolve the nearest-upsampled (x2) input.
     impl: 'fast' (exact reformulations above) or 'plain' (reference).
+    prepared: the fast form's kernel is the parameter 'fast_kernel' (built
+      once by `prepare`) instead of being built from 'kernel' in every call.
+      For inference; training and checkpoints use prepared=False.
     dtype: computation dtype.
   """
   features: int
@@ -190,6 +245,7 @@ class Conv(nn.Module):
   stride: int = 1
   upsample_input: bool = False
   impl: str = 'fast'
+  prepared: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -203,12 +259,17 @@ class Conv(nn.Module):
     if self.impl not in ('fast', 'plain'):
       raise ValueError(f"conv impl {self.impl!r}: choose 'fast' or 'plain'")
     fast = self.impl == 'fast'
+    build = (subpixel_kernel if self.upsample_input else
+             s2d_kernel if self.stride == 2 else None)
+    fast_kernel = None
+    if fast and build and self.prepared:
+      fast_kernel = self.param('fast_kernel', lambda _: build(kernel))
     if self.upsample_input:
-      y = (upsampled_conv_subpixel(x, kernel) if fast else
+      y = (upsampled_conv_subpixel(x, kernel, fast_kernel) if fast else
            lax.conv_general_dilated(upsample2(x), kernel.astype(x.dtype),
                                     (1, 1), 'SAME', dimension_numbers=_DIMS))
     elif self.stride == 2:
-      y = (strided_conv_s2d(x, kernel) if fast else
+      y = (strided_conv_s2d(x, kernel, fast_kernel) if fast else
            lax.conv_general_dilated(x, kernel.astype(x.dtype), (2, 2), 'SAME',
                                     dimension_numbers=_DIMS))
     elif not fast:
@@ -217,3 +278,32 @@ class Conv(nn.Module):
     else:
       y = conv(x, kernel, 'SAME')
     return y + bias.astype(y.dtype)
+
+
+def prepare(module: nn.Module, variables, shape) -> dict:
+  """The variables of `module`, built with prepared=True, from its plain
+  ones (a checkpoint's): each fast-form kernel built once and added as
+  'fast_kernel' beside its 'kernel' (the plain kernel stays, for the maps
+  too small for the fast form). Exact: the same operations as a call that
+  builds them; the result serves inputs of any size.
+
+  Args:
+    module: the network, with prepared=True.
+    variables: its plain variables ({'params': ..., 'batch_stats': ...}).
+    shape: (H, W, C) of an input the network accepts (its layers' kernels
+      must fit it, e.g. a Dense layer's its input size): one pass on a
+      zero image reaches every layer, and is dead code once compiled.
+  """
+  def build(variables):
+    _, state = module.apply(variables, jnp.zeros((1, *shape), jnp.float32),
+                            mutable=['params'],
+                            rngs={'params': jax.random.key(0)})
+    return {**variables, 'params': state['params']}
+  return jax.jit(build)(variables)
+
+
+def prepared_kernels(variables) -> int:
+  """How many prepared fast-form kernels `variables` hold."""
+  paths = jax.tree_util.tree_flatten_with_path(variables)[0]
+  return sum(1 for path, _ in paths
+             if getattr(path[-1], 'key', None) == 'fast_kernel')

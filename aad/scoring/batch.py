@@ -47,7 +47,8 @@ def tile_indices(indices, count: int):
 
 def outputs(family, variables, images, keys, wanted: frozenset[str]) -> dict:
   """The family's `wanted` outputs of uint8 `images` (N, H, W, C), image i
-  drawing its MC-dropout passes from keys[i] (None: no draws)."""
+  drawing its MC-dropout passes from keys[i] (None: no draws); `variables`
+  from `family.prepare`, as everywhere here."""
   out = family.outputs(variables, ops.to_float(images), keys, wanted)
   return {k: v for k, v in out.items() if k in wanted}
 

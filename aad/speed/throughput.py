@@ -1,21 +1,24 @@
 """Throughput of training, inference, MC dropout and scoring on this machine.
 
-Used by `python -m aad.benchmark --config=...`. Every figure is a median over
-timed repeats after a warm-up call, with `block_until_ready` so that
-asynchronous dispatch does not flatter it; data are random images of the
-configured size already on the device(s).
+Used by `python -m aad.benchmark --config=...` and `--families`. Every
+figure is a median over timed repeats after a warm-up call, with
+`block_until_ready` so that asynchronous dispatch does not flatter it; data
+are random images of the configured size already on the device(s).
+Inference and scoring read the trained variables prepared once
+(`family.prepare`, as aad.evaluate, aad.Detector and the export do).
 """
 
 import resource
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import ml_collections
 import numpy as np
 
 from aad import models
+from aad.models import layers
 from aad.runtime import parallel
 from aad.scoring import batch as score_batch
 from aad import scoring
@@ -42,7 +45,8 @@ def _flops(fn: Callable, *args) -> float | None:
 
 class _ScoringCall:
   """One batch's whole scoring call for a list of scorers: the family
-  outputs they need and their maps and image scores, on `devices`."""
+  outputs they need (from prepared `variables`) and their maps and image
+  scores, on `devices`."""
 
   def __init__(self, config, family, variables, images, names, devices):
     scorers = scoring.resolve(names, family)
@@ -90,6 +94,37 @@ def _rounds(calls: dict[str, Callable[[], Any]], repeats: int
   return first, times
 
 
+def _setting(config: ml_collections.ConfigDict, devices
+             ) -> tuple[np.ndarray, dict]:
+  """(random uint8 images: 4 training batches, the figures' header: the
+  devices, sizes and model)."""
+  size, channels = config.dataset.image_size, config.dataset.channels
+  batch = config.train.batch_size
+  rng = np.random.default_rng(0)
+  data = rng.integers(0, 256, (4 * batch, size, size, channels),
+                      dtype=np.uint8)
+  return data, {'device': devices[0].device_kind,
+                'platform': devices[0].platform,
+                'num_devices': len(devices), 'image_size': size,
+                'channels': channels, 'batch_size': batch,
+                'model': config.model.name}
+
+
+def _trained_and_prepared(config, family, data, devices, repeats
+                          ) -> tuple[dict, dict, dict]:
+  """(trained variables, them prepared for inference, the training and
+  preparation figures). prepared: inference reads fast-form kernels built
+  once (prepared_kernels of them, in prepare_s seconds); False when the
+  family has none (e.g. bergmann, or conv_impl='plain')."""
+  trained, figures = _training(config, family, data, devices, repeats)
+  t0 = time.perf_counter()
+  prepared = jax.block_until_ready(family.prepare(trained, data.shape[1:]))
+  count = layers.prepared_kernels(prepared)
+  figures.update(prepare_s=time.perf_counter() - t0, prepared=count > 0,
+                 prepared_kernels=count)
+  return trained, prepared, figures
+
+
 def run(config: ml_collections.ConfigDict, repeats: int = 5,
         versus: tuple[str, ...] | None = None) -> dict:
   """Measures the configured model; returns a flat dict of figures.
@@ -97,30 +132,25 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5,
   Training times the first stage of the family; inference its
   deterministic reconstruction; scoring the whole scoring call of the
   configured scorers (for AESc: reconstruction, T MC-dropout passes,
-  residual and variance maps). With `versus` (a list of scorer names)
-  that list's scoring call is timed in the same rounds, and
-  score_cost_ratio is the configured scorers' time over its time.
+  residual and variance maps), both with the prepared variables. With
+  `versus` (a list of scorer names) that list's scoring call is timed in
+  the same rounds, and score_cost_ratio is the configured scorers' time
+  over its time.
   """
   devices = parallel.select_devices(config.num_devices)
-  size, channels = config.dataset.image_size, config.dataset.channels
+  data, result = _setting(config, devices)
   batch = config.train.batch_size
-  shape = (size, size, channels)
-  rng = np.random.default_rng(0)
-  data = rng.integers(0, 256, (4 * batch,) + shape, dtype=np.uint8)
-  result = {'device': devices[0].device_kind, 'platform': devices[0].platform,
-            'num_devices': len(devices), 'image_size': size,
-            'channels': channels, 'batch_size': batch,
-            'model': config.model.name,
-            'mc_samples': config.eval.mc_samples}
+  result['mc_samples'] = config.eval.mc_samples
   family = models.create(config,
                          axis_name=parallel.reduce_axis(len(devices)))
-  trained, figures = _training(config, family, data, devices, repeats)
+  trained, prepared, figures = _trained_and_prepared(config, family, data,
+                                                     devices, repeats)
   result.update(figures)
   # Inference and scoring on one batch per device call (the family's
   # inference networks do not use the training device axis).
-  result.update(_inference(family, trained, data[:batch], repeats))
-  scoring, figures = _scoring(config, family, trained, data[:batch], devices,
-                              versus, repeats)
+  result.update(_inference(family, prepared, data[:batch], repeats))
+  scoring, figures = _scoring(config, family, prepared, data[:batch],
+                              devices, versus, repeats)
   result.update(figures)
   result.update(detector_speed(config, family, trained, scoring.fitted,
                                scoring.scorers, devices, data[:batch],
@@ -128,6 +158,32 @@ def run(config: ml_collections.ConfigDict, repeats: int = 5,
   result['peak_rss_gib'] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                             / 2**20)
   return result
+
+
+def families(config: ml_collections.ConfigDict, names: tuple[str, ...],
+             repeats: int = 2) -> Iterator[dict]:
+  """Per family of `names` (config.model.name set to each, the rest of
+  `config` shared): training images/s of its first stage and inference
+  images/s of its reconstruction with the prepared variables, one dict
+  each as it is measured; a family whose size rule the image size breaks
+  gets {'skipped': why}."""
+  devices = parallel.select_devices(config.num_devices)
+  for name in names:
+    config = config.copy_and_resolve_references()
+    config.model.name = name
+    data, result = _setting(config, devices)
+    family = models.create(config,
+                           axis_name=parallel.reduce_axis(len(devices)))
+    try:
+      family.check_size(*data.shape[1:3], 'the image size')
+    except ValueError as e:
+      yield {**result, 'skipped': str(e)}
+      continue
+    _, prepared, figures = _trained_and_prepared(config, family, data,
+                                                 devices, repeats)
+    yield {**result, **figures,
+           **_inference(family, prepared, data[:config.train.batch_size],
+                        repeats)}
 
 
 def _training(config, family, data, devices, repeats) -> tuple[dict, dict]:
@@ -161,7 +217,8 @@ def _training(config, family, data, devices, repeats) -> tuple[dict, dict]:
 
 
 def _inference(family, variables, images, repeats) -> dict:
-  """Figures of the deterministic reconstruction of one batch, jitted."""
+  """Figures of the deterministic reconstruction of one batch, jitted,
+  with prepared `variables`."""
   batch = len(images)
   x = images.astype(np.float32) / 255.0
   keys = ops.image_keys(jax.random.key(1), np.arange(batch))

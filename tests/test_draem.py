@@ -18,8 +18,9 @@ from aad.scoring import get
 def _config(**draem_fields):
   c = default.get_config()
   c.model.name = 'draem'
-  c.model.draem.update(dict(recon_depth=2, recon_features=4, disc_depth=2,
-                            disc_features=4, **draem_fields))
+  c.model.draem.update(dict(dict(recon_depth=2, recon_features=4,
+                                 disc_depth=2, disc_features=4),
+                            **draem_fields))
   return c
 
 
@@ -146,6 +147,7 @@ def test_learns_to_segment_an_anomaly_it_was_not_shown(tmp_path):
   import aad  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / 'run'
   aad.fit('draem', str(workdir), **{
+      'dataset.name': 'folder', 'dataset.categories': (),
       'dataset.path': str(root), 'dataset.data_dir': str(tmp_path / 'tfds'),
       'dataset.image_size': 32, 'dataset.channels': 1,
       'dataset.patch_size': 0, 'num_devices': 1,

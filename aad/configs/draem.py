@@ -23,10 +23,8 @@ def get_config():
   c = default.get_config()
   c.name = 'draem'
   c.model.name = 'draem'
-  c.dataset.image_size = 64
-  c.train.num_steps = 1000
-  c.train.eval_every = 250
-  c.train.log_every = 100
   c.eval.scorers = ('segmentation', 'residual', 'baseline_mean')
   c.eval.norm = 'smooth_max'
+  c.dataset.image_size = 64
+  c.train.update(dict(num_steps=1000, eval_every=250, log_every=100))
   return c

@@ -519,8 +519,8 @@ def procedural_texture(key, shape_hw, channels, *, scale=(2, 64)):
 
 def perlin_anomaly(key, image, *, scale=(1, 32), threshold=0.5,
                    opacity=(0.2, 1.0), gain=(0.5, 1.5),
-                   shift=(-0.25, 0.25), p_anomaly=0.5, p_foreign=0.4,
-                   p_smooth=0.2, texture_scale=(2, 64), smooth_sigma=(1, 3)):
+                   shift=(-0.25, 0.25), p_anomaly=0.5, p_foreign=0.5,
+                   p_smooth=0.0, texture_scale=(2, 64), smooth_sigma=(1, 3)):
   """DRAEM's simulated anomaly, with its mask: a Perlin blob mask (as
   `perlin`) filled, with an opacity drawn in `opacity`, by a foreign
   procedural texture (probability `p_foreign`), by the image itself

@@ -539,15 +539,18 @@ def perlin_anomaly(key, image, *, scale=(1, 32), threshold=0.5,
   mask = perlin_mask(k_mask, (h, w), scale=scale, threshold=threshold)
   u = jax.random.uniform(k_draw, (9,))
   mask = mask * (u[6] < p_anomaly)
-  sigma = smooth_sigma[0] + (smooth_sigma[1] - smooth_sigma[0]) * u[8]
-  radius = int(math.floor(4 * smooth_sigma[1] + 0.5))
-  smoothed = jnp.stack([_gaussian_blur(image[..., i], sigma, radius)
-                        for i in range(c)], axis=-1)
-  fill = jnp.where(
-      u[7] < p_foreign,
-      procedural_texture(k_texture, (h, w), c, scale=texture_scale),
-      jnp.where(u[7] < p_foreign + p_smooth, smoothed,
-                _displaced(image, u[:5], gain, shift)))
+  # Fills whose probability is 0 are not computed (the draws stay the
+  # same): each costs a pass over the image at every training step.
+  fill = _displaced(image, u[:5], gain, shift)
+  if p_smooth > 0:
+    sigma = smooth_sigma[0] + (smooth_sigma[1] - smooth_sigma[0]) * u[8]
+    radius = int(math.floor(4 * smooth_sigma[1] + 0.5))
+    smoothed = jnp.stack([_gaussian_blur(image[..., i], sigma, radius)
+                          for i in range(c)], axis=-1)
+    fill = jnp.where(u[7] < p_foreign + p_smooth, smoothed, fill)
+  if p_foreign > 0:
+    fill = jnp.where(u[7] < p_foreign, procedural_texture(
+        k_texture, (h, w), c, scale=texture_scale), fill)
   alpha = opacity[0] + (opacity[1] - opacity[0]) * u[5]
   out = _composite(image, jnp.clip(fill, 0, 1), mask * alpha)
   return jnp.concatenate([out, mask[..., None].astype(out.dtype)], axis=-1)

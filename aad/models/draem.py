@@ -11,8 +11,9 @@ the images left clean):
 A real anomaly is then what the discriminator segments: it has learnt
 what an input that differs from its reconstruction looks like, not one
 material's defects. The 'segmentation' scorer (aad/scoring/scorers/) uses
-its probability map, and as image score the largest mean of the map over
-a window (DRAEM's 21 px box at 256 px).
+its probability map; the configs take its Gaussian-smoothed maximum
+(eval.norm 'smooth_max') as image score, where DRAEM takes the maximum of
+the map averaged over a 21 px box.
 
 Our readings and CPU budget (config.model.draem): DRAEM's networks (128 and
 64 base maps) and 700 epochs are a GPU budget of hours per category; here

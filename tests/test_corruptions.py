@@ -349,3 +349,24 @@ def test_corrupt_batch_depends_only_on_global_index():
       batch(fn, typed, images[2:5], indices[2:5]), full[2:5])
   np.testing.assert_array_equal(batch(fn, raw, images, indices), full)
   assert not np.array_equal(full[0], full[1])
+
+
+def test_perlin_smoothed_fill_is_the_image_blurred_inside_its_mask():
+  image = jax.random.uniform(jax.random.key(5), (40, 48, 2))
+  keys = jax.random.split(jax.random.key(6), 6)
+  run = lambda **kw: np.asarray(jax.vmap(lambda k: corruptions.perlin(
+      k, image, opacity=(1.0, 1.0), **kw))(keys))
+  out = run(p_smooth=1.0, smooth_sigma=(2.0, 2.0))
+  blurred = ndimage.gaussian_filter(np.asarray(image, np.float64), (2, 2, 0),
+                                    mode='reflect', truncate=4.0)
+  image = np.asarray(image)
+  inside = np.abs(out - image).max(-1) > 1e-6
+  assert inside.any(axis=(1, 2)).sum() >= 4  # most masks are not empty
+  for i in range(len(keys)):
+    np.testing.assert_allclose(out[i][inside[i]], blurred[inside[i]],
+                               atol=1e-5)
+    np.testing.assert_array_equal(out[i][~inside[i]], image[~inside[i]])
+  # Off (the default), the images are those drawn without the option.
+  np.testing.assert_array_equal(run(p_smooth=0.0), run())
+  # The same masks with the smoothed fill as with the displaced one.
+  np.testing.assert_array_equal(inside, np.abs(run() - image).max(-1) > 1e-6)

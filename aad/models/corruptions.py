@@ -451,7 +451,8 @@ def perlin_mask(key, shape_hw, *, scale=(1, 32), threshold=0.5):
 
 
 def perlin(key, image, *, scale=(1, 32), threshold=0.5, opacity=(0.2, 1.0),
-           gain=(0.5, 1.5), shift=(-0.25, 0.25), p_clean=0.0):
+           gain=(0.5, 1.5), shift=(-0.25, 0.25), p_clean=0.0, p_smooth=0.0,
+           smooth_sigma=(1, 3)):
   """DRAEM-like corruption: a Perlin-noise blob mask filled with the same
   image's own texture from elsewhere, changed in contrast and level.
 
@@ -473,6 +474,9 @@ def perlin(key, image, *, scale=(1, 32), threshold=0.5, opacity=(0.2, 1.0),
     gain, shift: ranges of the fill's contrast factor and level shift
       ([0, 1] units).
     p_clean: probability of returning the image unchanged.
+    p_smooth: probability that the fill is the image itself smoothed by a
+      Gaussian of sigma drawn in `smooth_sigma` px (texture lost, as under
+      a smudge or wear) instead of its displaced texture.
 
   Returns:
     The corrupted image, float32 (H, W, C) in [0, 1].
@@ -482,9 +486,23 @@ def perlin(key, image, *, scale=(1, 32), threshold=0.5, opacity=(0.2, 1.0),
   mask = perlin_mask(k_mask, (h, w), scale=scale, threshold=threshold)
   u = jax.random.uniform(k_draw, (7,))
   fill = _displaced(image, u[:5], gain, shift)
+  if p_smooth > 0:
+    # Draws of their own: with p_smooth 0 the images stay those of before.
+    v = jax.random.uniform(jax.random.fold_in(k_draw, 1), (2,))
+    fill = jnp.where(v[0] < p_smooth,
+                     _smoothed(image, v[1], smooth_sigma), fill)
   alpha = opacity[0] + (opacity[1] - opacity[0]) * u[5]
   mask = mask * alpha * (u[6] >= p_clean)
   return _composite(image, jnp.clip(fill, 0, 1), mask)
+
+
+def _smoothed(image, u, smooth_sigma):
+  """The image blurred per channel by a Gaussian whose sigma (px) is drawn
+  in the range `smooth_sigma` by the uniform draw `u`."""
+  sigma = smooth_sigma[0] + (smooth_sigma[1] - smooth_sigma[0]) * u
+  radius = int(math.floor(4 * smooth_sigma[1] + 0.5))
+  return jnp.stack([_gaussian_blur(image[..., i], sigma, radius)
+                    for i in range(image.shape[-1])], axis=-1)
 
 
 def _displaced(image, u, gain, shift):
@@ -543,11 +561,8 @@ def perlin_anomaly(key, image, *, scale=(1, 32), threshold=0.5,
   # same): each costs a pass over the image at every training step.
   fill = _displaced(image, u[:5], gain, shift)
   if p_smooth > 0:
-    sigma = smooth_sigma[0] + (smooth_sigma[1] - smooth_sigma[0]) * u[8]
-    radius = int(math.floor(4 * smooth_sigma[1] + 0.5))
-    smoothed = jnp.stack([_gaussian_blur(image[..., i], sigma, radius)
-                          for i in range(c)], axis=-1)
-    fill = jnp.where(u[7] < p_foreign + p_smooth, smoothed, fill)
+    fill = jnp.where(u[7] < p_foreign + p_smooth,
+                     _smoothed(image, u[8], smooth_sigma), fill)
   if p_foreign > 0:
     fill = jnp.where(u[7] < p_foreign, procedural_texture(
         k_texture, (h, w), c, scale=texture_scale), fill)
@@ -669,5 +684,8 @@ def defaults() -> ml_collections.ConfigDict:
       threshold=0.5,         # noise level above which a pixel is masked
       opacity=(0.2, 1.0),    # fill opacity range
       gain=(0.5, 1.5), shift=(-0.25, 0.25),
-      p_clean=0.0))          # probability of no corruption
+      p_clean=0.0,           # probability of no corruption
+      # Share of fills by the image smoothed (texture lost: smudges, wear)
+      # and the range of that Gaussian's sigma, px.
+      p_smooth=0.0, smooth_sigma=(1, 3)))
   return c

@@ -17,7 +17,7 @@ from configs import default
     ('default', 0), ('aesc_stain', 0), ('mvtec_ad', 0), ('test', 0),
     ('ae_l2', 0), ('ae_ssim', 0), ('dae_denoiser', 0),
     ('aesc_stain_sweep', 18), ('test_sweep', 4), ('compare_families', 4),
-    ('compare_scorers', 0)])
+    ('compare_scorers', 0), ('draem', 0)])
 def test_config_files_load_and_are_consistent(name, num_runs):
   config = importlib.import_module(f'configs.{name}').get_config()
   assert len(sweep.expand(config)) == num_runs

@@ -16,6 +16,7 @@ from aad.experiment import validate
 from aad import scoring
 from aad.data import preprocess
 from configs import folder as folder_config
+from configs import folder_aesc as folder_aesc_config
 
 rng = np.random.default_rng(0)
 
@@ -94,17 +95,28 @@ def test_resolve_sets_the_fields_from_a_folder(tmp_path):
       5, 300, 100, False)
   resolved = recommend.resolve(config)
   assert not resolved.auto
-  assert resolved.dataset.image_size == 288   # 300 rounded to 32
+  assert resolved.dataset.image_size == 304   # 300 rounded to 16 (draem)
   assert resolved.dataset.image_width == 96
   assert resolved.dataset.channels == 1
   # Elongated (3 to 1): patches as wide as the image.
   assert resolved.dataset.patch_size == 96
+  # The config's budget, 16 x 128^2 x 1400 px, in 16 patches of 96^2.
+  assert resolved.train.num_steps == 16 * 128 * 128 * 1400 // (16 * 96 * 96)
   assert resolved.eval.normalised.mode == 'local'  # random noise
   assert resolved.eval.normalised.line_length == 32.0   # patch mode
   family = models.create(resolved)
-  family.check_size(288, 96, 'the image size')
+  family.check_size(304, 96, 'the image size')
   assert [s.name for s in scoring.resolve(resolved.eval.scorers, family)] == [
-      'normalised', 'residual', 'baseline_mean']
+      'segmentation', 'residual', 'baseline_mean']
+  # The AESc form: its own size multiple (32) and step budget.
+  aesc = folder_aesc_config.get_config()
+  aesc.dataset.path, aesc.dataset.data_dir = str(root), str(tmp_path / 'tfds')
+  resolved = recommend.resolve(aesc)
+  assert resolved.dataset.image_size == 288   # 300 rounded to 32
+  assert resolved.train.num_steps == 3000     # at most MAX_STEPS
+  assert [s.name for s in scoring.resolve(
+      resolved.eval.scorers, models.create(resolved))] == [
+          'normalised', 'residual', 'baseline_mean']
   assert callable(corruptions.from_config(resolved.corruption))
   # A value given by the user is kept; the later rules build on it.
   config.train.num_steps = 7
@@ -123,6 +135,7 @@ def test_resolve_sets_the_fields_from_a_folder(tmp_path):
 def test_the_folder_config_passes_the_checks_before_its_rules_ran():
   # aad.main checks the config before the rules have read any image: the
   # fields they choose must not be refused for holding "choose me".
+  validate.check_config(folder_aesc_config.get_config())
   config = folder_config.get_config()
   config.dataset.path = '/nowhere'
   validate.check_config(config)

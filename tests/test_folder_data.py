@@ -2,6 +2,7 @@
 
 import os
 
+import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -317,3 +318,29 @@ def test_preparing_a_folder_leaves_no_temporary_folder(tmp_path,
                  path=str(tmp_path / 'parts'))
   assert len(ds.test) == 2
   assert os.listdir(scratch) == []
+
+
+def test_stitch_weights_tiles_by_their_window():
+  # Two tiles of 4 px along a 6 px row, stride 2: pixels 2-3 are covered
+  # by both. Tile 0 is all 1, tile 1 all 5.
+  tiles = np.stack([np.ones((4, 4)), 5 * np.ones((4, 4))])[..., None]
+  tiles = tiles.astype(np.float32)
+  plain = tiling.stitch(tiles, (4, 6), 2)
+  np.testing.assert_allclose(plain[0, 0, :, 0], [1, 1, 3, 3, 5, 5])
+  # margin 2: ramp min(1, min(i + .5, 3.5 - i) / 2) = .25 .75 .75 .25 per
+  # axis; the weights of a row's columns are the ramp times the same row
+  # weight, which cancels. Pixel 2: tile 0's column 2 (.75), tile 1's
+  # column 0 (.25): (.75 * 1 + .25 * 5) / 1 = 2; pixel 3: (.25 + .75 * 5).
+  weighted = tiling.stitch(tiles, (4, 6), 2, margin=2.0)
+  np.testing.assert_allclose(weighted[0, 0, :, 0], [1, 1, 2, 4, 5, 5],
+                             rtol=1e-6)
+  np.testing.assert_allclose(tiling.window(4, 2.0)[0],
+                             np.array([.25, .75, .75, .25]) * .25)
+  # The same on jax arrays (the exported detector stitches inside jit).
+  np.testing.assert_allclose(
+      jax.jit(lambda t: tiling.stitch(t, (4, 6), 2, margin=2.0))(tiles),
+      weighted, rtol=1e-6)
+  # A constant map stays constant, margin or not.
+  np.testing.assert_allclose(
+      tiling.stitch(np.full((4, 4, 4, 1), 7, np.float32), (6, 6), 2,
+                    margin=1.5), 7, rtol=1e-6)

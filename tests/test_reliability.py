@@ -738,3 +738,19 @@ def test_refused_new_run_leaves_no_folder(tmp_path, io, case):
   expect_exit(io, pipeline.train_and_evaluate, config, str(workdir),
               match=match)
   assert not (tmp_path / 'new').exists()
+
+
+def test_a_field_added_since_the_run_counts_only_off_its_default(tmp_path):
+  # A run saved before corruption.perlin.p_smooth existed: resuming with
+  # the field at its default (the old behaviour) passes, at another value
+  # is refused.
+  from aad.configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  saved = json.loads(json.dumps(config.to_dict(), default=list))
+  del saved['corruption']['perlin']['p_smooth']
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  workdir_lib.check_rerun(config, str(tmp_path))  # no error
+  config.corruption.perlin.p_smooth = 0.2
+  with pytest.raises(errors.UserError,
+                     match=r"perlin\.p_smooth '<absent>' -> 0\.2"):
+    workdir_lib.check_rerun(config, str(tmp_path))

@@ -166,6 +166,10 @@ def _eval() -> ml_collections.ConfigDict:
   b.norm = 'l2'             # headline image score, one of `norms`
   b.norms = ('l1', 'l2', 'linf', 'smooth_max')  # reported side by side
   b.smooth_sigma = 4.0      # smooth_max Gaussian sigma, px of the maps
+  # Patch mode: px over which each tile's maps are weighted down towards
+  # the tile's edges, where the networks' zero padding shows
+  # (aad/data/tiling.py); 0 = the plain mean of the overlapping tiles.
+  b.tile_margin = 0.0
   # 'model': maps and masks at dataset.image_size; 'original': maps
   # upsampled bilinearly to the dataset's native mask size (MVTec's way).
   b.resolution = 'model'

@@ -58,7 +58,18 @@ def extract(images, patch: int, stride: int):
       (-1, patch, patch) + images.shape[3:])
 
 
-def stitch(tiles, shape: tuple[int, int], stride: int):
+def window(patch: int, margin: float) -> np.ndarray:
+  """(patch, patch) float32 tile weights: 1 at least `margin` px inside the
+  tile, falling linearly towards its edges (never to 0); all 1 for
+  margin 0."""
+  if margin <= 0:
+    return np.ones((patch, patch), np.float32)
+  inside = np.arange(patch) + 0.5
+  ramp = np.minimum(1.0, np.minimum(inside, patch - inside) / margin)
+  return np.outer(ramp, ramp).astype(np.float32)
+
+
+def stitch(tiles, shape: tuple[int, int], stride: int, margin: float = 0.0):
   """Averages per-tile maps over their overlaps.
 
   Args:
@@ -66,21 +77,29 @@ def stitch(tiles, shape: tuple[int, int], stride: int):
       numpy or jax.
     shape: (H, W) of the images.
     stride: the stride `extract` used.
+    margin: px; > 0 weights each tile by `window`, so that where tiles
+      overlap a pixel is taken mostly from those that hold it away from
+      their edges (a network's zero padding shows at a tile's edges, a
+      grid in the stitched map). A pixel only one tile covers keeps that
+      tile's value.
 
   Returns:
-    (N, H, W, ...) float32 of the tiles' array type: each pixel the mean of
-    the tiles covering it.
+    (N, H, W, ...) float32 of the tiles' array type: each pixel the
+    (weighted) mean of the tiles covering it.
   """
   patch = tiles.shape[1]
   starts = grid(shape, patch, stride)
   tiles = tiles.reshape((-1, len(starts)) + tiles.shape[1:])
+  weights = window(patch, margin)
+  weighted = weights.reshape(weights.shape + (1,) * (tiles.ndim - 4))
   total = _numpy_of(tiles).zeros(
       (tiles.shape[0],) + tuple(shape) + tiles.shape[4:], np.float32)
   count = np.zeros(tuple(shape), np.float32)
   for t, (y, x) in enumerate(starts):
+    tile = tiles[:, t] if margin <= 0 else tiles[:, t] * weighted
     total = _add(total, (slice(None), slice(y, y + patch),
-                         slice(x, x + patch)), tiles[:, t])
-    count[y:y + patch, x:x + patch] += 1
+                         slice(x, x + patch)), tile)
+    count[y:y + patch, x:x + patch] += weights
   return total / count.reshape(count.shape + (1,) * (total.ndim - 3))
 
 
@@ -90,16 +109,16 @@ def tile_count(shape: tuple[int, int], patch: int, stride: int) -> int:
 
 
 def untile(outputs: dict, shape: tuple[int, int], patch: int,
-           stride: int) -> dict:
+           stride: int, margin: float = 0.0) -> dict:
   """Per-tile outputs back per image: those with the tiles' (patch, patch)
-  spatial axes stitched to (N, H, W, ...); the others, such as sampled
-  'activations' (tiles, L, V), grouped as (N, tiles per image, ...), for
-  scorers that handle tiles. numpy or jax."""
+  spatial axes stitched to (N, H, W, ...) (`stitch`, with `margin`); the
+  others, such as sampled 'activations' (tiles, L, V), grouped as (N,
+  tiles per image, ...), for scorers that handle tiles. numpy or jax."""
   count = tile_count(shape, patch, stride)
 
   def spatial(v):
     return v.ndim >= 3 and tuple(v.shape[1:3]) == (patch, patch)
 
-  return {k: stitch(v, shape, stride) if spatial(v)
+  return {k: stitch(v, shape, stride, margin) if spatial(v)
           else v.reshape((v.shape[0] // count, count) + v.shape[1:])
           for k, v in outputs.items()}

@@ -67,7 +67,8 @@ def family_outputs(config: ml_collections.ConfigDict, family, variables: Any,
       indices, tiling.tile_count(images.shape[1:3], patch, stride))
   out = _outputs(config, family, variables, tiles, indices, devices, wanted,
                  unit='tiles', of=f' of {len(images)} images')
-  return tiling.untile(out, images.shape[1:3], patch, stride)
+  return tiling.untile(out, images.shape[1:3], patch, stride,
+                       config.eval.get('tile_margin', 0.0))
 
 
 def _outputs(config, family, variables, images, indices, devices,

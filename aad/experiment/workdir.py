@@ -27,6 +27,7 @@ from aad.training import loop
 from aad.training import step as step_lib
 from aad.data.imageio import DataError
 from aad.models import base
+from aad.configs import default as default_config
 
 CONFIG_FILE = 'config.json'
 THRESHOLDS_FILE = 'thresholds.json'
@@ -96,8 +97,12 @@ def check_rerun(config: ml_collections.ConfigDict, workdir: str,
     raise errors.UserError(
         f'{path}: unreadable ({e}); this is not a run this version wrote. '
         'Choose another --workdir.') from None
-  changed = {k: v for k, v in changed_fields(saved, config).items()
-             if not _matches(k, FREE_FIELDS)}
+  # A field this version added, absent from the saved config, changes
+  # nothing at its default: new fields default to the old behaviour.
+  defaults = _flat(_plain(default_config.get_config()))
+  changed = {k: (a, b) for k, (a, b) in changed_fields(saved, config).items()
+             if not _matches(k, FREE_FIELDS) and not (
+                 a == '<absent>' and k in defaults and b == defaults[k])}
   if not changed:
     return
   model = {k: v for k, v in changed.items() if not _matches(k, EVAL_FIELDS)}

@@ -72,13 +72,14 @@ def maps_fn(scorers, cfg) -> Callable:
 
 
 def image_fn(family, scorers, cfg, *, patch: int = 0,
-             stride: int = 0) -> Callable:
+             stride: int = 0, margin: float = 0.0) -> Callable:
   """fn(variables, fitted, uint8 images (N, H, W, C), key, indices) ->
   (outputs, {'maps', 'image'}) of whole images, in one pure function.
 
   In patch mode (patch > 0) the images are cut into tiles `stride` apart,
   tile t of image i drawing from fold_in(key, indices[i] * tiles + t), and
-  the outputs are brought back per image (`tiling.untile`). key None draws
+  the outputs are brought back per image (`tiling.untile`, tiles weighted
+  by `margin`). key None draws
   nothing (indices are then unused).
   """
   wanted = scoring.needed_outputs(scorers)
@@ -93,7 +94,7 @@ def image_fn(family, scorers, cfg, *, patch: int = 0,
                                                           stride))
       out = outputs(family, variables, tiles, image_keys(key, indices),
                     wanted)
-      out = tiling.untile(out, shape, patch, stride)
+      out = tiling.untile(out, shape, patch, stride, margin)
     else:
       out = outputs(family, variables, images, image_keys(key, indices),
                     wanted)

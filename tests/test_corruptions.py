@@ -370,3 +370,31 @@ def test_perlin_smoothed_fill_is_the_image_blurred_inside_its_mask():
   np.testing.assert_array_equal(run(p_smooth=0.0), run())
   # The same masks with the smoothed fill as with the displaced one.
   np.testing.assert_array_equal(inside, np.abs(run() - image).max(-1) > 1e-6)
+
+
+def test_band_is_a_rotated_rectangle_without_bend():
+  from skimage import measure  # pylint: disable=g-import-not-at-top
+  centre, angle, length, width = (20.3, 30.7), 0.6, 25.5, 3.3
+  mask = np.asarray(corruptions.band((48, 64), centre, angle, length, width))
+  along = np.array([np.cos(angle), np.sin(angle)]) * length / 2  # (x, y)
+  across = np.array([-np.sin(angle), np.cos(angle)]) * width / 2
+  c = np.array(centre[::-1])
+  corners = [c + along + across, c + along - across, c - along - across,
+             c - along + across]
+  yy, xx = np.mgrid[:48, :64]
+  inside = measure.points_in_poly(
+      np.stack([xx.ravel(), yy.ravel()], 1), np.array(corners))
+  np.testing.assert_array_equal(mask.ravel().astype(bool), inside)
+  assert 0.8 * length * width < mask.sum() < 1.2 * length * width
+
+
+def test_band_follows_its_sine():
+  cy, cx, length, bend, period, phase = 30.0, 40.2, 60.0, 8.0, 40.0, 0.7
+  mask = np.asarray(corruptions.band((64, 80), (cy, cx), 0.0, length, 5.0,
+                                     bend=bend, period=period, phase=phase))
+  rows = np.arange(64)[:, None]
+  cols = np.flatnonzero(mask.any(0))
+  assert cols.min() == 11 and cols.max() == 70  # |x - 40.2| < 30
+  centre_row = (mask * rows).sum(0)[cols] / mask.sum(0)[cols]
+  expected = cy + bend * np.sin(2 * np.pi * (cols - cx) / period + phase)
+  np.testing.assert_allclose(centre_row, expected, atol=0.5)

@@ -105,7 +105,9 @@ def test_loss_is_l2_plus_ssim_plus_focal():
 
 
 @pytest.mark.parametrize('field, value', [
-    ('disc_depth', 0), ('p_anomaly', 1.5), ('focal_gamma', -1.0)])
+    ('disc_depth', 0), ('p_anomaly', 1.5), ('focal_gamma', -1.0),
+    ('p_line', 1.5), ('line_width', (0.0, 2.0)), ('line_length', (0.8, 0.2)),
+    ('line_bend', (-1.0, 0.0))])
 def test_bad_fields_are_named(field, value):
   with pytest.raises(ValueError, match=f'config.model.draem.{field}'):
     models.create(_config(**{field: value}))
@@ -160,3 +162,22 @@ def test_learns_to_segment_an_anomaly_it_was_not_shown(tmp_path):
   metrics = json.loads((workdir / 'metrics.json').read_text())
   assert metrics['mean/segmentation/pixel_auroc'] > 0.9
   assert metrics['mean/segmentation/smooth_max/image_auroc'] > 0.9
+
+
+def test_line_anomalies_are_thin_and_blobs_keep_their_draws():
+  from skimage import measure  # pylint: disable=g-import-not-at-top
+  image = jax.random.uniform(jax.random.key(3), (64, 64, 1))
+  masks = np.asarray(_anomalies(32, image, p_anomaly=1.0, p_line=1.0,
+                                line_width=(2.0, 2.0)))[..., 1]
+  for mask in masks:
+    props = measure.regionprops(mask.astype(np.uint8))[0]
+    # At most the longest band, 64 px long and 2 wide, and elongated.
+    assert 0 < mask.sum() <= 64 * 2 * 1.3
+    assert props.axis_major_length > 4 * props.axis_minor_length
+  # Without lines the blobs are perlin_mask's of the first key, as before.
+  keys = jax.random.split(jax.random.key(0), 4)
+  blobs = np.asarray(_anomalies(4, image, p_anomaly=1.0, p_line=0.0))
+  for key, out in zip(keys, blobs):
+    expected = corruptions.perlin_mask(jax.random.split(key, 3)[0], (64, 64))
+    np.testing.assert_array_equal(out[..., 1], expected)
+

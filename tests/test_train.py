@@ -1,5 +1,6 @@
 """End to end: train, checkpoint, resume, evaluate, report; CLI errors."""
 
+import csv
 import json
 import pathlib
 import subprocess
@@ -7,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from sklearn import metrics as sklearn_metrics
 
 from aad import data
 from aad.runtime import parallel
@@ -42,6 +44,20 @@ def test_train_and_evaluate_writes_the_report(tmp_path, textures_dir):
   for name in ('report.md', 'metrics.json', 'roc_image.png', 'roc_pixel.png',
                'heatmaps.png'):
     assert (tmp_path / 'brick' / name).stat().st_size > 100
+  # scores.csv: the image scores the metrics came from, test then val rows.
+  with open(tmp_path / 'brick' / 'scores.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  test = [r for r in rows if r['split'] == 'test']
+  val = [r for r in rows if r['split'] == 'val']
+  assert test and val and len(test) + len(val) == len(rows)
+  assert {r['label'] for r in val} == {'0'}
+  labels = [int(r['label']) for r in test]
+  assert labels == [int(r['type'] != 'good') for r in test]
+  for column in ('residual/l2', 'mc_variance/linf', 'baseline_mean/l1'):
+    auroc = sklearn_metrics.roc_auc_score(
+        labels, [float(r[column]) for r in test])
+    assert auroc == pytest.approx(
+        metrics[f'brick/{column}/image_auroc'], abs=1e-4)
   # Best-PSNR checkpoint kept for scoring, latest one for resuming.
   steps = sorted(int(p.name) for p in
                  (tmp_path / 'brick' / 'checkpoints' / 'ae').iterdir()

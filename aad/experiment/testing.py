@@ -411,6 +411,34 @@ def write_category(out_dir: str, config: ml_collections.ConfigDict,
       roi_previews=split.roi_previews)
 
 
+SCORES_FILE = 'scores.csv'
+
+
+def write_scores(out_dir: str, dataset: data_lib.Dataset, scored: Scored,
+                 eval_maps: dict, shape: tuple[int, int],
+                 protocol: evaluation.Protocol) -> str:
+  """out_dir/scores.csv: one row per test image, then per good validation
+  image (split 'val', the images the thresholds come from), with its
+  label, defect type and every image score ('<scorer>/<reduction>'), at
+  the evaluation resolution the metrics use."""
+  test = evaluation.image_scores(eval_maps, protocol, scored.own)
+  val_maps = {k: evaluation.resize_maps(v, shape)
+              for k, v in scored.val_maps.items()}
+  val = evaluation.image_scores(val_maps, protocol, scored.val_own)
+  columns = list(test)
+  rows = [('test', name, int(label), kind, *(f'{test[c][i]:.6g}'
+                                             for c in columns))
+          for i, (name, label, kind) in enumerate(zip(
+              dataset.test.names, dataset.test.labels,
+              dataset.test.defect_types))]
+  rows += [('val', name, 0, evaluation.GOOD, *(f'{val[c][i]:.6g}'
+                                               for c in columns))
+           for i, name in enumerate(dataset.val.names)]
+  path = os.path.join(out_dir, SCORES_FILE)
+  report.write_csv(path, ['split', 'name', 'label', 'type', *columns], rows)
+  return path
+
+
 def evaluate_category(config: ml_collections.ConfigDict, family,
                       variables: Any, dataset: data_lib.Dataset,
                       out_dir: str, devices: list[jax.Device],
@@ -419,8 +447,9 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
   """Scores `dataset.test` (and `.val` for thresholds) with the plain
   `variables` (training's or a checkpoint's); writes the report.
 
-  Writes out_dir/{metrics.json, report.md, thresholds.json, scorers.msgpack,
-  roc_*.png, pr_*.png, pro.png, score_histograms.png, heatmaps.png}.
+  Writes out_dir/{metrics.json, report.md, scores.csv, thresholds.json,
+  scorers.msgpack, roc_*.png, pr_*.png, pro.png, score_histograms.png,
+  heatmaps.png}.
 
   Every process of a multi-host run calls this and takes part in the
   scoring; only process 0 computes the metrics and writes the report.
@@ -462,6 +491,8 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
     notes.insert(0, unfinished)
   write_category(out_dir, config, dataset, scorers, scored, metrics, curves,
                  eval_maps, masks, thresholds, protocol, notes)
+  write_scores(out_dir, dataset, scored, eval_maps, masks.shape[1:],
+               protocol)
   timings['eval/seconds'] = time.time() - t_start
   atomic.write_json(os.path.join(out_dir, workdir_lib.TIMINGS_FILE), timings)
   headline = scorers[0]

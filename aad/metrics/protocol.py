@@ -140,6 +140,21 @@ def reduce(maps, reduction: str, sigma: float = 4.0) -> np.ndarray:
                    f'{REDUCTIONS}.')
 
 
+def image_scores(maps: Mapping[str, np.ndarray], protocol: Protocol,
+                 own_scores: Mapping[str, np.ndarray] | None = None
+                 ) -> dict[str, np.ndarray]:
+  """{'<scorer>/<reduction>': (N,) image scores}: every reduction of every
+  map in `protocol.reductions`, then each scorer's own score as
+  '<scorer>/own'; the scores the metrics are computed from."""
+  out = {}
+  for name, m in maps.items():
+    for r in protocol.reductions:
+      out[f'{name}/{r}'] = reduce(m, r, protocol.sigma)
+  for name, scores in (own_scores or {}).items():
+    out[f'{name}/{OWN}'] = np.asarray(scores, np.float64)
+  return out
+
+
 def image_metrics(labels, scores) -> dict[str, float]:
   """Image AUROC, AP, F1-max and the F1-max threshold (score >= t)."""
   f1, threshold = metrics_lib.f1_max(labels, scores)

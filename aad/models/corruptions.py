@@ -450,6 +450,53 @@ def perlin_mask(key, shape_hw, *, scale=(1, 32), threshold=0.5):
   return (perlin_noise(k_noise, shape_hw, s) > threshold).astype(jnp.float32)
 
 
+def band(shape_hw, centre, angle, length, width, bend=0.0, period=1.0,
+         phase=0.0):
+  """A thin band around a curve (a crack or scratch shape), as a mask.
+
+  Pixel centres (y, x) are taken to the frame of the curve: `along` from
+  `centre` in the direction `angle` (radians, from the x axis towards y),
+  `across` perpendicular to it. A pixel is in the band where |along| <
+  length / 2 and |across - bend * sin(2 pi along / period + phase)| <
+  width / 2: with bend 0, a rectangle of `length` x `width` px.
+
+  Returns:
+    float32 (H, W) mask of 0s and 1s.
+  """
+  h, w = shape_hw
+  y = jnp.arange(h, dtype=jnp.float32)[:, None] - centre[0]
+  x = jnp.arange(w, dtype=jnp.float32)[None, :] - centre[1]
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  along = x * cos + y * sin
+  across = -x * sin + y * cos
+  offset = bend * jnp.sin(2 * jnp.pi * along / period + phase)
+  inside = ((jnp.abs(along) < length / 2)
+            & (jnp.abs(across - offset) < width / 2))
+  return inside.astype(jnp.float32)
+
+
+def line_mask(key, shape_hw, *, length=(0.25, 1.0), width=(1.0, 4.0),
+              bend=(0.0, 0.1)):
+  """A random crack- or scratch-like mask (`band`): centre uniform in the
+  image, direction uniform, length a fraction drawn in `length` of the
+  image's shorter side, width drawn in `width` px, bent by a sine of
+  amplitude a fraction drawn in `bend` of the length, over one or two
+  periods of it.
+
+  Returns:
+    float32 (H, W) mask of 0s and 1s.
+  """
+  h, w = shape_hw
+  u = jax.random.uniform(key, (7,))
+  side = min(h, w)
+  size = (length[0] + (length[1] - length[0]) * u[3]) * side
+  return band(
+      shape_hw, (u[0] * h, u[1] * w), u[2] * jnp.pi, size,
+      width[0] + (width[1] - width[0]) * u[4],
+      bend=(bend[0] + (bend[1] - bend[0]) * u[5]) * size,
+      period=size / (1 + u[6]), phase=2 * jnp.pi * u[6])
+
+
 def perlin(key, image, *, scale=(1, 32), threshold=0.5, opacity=(0.2, 1.0),
            gain=(0.5, 1.5), shift=(-0.25, 0.25), p_clean=0.0, p_smooth=0.0,
            smooth_sigma=(1, 3)):
@@ -538,10 +585,14 @@ def procedural_texture(key, shape_hw, channels, *, scale=(2, 64)):
 def perlin_anomaly(key, image, *, scale=(1, 32), threshold=0.5,
                    opacity=(0.2, 1.0), gain=(0.5, 1.5),
                    shift=(-0.25, 0.25), p_anomaly=0.5, p_foreign=0.5,
-                   p_smooth=0.0, texture_scale=(2, 64), smooth_sigma=(1, 3)):
+                   p_smooth=0.0, texture_scale=(2, 64), smooth_sigma=(1, 3),
+                   p_line=0.0, line_length=(0.25, 1.0),
+                   line_width=(1.0, 4.0), line_bend=(0.0, 0.1)):
   """DRAEM's simulated anomaly, with its mask: a Perlin blob mask (as
-  `perlin`) filled, with an opacity drawn in `opacity`, by a foreign
-  procedural texture (probability `p_foreign`), by the image itself
+  `perlin`), or with probability `p_line` a thin bent band (`line_mask`
+  with `line_length`, `line_width`, `line_bend`: a crack or scratch, which
+  blobs do not resemble), filled, with an opacity drawn in `opacity`, by
+  a foreign procedural texture (probability `p_foreign`), by the image itself
   smoothed with a Gaussian of sigma drawn in `smooth_sigma` px (probability
   `p_smooth`: texture lost, as under a smudge or wear) or else by the
   image's own texture displaced and changed in contrast and level (as
@@ -555,6 +606,12 @@ def perlin_anomaly(key, image, *, scale=(1, 32), threshold=0.5,
   h, w, c = image.shape
   k_mask, k_draw, k_texture = jax.random.split(key, 3)
   mask = perlin_mask(k_mask, (h, w), scale=scale, threshold=threshold)
+  if p_line > 0:
+    # Draws of their own: with p_line 0 the images stay those of before.
+    k_line, k_which = jax.random.split(jax.random.fold_in(k_mask, 1))
+    mask = jnp.where(jax.random.uniform(k_which) < p_line, line_mask(
+        k_line, (h, w), length=line_length, width=line_width,
+        bend=line_bend), mask)
   u = jax.random.uniform(k_draw, (9,))
   mask = mask * (u[6] < p_anomaly)
   # Fills whose probability is 0 are not computed (the draws stay the

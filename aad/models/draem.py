@@ -106,6 +106,13 @@ def defaults() -> ml_collections.ConfigDict:
       p_smooth=0.0,
       texture_scale=(2, 64),  # procedural texture's Perlin scale range
       smooth_sigma=(1, 3),    # px, range of the smoothing's Gaussian
+      # Share of masks that are a thin bent band (a crack or scratch)
+      # instead of a blob; its length (fraction of the image's shorter
+      # side), width (px) and bend (fraction of the length) ranges.
+      p_line=0.0,
+      line_length=(0.25, 1.0),
+      line_width=(1.0, 4.0),
+      line_bend=(0.0, 0.1),
   ))
   return c
 
@@ -116,16 +123,20 @@ def _check(d: ml_collections.ConfigDict):
     if d[key] < 1:
       raise ValueError(f'config.model.draem.{key} must be >= 1; got '
                        f'{d[key]}')
-  for key in ('p_anomaly', 'p_foreign', 'p_smooth'):
+  for key in ('p_anomaly', 'p_foreign', 'p_smooth', 'p_line'):
     if not 0 <= d[key] <= 1:
       raise ValueError(f'config.model.draem.{key} must be in [0, 1]; got '
                        f'{d[key]}')
   if d.p_foreign + d.p_smooth > 1:
     raise ValueError('config.model.draem.p_foreign + p_smooth must be at '
                      f'most 1; got {d.p_foreign} + {d.p_smooth}')
-  if not 0 < d.smooth_sigma[0] <= d.smooth_sigma[1]:
-    raise ValueError('config.model.draem.smooth_sigma must be a range '
-                     f'0 < lo <= hi; got {tuple(d.smooth_sigma)}')
+  for key in ('smooth_sigma', 'line_length', 'line_width'):
+    if not 0 < d[key][0] <= d[key][1]:
+      raise ValueError(f'config.model.draem.{key} must be a range '
+                       f'0 < lo <= hi; got {tuple(d[key])}')
+  if not 0 <= d.line_bend[0] <= d.line_bend[1]:
+    raise ValueError('config.model.draem.line_bend must be a range '
+                     f'0 <= lo <= hi; got {tuple(d.line_bend)}')
   if d.focal_gamma < 0 or d.focal_weight < 0:
     raise ValueError('config.model.draem.focal_gamma and .focal_weight must '
                      'be >= 0')
@@ -221,7 +232,9 @@ def family(config: ml_collections.ConfigDict,
       threshold=d.threshold, opacity=tuple(d.opacity),
       p_anomaly=d.p_anomaly, p_foreign=d.p_foreign, p_smooth=d.p_smooth,
       texture_scale=tuple(d.texture_scale),
-      smooth_sigma=tuple(d.smooth_sigma))
+      smooth_sigma=tuple(d.smooth_sigma), p_line=d.p_line,
+      line_length=tuple(d.line_length), line_width=tuple(d.line_width),
+      line_bend=tuple(d.line_bend))
   stage = base.Stage('draem', ('reconstructive', 'discriminative'),
                      config.train.num_steps, forward, anomaly, loss=loss,
                      val_metric=val_metric)

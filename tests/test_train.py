@@ -51,6 +51,9 @@ def test_train_and_evaluate_writes_the_report(tmp_path, textures_dir):
   val = [r for r in rows if r['split'] == 'val']
   assert test and val and len(test) + len(val) == len(rows)
   assert {r['label'] for r in val} == {'0'}
+  columns = list(rows[0])[4:]
+  assert [c.split('/')[0] for c in columns[::len(columns) // 3]] == [
+      'residual', 'mc_variance', 'baseline_mean']  # config order
   labels = [int(r['label']) for r in test]
   assert labels == [int(r['type'] != 'good') for r in test]
   for column in ('residual/l2', 'mc_variance/linf', 'baseline_mean/l1'):

@@ -414,8 +414,8 @@ def write_category(out_dir: str, config: ml_collections.ConfigDict,
 SCORES_FILE = 'scores.csv'
 
 
-def write_scores(out_dir: str, dataset: data_lib.Dataset, scored: Scored,
-                 eval_maps: dict, shape: tuple[int, int],
+def write_scores(out_dir: str, dataset: data_lib.Dataset, scorers,
+                 scored: Scored, eval_maps: dict, shape: tuple[int, int],
                  protocol: evaluation.Protocol) -> str:
   """out_dir/scores.csv: one row per test image, then per good validation
   image (split 'val', the images the thresholds come from), with its
@@ -425,7 +425,9 @@ def write_scores(out_dir: str, dataset: data_lib.Dataset, scored: Scored,
   val_maps = {k: evaluation.resize_maps(v, shape)
               for k, v in scored.val_maps.items()}
   val = evaluation.image_scores(val_maps, protocol, scored.val_own)
-  columns = list(test)
+  # Config order, as in the report.
+  order = {s.name: i for i, s in enumerate(scorers)}
+  columns = sorted(test, key=lambda c: order.get(c.split('/')[0], len(order)))
   rows = [('test', name, int(label), kind, *(f'{test[c][i]:.6g}'
                                              for c in columns))
           for i, (name, label, kind) in enumerate(zip(
@@ -491,7 +493,7 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
     notes.insert(0, unfinished)
   write_category(out_dir, config, dataset, scorers, scored, metrics, curves,
                  eval_maps, masks, thresholds, protocol, notes)
-  write_scores(out_dir, dataset, scored, eval_maps, masks.shape[1:],
+  write_scores(out_dir, dataset, scorers, scored, eval_maps, masks.shape[1:],
                protocol)
   timings['eval/seconds'] = time.time() - t_start
   atomic.write_json(os.path.join(out_dir, workdir_lib.TIMINGS_FILE), timings)

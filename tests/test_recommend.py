@@ -40,6 +40,11 @@ def test_rules_for_large_elongated_grey_aligned_images():
   assert fields['eval.normalised.line_length'] == 32.0
   assert fields['eval.normalised.smooth_sigma'] == 0.0
   assert len(why) == 6
+  # Without the normalised scorer its fields are set, but not reported.
+  quiet, why = recommend.rules(_props(), 32, 16, normalised=False)
+  assert quiet == fields
+  assert len(why) == 4 and not any('normalised' in w or 'line filter' in w
+                                   for w in why)
 
 
 def test_rules_for_small_colour_textures():

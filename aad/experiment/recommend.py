@@ -61,8 +61,8 @@ AUTO = {'dataset.channels': 0, 'dataset.image_size': 0,
 
 
 def rules(props: data.Properties, multiple: int, batch_size: int,
-          fixed: dict | None = None, step_pixels: int = STEP_PIXELS
-          ) -> tuple[dict[str, object], list[str]]:
+          fixed: dict | None = None, step_pixels: int = STEP_PIXELS,
+          normalised: bool = True) -> tuple[dict[str, object], list[str]]:
   """({config field: value}, one reason per decision) for data `props` and
   a model whose image sides must be multiples of `multiple`.
 
@@ -70,6 +70,9 @@ def rules(props: data.Properties, multiple: int, batch_size: int,
   image_width, patch_size with patch_stride); those are not returned and
   the other rules use them.
   step_pixels: pixels the training steps should see in all.
+  normalised: whether the `normalised` scorer is listed; without it its
+    two fields are still set (a later aad.evaluate may list it) but give
+    no reason.
   """
   fixed = dict(fixed or {})
   fields, why = {}, []
@@ -81,7 +84,8 @@ def rules(props: data.Properties, multiple: int, batch_size: int,
     fields[field] = value
     for extra_field, extra_value in also:
       fields[extra_field] = extra_value
-    why.append(reason)
+    if reason:
+      why.append(reason)
     return value
 
   colour = 3 if props.colour else 1
@@ -111,15 +115,15 @@ def rules(props: data.Properties, multiple: int, batch_size: int,
          f'{steps} training steps ({step_pixels:.3g} px seen)',
          ('train.eval_every', max(1, steps // 6)))
   line = LINE if patch else 0.0
-  choose('eval.normalised.line_length', line,
-         f'line filter of {line:g} px, no Gaussian (patch mode: thin '
-         'defects span many pixels)' if line else
-         f'no line filter, Gaussian of {SMOOTH:g} px (whole images)',
+  choose('eval.normalised.line_length', line, normalised and (
+      f'line filter of {line:g} px, no Gaussian (patch mode: thin '
+      'defects span many pixels)' if line else
+      f'no line filter, Gaussian of {SMOOTH:g} px (whole images)'),
          ('eval.normalised.smooth_sigma', 0.0 if line else SMOOTH))
   mode = 'position' if props.alignment >= ALIGNED else 'local'
-  choose('eval.normalised.mode', mode,
-         f'normalised mode {mode!r}: alignment {props.alignment:.3f} '
-         f'{">=" if mode == "position" else "<"} {ALIGNED}')
+  choose('eval.normalised.mode', mode, normalised and (
+      f'normalised mode {mode!r}: alignment {props.alignment:.3f} '
+      f'{">=" if mode == "position" else "<"} {ALIGNED}'))
   return fields, why
 
 
@@ -175,7 +179,8 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   from aad import models  # pylint: disable=g-import-not-at-top
   fields, why = rules(props, models.create(config).size_multiple,
                       config.train.batch_size, fixed,
-                      config.train.get('auto_pixels', STEP_PIXELS))
+                      config.train.get('auto_pixels', STEP_PIXELS),
+                      'normalised' in config.eval.scorers)
   logging.info('config.auto: %d training images, median %dx%d, %s, '
                'alignment %.3f; %s.', props.count, props.height, props.width,
                'colour' if props.colour else 'grey', props.alignment,

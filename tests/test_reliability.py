@@ -754,3 +754,14 @@ def test_a_field_added_since_the_run_counts_only_off_its_default(tmp_path):
   with pytest.raises(errors.UserError,
                      match=r"perlin\.p_smooth '<absent>' -> 0\.2"):
     workdir_lib.check_rerun(config, str(tmp_path))
+  # aad.evaluate and aad.predict read such a run with the field at its
+  # default; what was saved stays as saved.
+  saved['model']['draem'].pop('p_line')
+  saved['eval'].pop('tile_margin')
+  saved['train']['num_steps'] = 7
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  loaded = workdir_lib.load_config(str(tmp_path))
+  assert loaded.model.draem.p_line == 0.0
+  assert loaded.eval.tile_margin == 0.0
+  assert loaded.train.num_steps == 7
+  assert 'p_smooth' in loaded.corruption.perlin

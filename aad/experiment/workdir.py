@@ -231,9 +231,24 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
                     'run. Point --workdir at the folder `python -m aad.main` '
                     'wrote (default runs/<config.name>).')
   with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    saved = json.load(f)
+  config = ml_collections.ConfigDict(
+      with_new_fields(saved, _plain(default_config.get_config())))
   config.lock()
   return config
+
+
+def with_new_fields(saved: dict, defaults: dict) -> dict:
+  """`saved` (a config.json) with the fields this version added since it
+  was written, at their defaults, which keep the old behaviour; every
+  saved value is kept."""
+  out = dict(saved)
+  for key, value in defaults.items():
+    if key not in out:
+      out[key] = value
+    elif isinstance(value, dict) and isinstance(out[key], dict):
+      out[key] = with_new_fields(out[key], value)
+  return out
 
 
 def stage_steps(workdir: str, category: str, family: base.Family

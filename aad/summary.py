@@ -103,7 +103,8 @@ def gather(root: str) -> tuple[list[str], list[list[str]]]:
   rows = []
   for name, overrides in runs:
     config, metrics, timings = read_run(os.path.join(root, name))
-    row = [name, *(_fmt_value(overrides[f]) for f in fields),
+    # A field that only some cases set is blank where it keeps the base's.
+    row = [name, *(_fmt_value(overrides.get(f, '')) for f in fields),
            config.get('model', {}).get('name', '')]
     if metrics is None:
       rows.append(row + [''] * (len(COLUMNS) + 2) + ['not finished'])

@@ -5,7 +5,9 @@
 
 `config.sweep` mirrors the config's structure; each leaf is the tuple of
 values of that field, and the points are the Cartesian product of the leaves
-(in alphabetical order of their dotted names). Every point is a normal run
+(in alphabetical order of their dotted names). `config.sweep.cases`, a
+tuple of {dotted field: value} dicts, is one more axis whose values set
+several fields together (a model family with its own image score, say). Every point is a normal run
 (`pipeline.train_and_evaluate`) in ROOT/<field=value_...>, run in this process
 one after the other; a point whose workdir has metrics.json is finished and
 skipped, an unfinished one resumes. Under a multi-host launch every process
@@ -32,6 +34,8 @@ import ml_collections  # pylint: disable=g-import-not-at-top
 
 # Fields a sweep cannot vary: how processes meet, and the sweep itself.
 _FIXED = ('distributed', 'sweep')
+# The axis of config.sweep whose values are {field: value} dicts.
+CASES = 'cases'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,20 +58,45 @@ def axes(config: ml_collections.ConfigDict) -> list[tuple[str, tuple]]:
         found.append((path, value))
 
   walk(config.sweep, '')
+  found = [(path, values) for path, values in found if path != CASES]
   for path, values in found:
-    if path.split('.')[0] in _FIXED:
-      raise ValueError(f'config.sweep.{path}: a sweep cannot vary '
-                       f'{path.split(".")[0]}.')
-    node = config
-    for part in path.split('.'):
-      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        raise ValueError(f'config.sweep.{path}: the config has no field '
-                         f'{path}; sweep axes name existing fields.')
-      node = node[part]
+    _check_field(config, path, f'config.sweep.{path}')
     if not isinstance(values, (tuple, list)) or not values:
       raise ValueError(f'config.sweep.{path} = {values!r}: give a non-empty '
                        'tuple of the values to try.')
   return [(path, tuple(values)) for path, values in found]
+
+
+def _check_field(config: ml_collections.ConfigDict, path: str, where: str):
+  if path.split('.')[0] in _FIXED:
+    raise ValueError(f'{where}: a sweep cannot vary {path.split(".")[0]}.')
+  node = config
+  for part in path.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      raise ValueError(f'{where}: the config has no field {path}; sweep '
+                       'axes name existing fields.')
+    node = node[part]
+
+
+def cases(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+  """config.sweep.cases checked against `config`: [{dotted field: value}];
+  [] without it."""
+  block = config.get('sweep') or {}
+  if CASES not in block:
+    return []
+  found = block[CASES]
+  if not isinstance(found, (tuple, list)) or not found:
+    raise ValueError(f'config.sweep.cases = {found!r}: give a non-empty '
+                     'tuple of {field: value} dicts.')
+  out = []
+  for i, case in enumerate(found):
+    if not isinstance(case, (dict, ml_collections.ConfigDict)) or not case:
+      raise ValueError(f'config.sweep.cases[{i}] = {case!r}: give a '
+                       'non-empty {dotted field: value} dict.')
+    for path in case:
+      _check_field(config, path, f'config.sweep.cases[{i}]')
+    out.append(dict(case))
+  return out
 
 
 def _slug(value: Any) -> str:
@@ -78,14 +107,16 @@ def _slug(value: Any) -> str:
 
 def expand(config: ml_collections.ConfigDict) -> list[Point]:
   """The points of `config.sweep`, in a fixed order; [] without a sweep."""
-  swept = axes(config)
-  if not swept:
+  swept, paired = axes(config), cases(config)
+  if not swept and not paired:
     return []
   points = []
-  for values in itertools.product(*(v for _, v in swept)):
-    overrides = {path: value for (path, _), value in zip(swept, values)}
-    name = '_'.join(f'{path}={_slug(v)}' for path, v in overrides.items())
-    points.append(Point(name, overrides))
+  for case in paired or [{}]:
+    for values in itertools.product(*(v for _, v in swept)):
+      overrides = {**case, **{path: value for (path, _), value
+                              in zip(swept, values)}}
+      name = '_'.join(f'{path}={_slug(v)}' for path, v in overrides.items())
+      points.append(Point(name, overrides))
   names = [p.name for p in points]
   if len(set(names)) < len(names):
     raise ValueError('Two sweep points get the same directory name; make '
@@ -131,8 +162,14 @@ def run(config: ml_collections.ConfigDict, root: str,
   from aad.runtime import atomic  # pylint: disable=g-import-not-at-top
   points = expand(config)
   if parallel.is_primary():
+    fields = {path: list(values) for path, values in axes(config)}
+    for case in cases(config):
+      for path, value in case.items():
+        fields.setdefault(path, [])
+        if value not in fields[path]:
+          fields[path].append(value)
     atomic.write_json(os.path.join(root, 'sweep.json'), {
-        'axes': {path: list(values) for path, values in axes(config)},
+        'axes': fields,
         'points': [{'name': p.name, 'overrides': p.overrides}
                    for p in points]})
   return run_points(config, root, points, indices)

@@ -16,7 +16,7 @@ from configs import default
 @pytest.mark.parametrize('name, num_runs', [
     ('default', 0), ('aesc_stain', 0), ('mvtec_ad', 0), ('test', 0),
     ('ae_l2', 0), ('ae_ssim', 0), ('dae_denoiser', 0),
-    ('aesc_stain_sweep', 18), ('test_sweep', 4), ('compare_families', 4),
+    ('aesc_stain_sweep', 18), ('test_sweep', 4), ('compare_families', 5),
     ('compare_scorers', 0), ('draem', 0)])
 def test_config_files_load_and_are_consistent(name, num_runs):
   config = importlib.import_module(f'configs.{name}').get_config()
@@ -57,3 +57,30 @@ def test_compare_scorers_lists_every_scorer_aesc_can_use():
   usable = {n for n in scoring.builtin_names()
             if set(scoring.get(n).needs) <= set(family.output_names)}
   assert set(config.eval.scorers) == usable
+
+
+def test_the_family_comparison_runs_draem_as_configs_draem():
+  from configs import compare_families  # pylint: disable=g-import-not-at-top
+  from configs import draem  # pylint: disable=g-import-not-at-top
+  config = compare_families.get_config()
+  point = [p for p in sweep.expand(config) if 'draem' in p.name]
+  run = sweep.point_config(config, point[0])
+  shipped = draem.get_config()
+  def flat(tree, prefix=''):
+    out = {}
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        out.update(flat(value, f'{prefix}{key}.'))
+      else:
+        out[prefix + key] = value
+    return out
+  a, b = flat(run.to_dict()), flat(shipped.to_dict())
+  differ = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+  # Only the name, the DAE's block (unused) and the scorer list, which
+  # resolves to the same scorers.
+  assert differ - {'name', 'eval.scorers'} == {
+      k for k in differ if k.startswith('model.dae_denoiser.')}
+  assert 'eval.norm' not in differ and 'model.name' not in differ
+  family = models.create(run)
+  assert [s.name for s in scoring.resolve(run.eval.scorers, family)] == [
+      s.name for s in scoring.resolve(shipped.eval.scorers, family)]

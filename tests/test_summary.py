@@ -51,3 +51,23 @@ def test_train_seconds_come_from_timings_json(tmp_path):
   header, rows = summary.gather(str(tmp_path))
   col = header.index('train s (mean)')
   assert [(r[0], r[col]) for r in rows] == [('a', '22'), ('b', '')]
+
+
+def test_a_field_only_some_sweep_cases_set_is_blank_elsewhere(tmp_path):
+  metrics = {'mean/residual/l2/image_auroc': 0.9,
+             'mean/residual/pixel_auroc': 0.8}
+  _run(tmp_path, 'model.name=aesc', metrics)
+  _run(tmp_path, 'model.name=draem_eval.norm=smooth-max',
+       {'mean/segmentation/smooth_max/image_auroc': 0.95,
+        'mean/segmentation/pixel_auroc': 0.9}, norm='smooth_max')
+  (tmp_path / 'sweep.json').write_text(json.dumps({
+      'axes': {'model.name': ['aesc', 'draem'], 'eval.norm': ['smooth_max']},
+      'points': [
+          {'name': 'model.name=aesc', 'overrides': {'model.name': 'aesc'}},
+          {'name': 'model.name=draem_eval.norm=smooth-max',
+           'overrides': {'model.name': 'draem', 'eval.norm': 'smooth_max'}}]}))
+  header, rows = summary.gather(str(tmp_path))
+  assert header[1:3] == ['model.name', 'eval.norm']
+  image = header.index('image AUROC')
+  assert [(r[1], r[2], r[image]) for r in rows] == [
+      ('aesc', '', '0.900'), ('draem', 'smooth_max', '0.950')]

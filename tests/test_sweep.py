@@ -40,7 +40,29 @@ def test_tuple_valued_fields_sweep_and_name_their_runs():
       'grass', 'gravel')
 
 
+def test_cases_set_fields_together_crossed_with_the_axes():
+  config = test_sweep.get_config()
+  config.sweep = ml_collections.ConfigDict({
+      'seed': (0, 1),
+      'cases': ({'model.name': 'aesc'},
+                {'model.name': 'draem', 'eval.norm': 'smooth_max'})})
+  points = sweep.expand(config)
+  assert [p.name for p in points] == [
+      'model.name=aesc_seed=0', 'model.name=aesc_seed=1',
+      'model.name=draem_eval.norm=smooth-max_seed=0',
+      'model.name=draem_eval.norm=smooth-max_seed=1']
+  draem = sweep.point_config(config, points[3])
+  assert (draem.model.name, draem.eval.norm, draem.seed) == (
+      'draem', 'smooth_max', 1)
+  aesc = sweep.point_config(config, points[0])
+  assert (aesc.model.name, aesc.eval.norm) == ('aesc', config.eval.norm)
+
+
 @pytest.mark.parametrize('axes, message', [
+    ({'cases': ()}, 'non-empty tuple'),
+    ({'cases': ({},)}, r'cases\[0\].*non-empty'),
+    ({'cases': ({'model.nam': 'ae'},)}, r'cases\[0\]: the config has no '
+                                        'field model.nam'),
     ({'train': {'num_step': (1, 2)}}, 'no field train.num_step'),
     ({'seed': 3}, 'non-empty tuple'),
     ({'seed': ()}, 'non-empty tuple'),

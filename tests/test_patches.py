@@ -68,3 +68,12 @@ def test_patch_mode_trains_on_patches_and_scores_whole_images(
   with pytest.raises(loop.TrainingError,
                      match='patch_size: .* multiples of 8'):
     run.train_and_evaluate(config, str(tmp_path / 'bad'))
+  # The validation loss runs on whole images: they must suit the model
+  # too, which is said before anything is trained.
+  config.dataset.patch_size = 16
+  config.dataset.image_size = 36
+  with pytest.raises(loop.TrainingError,
+                     match=r'image_size / image_width: the image size 36x36 '
+                           r'.* multiples of 8, e\.g\. 32x32\.'):
+    run.train_and_evaluate(config, str(tmp_path / 'bad_image'))
+  assert not (tmp_path / 'bad_image' / 'brick').exists()

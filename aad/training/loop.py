@@ -100,18 +100,21 @@ def input_shape(config: ml_collections.ConfigDict, family: base.Family,
   """
   h, w, c = image_shape
   patch = config.dataset.patch_size
+  field = 'config.dataset.patch_size'
   try:
     if patch:
       if patch > min(h, w):
         raise ValueError(f'it must be at most the image size {h}x{w}')
       family.check_size(patch, patch, 'the patch size')
-      return (patch, patch, c)
+    # In patch mode too: the validation loss runs on whole images.
+    field = 'config.dataset.image_size / image_width'
     family.check_size(h, w, 'the image size')
   except ValueError as e:
-    field = ('config.dataset.patch_size' if patch else
-             'config.dataset.image_size / image_width')
-    raise TrainingError(f'{field}: {e}') from None
-  return (h, w, c)
+    m = family.size_multiple
+    hint = (f', e.g. {max(m, h // m * m)}x{max(m, w // m * m)}'
+            if field != 'config.dataset.patch_size' else '')
+    raise TrainingError(f'{field}: {str(e).rstrip(".")}{hint}.') from None
+  return (patch, patch, c) if patch else (h, w, c)
 
 
 def _resume(config: ml_collections.ConfigDict, stage: base.Stage,

@@ -176,10 +176,8 @@ def model_fn(config, family, scorers, random: bool = True):
   indices are ignored).
   """
   patch, stride = batch.patch_stride(config.dataset)
-  # Runs saved before eval.tile_margin existed stitch as then.
   score = batch.image_fn(family, scorers, config.eval, patch=patch,
-                         stride=stride,
-                         margin=config.eval.get('tile_margin', 0.0))
+                         stride=stride, margin=config.eval.tile_margin)
 
   def fn(variables, fitted, images, seed, indices):
     key = jax.random.key(seed) if random else None

@@ -68,7 +68,7 @@ def family_outputs(config: ml_collections.ConfigDict, family, variables: Any,
   out = _outputs(config, family, variables, tiles, indices, devices, wanted,
                  unit='tiles', of=f' of {len(images)} images')
   return tiling.untile(out, images.shape[1:3], patch, stride,
-                       config.eval.get('tile_margin', 0.0))
+                       config.eval.tile_margin)
 
 
 def _outputs(config, family, variables, images, indices, devices,

@@ -84,7 +84,7 @@ def check_config(config: ml_collections.ConfigDict, *, memory: bool = True):
   _in_range(config, 'train.adam_eps', 0, 1, low_open=True)
   _in_range(config, 'dataset.val_fraction', 0, 1, low_open=True,
             high_open=True)
-  if config.eval.get('tile_margin', 0.0) < 0:
+  if config.eval.tile_margin < 0:
     _fail('eval.tile_margin', config.eval.tile_margin, 'must be >= 0 (px)')
   if config.train.plateau:
     _in_range(config, 'train.plateau_factor', 0, 1, low_open=True,

@@ -7,7 +7,8 @@
 values of that field, and the points are the Cartesian product of the leaves
 (in alphabetical order of their dotted names). `config.sweep.cases`, a
 tuple of {dotted field: value} dicts, is one more axis whose values set
-several fields together (a model family with its own image score, say). Every point is a normal run
+several fields together (a model family with its own image score, say).
+Every point is a normal run
 (`pipeline.train_and_evaluate`) in ROOT/<field=value_...>, run in this process
 one after the other; a point whose workdir has metrics.json is finished and
 skipped, an unfinished one resumes. Under a multi-host launch every process

@@ -283,9 +283,9 @@ def score_category(config: ml_collections.ConfigDict, family, variables: Any,
 
 def category_metrics(config: ml_collections.ConfigDict, split, scored: Scored,
                      scorers, protocol: evaluation.Protocol):
-  """(results {scorer: ...} in config order, curves, maps and masks at the
-  evaluation resolution, the good validation scores' ranges for the
-  normalised scores) of a category's test split."""
+  """(results {scorer: ...} in config order, curves, and the test maps,
+  masks and good validation maps at the evaluation resolution) of a
+  category's test split."""
   logging.info('computing metrics of %d scorer(s) on %d maps...',
                len(scorers), len(split.labels))
   eval_maps, masks = evaluation.at_resolution(
@@ -302,8 +302,7 @@ def category_metrics(config: ml_collections.ConfigDict, split, scored: Scored,
   results = {s.name: results[s.name] for s in scorers}
   curves = evaluation.curves(eval_maps, split.labels, masks, protocol,
                              pixel_images=split.has_masks)
-  ranges = validation_ranges(val_maps, scored.val_own, protocol)
-  return results, curves, eval_maps, masks, ranges
+  return results, curves, eval_maps, masks, val_maps
 
 
 def split_timings(metrics: dict, extra: dict | None) -> dict:
@@ -415,15 +414,13 @@ SCORES_FILE = 'scores.csv'
 
 
 def write_scores(out_dir: str, dataset: data_lib.Dataset, scorers,
-                 scored: Scored, eval_maps: dict, shape: tuple[int, int],
+                 scored: Scored, eval_maps: dict, val_maps: dict,
                  protocol: evaluation.Protocol) -> str:
   """out_dir/scores.csv: one row per test image, then per good validation
   image (split 'val', the images the thresholds come from), with its
   label, defect type and every image score ('<scorer>/<reduction>'), at
   the evaluation resolution the metrics use."""
   test = evaluation.image_scores(eval_maps, protocol, scored.own)
-  val_maps = {k: evaluation.resize_maps(v, shape)
-              for k, v in scored.val_maps.items()}
   val = evaluation.image_scores(val_maps, protocol, scored.val_own)
   # Config order, as in the report.
   order = {s.name: i for i, s in enumerate(scorers)}
@@ -478,8 +475,9 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
                                scored, protocol, extra, unfinished, t_start)
   split = dataset.test
   norm = protocol.headline
-  results, curves, eval_maps, masks, ranges = category_metrics(
+  results, curves, eval_maps, masks, val_maps = category_metrics(
       config, split, scored, scorers, protocol)
+  ranges = validation_ranges(val_maps, scored.val_own, protocol)
   thresholds = {
       s: r[evaluation.threshold_reduction(r, norm)]['threshold']
       for s, r in results.items()}
@@ -493,7 +491,7 @@ def evaluate_category(config: ml_collections.ConfigDict, family,
     notes.insert(0, unfinished)
   write_category(out_dir, config, dataset, scorers, scored, metrics, curves,
                  eval_maps, masks, thresholds, protocol, notes)
-  write_scores(out_dir, dataset, scorers, scored, eval_maps, masks.shape[1:],
+  write_scores(out_dir, dataset, scorers, scored, eval_maps, val_maps,
                protocol)
   timings['eval/seconds'] = time.time() - t_start
   atomic.write_json(os.path.join(out_dir, workdir_lib.TIMINGS_FILE), timings)

@@ -140,6 +140,13 @@ def reduce(maps, reduction: str, sigma: float = 4.0) -> np.ndarray:
                    f'{REDUCTIONS}.')
 
 
+def _reductions(anomaly_map, protocol: Protocol) -> dict[str, np.ndarray]:
+  """{reduction: (N,) image scores} of one map stack, every reduction of
+  `protocol.reductions`."""
+  return {r: reduce(anomaly_map, r, protocol.sigma)
+          for r in protocol.reductions}
+
+
 def image_scores(maps: Mapping[str, np.ndarray], protocol: Protocol,
                  own_scores: Mapping[str, np.ndarray] | None = None
                  ) -> dict[str, np.ndarray]:
@@ -148,8 +155,7 @@ def image_scores(maps: Mapping[str, np.ndarray], protocol: Protocol,
   '<scorer>/own'; the scores the metrics are computed from."""
   out = {}
   for name, m in maps.items():
-    for r in protocol.reductions:
-      out[f'{name}/{r}'] = reduce(m, r, protocol.sigma)
+    out.update({f'{name}/{r}': s for r, s in _reductions(m, protocol).items()})
   for name, scores in (own_scores or {}).items():
     out[f'{name}/{OWN}'] = np.asarray(scores, np.float64)
   return out
@@ -359,8 +365,7 @@ def evaluate_scorer(anomaly_map, labels, masks, defect_types, protocol:
   if masks.shape != anomaly_map.shape:
     raise ValueError(f'Map {anomaly_map.shape} and masks {masks.shape} '
                      'differ in shape.')
-  scores = {r: reduce(anomaly_map, r, protocol.sigma)
-            for r in protocol.reductions}
+  scores = _reductions(anomaly_map, protocol)
   if own_scores is not None:
     scores[OWN] = np.asarray(own_scores, np.float64)
   entry = _image_entry(labels, scores)

@@ -100,20 +100,21 @@ def input_shape(config: ml_collections.ConfigDict, family: base.Family,
   """
   h, w, c = image_shape
   patch = config.dataset.patch_size
-  field = 'config.dataset.patch_size'
-  try:
-    if patch:
+  if patch:
+    try:
       if patch > min(h, w):
         raise ValueError(f'it must be at most the image size {h}x{w}')
       family.check_size(patch, patch, 'the patch size')
-    # In patch mode too: the validation loss runs on whole images.
-    field = 'config.dataset.image_size / image_width'
+    except ValueError as e:
+      raise TrainingError(f'config.dataset.patch_size: {e}') from None
+  # In patch mode too: the validation loss runs on whole images.
+  try:
     family.check_size(h, w, 'the image size')
   except ValueError as e:
     m = family.size_multiple
-    hint = (f', e.g. {max(m, h // m * m)}x{max(m, w // m * m)}'
-            if field != 'config.dataset.patch_size' else '')
-    raise TrainingError(f'{field}: {str(e).rstrip(".")}{hint}.') from None
+    raise TrainingError(
+        f'config.dataset.image_size / image_width: {str(e).rstrip(".")}, '
+        f'e.g. {max(m, h // m * m)}x{max(m, w // m * m)}.') from None
   return (patch, patch, c) if patch else (h, w, c)
 
 

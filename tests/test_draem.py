@@ -161,6 +161,9 @@ def test_learns_to_segment_an_anomaly_it_was_not_shown(tmp_path):
       'eval.smooth_sigma': 2.0})
   metrics = json.loads((workdir / 'metrics.json').read_text())
   assert metrics['mean/segmentation/pixel_auroc'] > 0.9
+  # It makes its own training inputs: the report names no corruption.
+  report = (workdir / 'report.md').read_text()
+  assert report.startswith('# draem: draem on folder\n')
   assert metrics['mean/segmentation/smooth_max/image_auroc'] > 0.9
 
 

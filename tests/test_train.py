@@ -41,6 +41,7 @@ def test_train_and_evaluate_writes_the_report(tmp_path, textures_dir):
   assert means['residual/pixel_auroc'] == metrics['mean/residual/pixel_auroc']
   report = (tmp_path / 'report.md').read_text()
   assert '| brick |' in report and 'baseline_mean' in report
+  assert report.startswith('# test: aesc + stain noise on textures\n')
   for name in ('report.md', 'metrics.json', 'roc_image.png', 'roc_pixel.png',
                'heatmaps.png'):
     assert (tmp_path / 'brick' / name).stat().st_size > 100

@@ -664,10 +664,12 @@ def write_summary(config: ml_collections.ConfigDict, family, workdir: str,
         'images (a folder of good images only); their models and '
         'deployment thresholds come from the good training and validation '
         'images (see their reports).']
+  noise = (f' + {family.corruption} noise'
+           if family.corruption not in ('', 'none') else '')
   means = report.write_summary_report(
       workdir, per_category=per_category,
-      title=f'{config.name}: {config.model.name} + {config.corruption.name} '
-      f'noise on {config.dataset.name}',
+      title=f'{config.name}: {config.model.name}{noise} on '
+      f'{config.dataset.name}',
       notes=[*unfinished,
              f'One model per category; image score = {norm} reduction of '
              'the map (fixed beforehand); scorers '

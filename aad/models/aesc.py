@@ -324,4 +324,5 @@ def family(config: ml_collections.ConfigDict,
       output_names=('reconstruction', 'mc_mean', 'mc_variance',
                     'activations'),
       scorers=('residual', 'mc_variance', 'baseline_mean'),
-      size_multiple=2 ** m.depth, notes=notes, prepare=prepare)
+      size_multiple=2 ** m.depth, notes=notes, prepare=prepare,
+      corruption=config.corruption.name)

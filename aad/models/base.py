@@ -81,6 +81,9 @@ class Family:
     size_multiple: image (and patch) height and width must be multiples
       of it.
     notes: (wanted outputs) -> lines for the report on how they were made.
+    corruption: the config.corruption its training inputs are made with,
+      by name, for the report's title; '' where the family makes its own
+      (simulated anomalies, fixed noise).
     prepare: (variables, shape) -> the variables `outputs` takes (not
       Stage.prepare), from a checkpoint's (what `init` and training give):
       work that depends on the weights alone, done once per loaded
@@ -97,6 +100,7 @@ class Family:
   scorers: tuple[str, ...]
   size_multiple: int
   notes: Callable[[frozenset[str]], list[str]] = lambda wanted: []
+  corruption: str = ''
   prepare: Callable[[Variables, tuple[int, int, int]], Variables] = (
       lambda variables, shape: variables)
 

@@ -133,5 +133,5 @@ def family(config: ml_collections.ConfigDict,
       name='bergmann', init=init, stages=(stage,), outputs=outputs,
       output_names=('reconstruction',),
       scorers=('residual_max', 'residual', 'baseline_mean'),
-      size_multiple=2 ** _STRIDES)
+      size_multiple=2 ** _STRIDES, corruption=config.corruption.name)
 

@@ -14,7 +14,6 @@ from aad.runtime import errors
 from aad.experiment import recommend
 from aad.experiment import validate
 from aad import scoring
-from aad.data import preprocess
 from configs import folder as folder_config
 from configs import folder_aesc as folder_aesc_config
 
@@ -22,11 +21,11 @@ rng = np.random.default_rng(0)
 
 
 def _props(**kwargs):
-  base = dict(count=300, height=1250, width=500, colour=False, alignment=0.2)
+  base = dict(count=300, height=1250, width=500, colour=False)
   return data.Properties(**dict(base, **kwargs))
 
 
-def test_rules_for_large_elongated_grey_aligned_images():
+def test_rules_for_large_elongated_grey_images():
   fields, why = recommend.rules(_props(), multiple=32, batch_size=16)
   # 1250 x 500 scaled by sqrt(640 * 256 / 625000) = 0.512 -> 640 x 256.
   assert fields['dataset.image_size'] == 640
@@ -35,11 +34,10 @@ def test_rules_for_large_elongated_grey_aligned_images():
   assert fields['dataset.patch_size'] == 128
   assert fields['dataset.patch_stride'] == 64
   assert fields['train.num_steps'] == 3000
-  assert fields['eval.normalised.mode'] == 'position'
   # Patch mode: the line filter, no Gaussian.
   assert fields['eval.normalised.line_length'] == 32.0
   assert fields['eval.normalised.smooth_sigma'] == 0.0
-  assert len(why) == 6
+  assert len(why) == 5
   # Without the normalised scorer its fields are set, but not reported.
   quiet, why = recommend.rules(_props(), 32, 16, normalised=False)
   assert quiet == fields
@@ -48,15 +46,14 @@ def test_rules_for_large_elongated_grey_aligned_images():
 
 
 def test_rules_for_small_colour_textures():
-  fields, _ = recommend.rules(_props(height=128, width=128, colour=True,
-                                     alignment=0.01), 32, 16)
+  fields, _ = recommend.rules(_props(height=128, width=128, colour=True),
+                              32, 16)
   assert (fields['dataset.image_size'], fields['dataset.image_width']) == (
       128, 128)
   assert fields['dataset.channels'] == 3
   assert fields['dataset.patch_size'] == 0  # small, square: whole images
   # 16 x 128 x 128 pixels per step, as many pixels as 3000 patch steps.
   assert fields['train.num_steps'] == 3000
-  assert fields['eval.normalised.mode'] == 'local'
   # Whole small images: a Gaussian, no line filter.
   assert fields['eval.normalised.line_length'] == 0.0
   assert fields['eval.normalised.smooth_sigma'] == 2.0
@@ -69,19 +66,6 @@ def test_rules_for_small_colour_textures():
   # 200 -> 192 px: 3000 x 128^2 / 192^2 steps, the same pixels seen.
   assert square['dataset.image_size'] == 192
   assert square['train.num_steps'] == 1333
-
-
-def test_alignment_separates_parts_from_textures():
-  # The same disk at the same place in every image, with noise: aligned.
-  yy, xx = np.mgrid[:60, :80]
-  disk = ((yy - 30) ** 2 + (xx - 40) ** 2 < 400) * 150
-  parts = [np.clip(disk + rng.integers(0, 60, (60, 80)), 0, 255).astype(
-      np.uint8)[..., None] for _ in range(20)]
-  assert preprocess.alignment(parts) > 0.5
-  # The disk at random places: the mean image is nearly flat.
-  moved = [np.roll(p, (rng.integers(60), rng.integers(80)), (0, 1))
-           for p in parts]
-  assert preprocess.alignment(moved) < 0.1
 
 
 def test_resolve_sets_the_fields_from_a_folder(tmp_path):
@@ -107,7 +91,8 @@ def test_resolve_sets_the_fields_from_a_folder(tmp_path):
   assert resolved.dataset.patch_size == 96
   # The config's budget, 16 x 128^2 x 1400 px, in 16 patches of 96^2.
   assert resolved.train.num_steps == 16 * 128 * 128 * 1400 // (16 * 96 * 96)
-  assert resolved.eval.normalised.mode == 'local'  # random noise
+  # No rule for the normalised scorer's mode: per-position statistics.
+  assert resolved.eval.normalised.mode == 'position'
   assert resolved.eval.normalised.line_length == 32.0   # patch mode
   family = models.create(resolved)
   family.check_size(304, 96, 'the image size')

@@ -38,7 +38,6 @@ def get_config():
   c.dataset.image_size = 0
   c.dataset.patch_size = -1
   c.train.num_steps = 0
-  c.eval.normalised.mode = 'auto'
   c.eval.normalised.line_length = -1.0
   c.dataset.name = 'folder'
   c.dataset.categories = ()
@@ -52,11 +51,12 @@ def get_config():
   c.eval.norms = ('l2', 'linf', 'smooth_max', 'top_k')
   c.eval.norm = 'smooth_max'
   # The `normalised` scorer, where listed (configs/folder_aesc.py): the
-  # FSIM error map in z-scores of the good validation images, clipped at
-  # z = 5; in patch mode (large images) then the largest mean along a line
-  # (sigma 32 px along, 2 across, 16 directions) instead of an isotropic
-  # blur: thin cracks and scratches rise only a little above the grain
-  # per pixel, but along a line (aad/scoring/lines.py; docs/ablations.md).
+  # FSIM error map in z-scores of the good validation images per pixel
+  # position, clipped at z = 5; in patch mode (large images) then the
+  # largest mean along a line (sigma 32 px along, 2 across, 16 directions)
+  # instead of an isotropic blur: thin cracks and scratches rise only a
+  # little above the grain per pixel, but along a line
+  # (aad/scoring/lines.py; docs/ablations.md).
   # line_length (with smooth_sigma) is chosen by the rules.
   c.eval.normalised.base = ('fsim',)
   c.eval.normalised.smooth_sigma = 0.0

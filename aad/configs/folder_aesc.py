@@ -7,9 +7,8 @@ configs/folder.py on thin cracks in aligned parts (kolektorsdd 0.913
 against 0.555 image AUROC), at chance on smudges (dagm_class1 0.483
 against 0.998) and lower on the suite's mean (docs/results.md "The dev
 suite"); about 5 minutes per set on a 2-core CPU. Image size, channels,
-patch mode, training steps, the line filter and the normalised scorer's
-mode are chosen from the training images as in configs/folder.py. The
-rest:
+patch mode, training steps and the line filter are chosen from the
+training images as in configs/folder.py. The rest:
 
 - a small AESc (depth 5, 8..128 maps, 3x3 kernels), fast enough on a CPU
   to train at (near) native resolution;

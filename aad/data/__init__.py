@@ -283,15 +283,11 @@ class Properties:
     height, width: their median native size, px.
     colour: True if any of them has channels that differ (more than 2 grey
       levels anywhere).
-    alignment: the share of the coarse (blurred) grey-level variance of the
-      images that their mean image explains: about 0 for textures seen at
-      random places, large when the same part sits at the same place.
   """
   count: int
   height: int
   width: int
   colour: bool
-  alignment: float
 
 
 def properties(dataset_config) -> Properties:
@@ -313,7 +309,7 @@ def properties(dataset_config) -> Properties:
         images += list(split.images)
   if not images:
     raise DataError(f'{c.path or c.name}: no training image.')
-  logging.info('measuring %d training images (size, colour, alignment)...',
+  logging.info('measuring %d training images (size, colour)...',
                len(images))
   height = int(np.median([im.shape[0] for im in images]))
   width = int(np.median([im.shape[1] for im in images]))
@@ -321,7 +317,7 @@ def properties(dataset_config) -> Properties:
       np.abs(np.diff(im.astype(np.int16), axis=-1)).max() > 2)
                for im in images)
   return Properties(count=len(images), height=height, width=width,
-                    colour=colour, alignment=preprocess.alignment(images))
+                    colour=colour)
 
 
 def config_categories(dataset_config) -> tuple[str, ...]:

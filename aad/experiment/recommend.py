@@ -21,9 +21,6 @@ still holds its AUTO value (a value given on the command line is kept):
   thin defects (cracks, scratches) span many pixels, faint per pixel;
   whole (small) images get no line filter and a Gaussian of SMOOTH px (a
   LINE-px line would cross much of the image and dilute small defects).
-- eval.normalised.mode: 'position' (per-pixel statistics) when the images
-  are aligned (aad.data.preprocess.alignment >= ALIGNED), else 'local'
-  (statistics per local intensity and texture).
 
 Every decision is logged and written to the run's config.json, so
 aad.evaluate and aad.predict use the same values.
@@ -42,7 +39,6 @@ MAX_PIXELS = 640 * 256   # the model's image area, px
 PATCH = 128              # patch side in patch mode, px
 STEP_PIXELS = 16 * 128 * 128 * 3000   # default pixels seen in training
 MIN_STEPS, MAX_STEPS = 500, 3000
-ALIGNED = 0.1            # alignment share above which images are aligned
 LINE = 32.0              # line filter sigma along the line, px (patch mode)
 SMOOTH = 2.0             # Gaussian sigma of whole-image maps, px
 
@@ -57,7 +53,7 @@ def _side(length: float, multiple: int) -> int:
 # kept, and the later rules build on it.
 AUTO = {'dataset.channels': 0, 'dataset.image_size': 0,
         'dataset.patch_size': -1, 'train.num_steps': 0,
-        'eval.normalised.line_length': -1.0, 'eval.normalised.mode': 'auto'}
+        'eval.normalised.line_length': -1.0}
 
 
 def rules(props: data.Properties, multiple: int, batch_size: int,
@@ -120,10 +116,6 @@ def rules(props: data.Properties, multiple: int, batch_size: int,
       'defects span many pixels)' if line else
       f'no line filter, Gaussian of {SMOOTH:g} px (whole images)'),
          ('eval.normalised.smooth_sigma', 0.0 if line else SMOOTH))
-  mode = 'position' if props.alignment >= ALIGNED else 'local'
-  choose('eval.normalised.mode', mode, normalised and (
-      f'normalised mode {mode!r}: alignment {props.alignment:.3f} '
-      f'{">=" if mode == "position" else "<"} {ALIGNED}'))
   return fields, why
 
 
@@ -142,8 +134,7 @@ def _set(config, field, value):
 # is checked (aad/experiment/validate.py), before the rules have read any image.
 _PLACEHOLDERS = {'dataset.channels': 1, 'dataset.image_size': 256,
                  'dataset.patch_size': 0, 'train.num_steps': 1,
-                 'eval.normalised.line_length': 0.0,
-                 'eval.normalised.mode': 'position'}
+                 'eval.normalised.line_length': 0.0}
 
 
 def with_placeholders(config: ml_collections.ConfigDict
@@ -181,10 +172,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       config.train.batch_size, fixed,
                       config.train.get('auto_pixels', STEP_PIXELS),
                       'normalised' in config.eval.scorers)
-  logging.info('config.auto: %d training images, median %dx%d, %s, '
-               'alignment %.3f; %s.', props.count, props.height, props.width,
-               'colour' if props.colour else 'grey', props.alignment,
-               '; '.join(why))
+  logging.info('config.auto: %d training images, median %dx%d, %s; %s.',
+               props.count, props.height, props.width,
+               'colour' if props.colour else 'grey', '; '.join(why))
   config = ml_collections.ConfigDict(config.to_dict())
   for field, value in fields.items():
     _set(config, field, value)

@@ -10,6 +10,7 @@ from aad import models
 from aad import scoring
 from aad import sweep
 from aad.experiment import validate
+from aad.experiment import workdir
 from configs import default
 
 
@@ -66,16 +67,7 @@ def test_the_family_comparison_runs_draem_as_configs_draem():
   point = [p for p in sweep.expand(config) if 'draem' in p.name]
   run = sweep.point_config(config, point[0])
   shipped = draem.get_config()
-  def flat(tree, prefix=''):
-    out = {}
-    for key, value in tree.items():
-      if isinstance(value, dict):
-        out.update(flat(value, f'{prefix}{key}.'))
-      else:
-        out[prefix + key] = value
-    return out
-  a, b = flat(run.to_dict()), flat(shipped.to_dict())
-  differ = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+  differ = set(workdir.changed_fields(shipped, run))
   # Only the name, the DAE's block (unused) and the scorer list, which
   # resolves to the same scorers.
   assert differ - {'name', 'eval.scorers'} == {
